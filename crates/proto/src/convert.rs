@@ -1,0 +1,245 @@
+//! Conversions between `pb` messages and domain types. `*_from_pb` validates what it can and names
+//! the field; `*_to_pb` never fails and never exposes a secret.
+
+use std::net::Ipv4Addr;
+
+use xcat3_types::{Control, FieldError, IpRange, Network, Nic, Node};
+
+use crate::pb;
+
+/// Unix time in milliseconds to a protobuf timestamp (0 = unset).
+pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
+    (ms != 0).then(|| prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+fn ipv4(field: &str, s: &str) -> Result<Ipv4Addr, FieldError> {
+    s.trim()
+        .parse()
+        .map_err(|_| FieldError::invalid(field, format!("{s:?} is not an IPv4 address")))
+}
+
+fn opt_ipv4(field: &str, s: &str) -> Result<Option<Ipv4Addr>, FieldError> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        ipv4(field, s).map(Some)
+    }
+}
+
+/// A NIC from the wire; `index` names it in errors and gives the default name `eth<index>`.
+pub fn nic_from_pb(index: usize, nic: &pb::Nic) -> Result<Nic, FieldError> {
+    let at = |f: &str| format!("nics[{index}].{f}");
+    if nic.mac.is_empty() {
+        return Err(FieldError::invalid(at("mac"), "a NIC needs a MAC address"));
+    }
+    let mac = nic
+        .mac
+        .parse()
+        .map_err(|e: FieldError| FieldError::invalid(at("mac"), e.reason))?;
+    Ok(Nic {
+        name: if nic.name.is_empty() {
+            format!("eth{index}")
+        } else {
+            nic.name.clone()
+        },
+        mac,
+        ip: opt_ipv4(&at("ip"), &nic.ip)?,
+        primary: nic.primary,
+    })
+}
+
+/// A node as a client asks for it to be created. Defaults fill empty fields; output-only fields
+/// must be empty. The result is not yet validated against itself ([`Node::validate`]) or the
+/// inventory.
+pub fn node_from_pb(node: &pb::Node) -> Result<Node, FieldError> {
+    if !node.provision_state.is_empty() {
+        return Err(FieldError::invalid(
+            "provision_state",
+            "is set by the conductors, not by clients",
+        ));
+    }
+    if !node.power_state.is_empty() {
+        return Err(FieldError::invalid(
+            "power_state",
+            "is read from the BMC, not set by clients",
+        ));
+    }
+    let mut n = Node::new(node.name.clone());
+    n.groups = node.groups.clone();
+    if !node.mgt.is_empty() {
+        n.mgt = Some(node.mgt.parse()?);
+    }
+    if !node.netboot.is_empty() {
+        n.netboot = node.netboot.parse()?;
+    }
+    if !node.arch.is_empty() {
+        n.arch = node.arch.parse()?;
+    }
+    n.control = Control::from_pairs(node.control.iter().map(|(k, v)| (k.clone(), v.clone())))?;
+    n.nics = node
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| nic_from_pb(i, nic))
+        .collect::<Result<_, _>>()?;
+    n.osimage = (!node.osimage.is_empty()).then(|| node.osimage.clone());
+    n.labels = node
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(n)
+}
+
+/// A node for the wire, with secrets masked.
+pub fn node_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
+    pb::Node {
+        name: node.name.clone(),
+        groups: node.groups.clone(),
+        mgt: node.mgt.map(|m| m.to_string()).unwrap_or_default(),
+        netboot: node.netboot.to_string(),
+        arch: node.arch.to_string(),
+        control: node.control.masked().into_iter().collect(),
+        nics: node
+            .nics
+            .iter()
+            .map(|n| pb::Nic {
+                name: n.name.clone(),
+                mac: n.mac.to_string(),
+                ip: n.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                primary: n.primary,
+            })
+            .collect(),
+        osimage: node.osimage.clone().unwrap_or_default(),
+        provision_state: node.provision_state.to_string(),
+        power_state: node.power_state.to_string(),
+        labels: node
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        created_at: timestamp(created_ms),
+        updated_at: timestamp(updated_ms),
+    }
+}
+
+/// A network from the wire, checked on its own ([`Network::validate`]).
+pub fn network_from_pb(n: &pb::Network) -> Result<Network, FieldError> {
+    if n.subnet.is_empty() {
+        return Err(FieldError::invalid("subnet", "is required"));
+    }
+    if n.netmask.is_empty() {
+        return Err(FieldError::invalid("netmask", "is required"));
+    }
+    let mut net = Network::new(
+        n.name.clone(),
+        ipv4("subnet", &n.subnet)?,
+        ipv4("netmask", &n.netmask)?,
+    );
+    net.gateway = opt_ipv4("gateway", &n.gateway)?;
+    net.dynamic_range = if n.dynamic_range.is_empty() {
+        None
+    } else {
+        Some(n.dynamic_range.parse::<IpRange>()?)
+    };
+    net.nameservers = n
+        .nameservers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ipv4(&format!("nameservers[{i}]"), s))
+        .collect::<Result<_, _>>()?;
+    net.domain = (!n.domain.is_empty()).then(|| n.domain.clone());
+    net.mtu = (n.mtu != 0).then_some(n.mtu);
+    net.validate()?;
+    Ok(net)
+}
+
+pub fn network_to_pb(n: &Network) -> pb::Network {
+    pb::Network {
+        name: n.name.clone(),
+        subnet: n.subnet.to_string(),
+        netmask: n.netmask.to_string(),
+        gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        dynamic_range: n.dynamic_range.map(|r| r.to_string()).unwrap_or_default(),
+        nameservers: n.nameservers.iter().map(ToString::to_string).collect(),
+        domain: n.domain.clone().unwrap_or_default(),
+        mtu: n.mtu.unwrap_or(0),
+    }
+}
+
+/// A per-node error for the wire.
+pub fn error_to_pb(e: &FieldError) -> pb::ErrorDetail {
+    pb::ErrorDetail {
+        code: e.code.as_str().to_owned(),
+        field: e.field.clone(),
+        reason: e.reason.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_round_trip_masks_secrets() {
+        let mut pb_node = pb::Node {
+            name: "n1".into(),
+            mgt: "ipmi".into(),
+            ..Default::default()
+        };
+        pb_node
+            .control
+            .insert("bmc_password".into(), "hunter2".into());
+        pb_node.nics.push(pb::Nic {
+            mac: "52:54:00:00:00:01".into(),
+            ..Default::default()
+        });
+        let node = node_from_pb(&pb_node).unwrap();
+        assert_eq!(node.nics[0].name, "eth0");
+        let back = node_to_pb(&node, 1500, 0);
+        assert_eq!(back.control["bmc_password"], "******");
+        assert_eq!(back.created_at.unwrap().nanos, 500_000_000);
+        assert!(back.updated_at.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = pb::Node {
+            name: "n1".into(),
+            nics: vec![
+                pb::Nic::default(),
+                pb::Nic {
+                    mac: "zz".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(node_from_pb(&bad).unwrap_err().field, "nics[0].mac");
+        let bad = pb::Node {
+            name: "n1".into(),
+            nics: vec![pb::Nic {
+                mac: "52:54:00:00:00:01".into(),
+                ip: "1.2.3".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(node_from_pb(&bad).unwrap_err().field, "nics[0].ip");
+        let bad = pb::Node {
+            name: "n1".into(),
+            power_state: "on".into(),
+            ..Default::default()
+        };
+        assert_eq!(node_from_pb(&bad).unwrap_err().field, "power_state");
+        let bad = pb::Node {
+            name: "n1".into(),
+            arch: "sparc".into(),
+            ..Default::default()
+        };
+        assert_eq!(node_from_pb(&bad).unwrap_err().field, "arch");
+    }
+}

@@ -1,0 +1,8 @@
+//! sea-orm entities. Private to the store: nothing outside this crate sees a row type.
+
+pub(crate) mod network;
+pub(crate) mod nic;
+pub(crate) mod node;
+pub(crate) mod osimage;
+pub(crate) mod passwd;
+pub(crate) mod service;

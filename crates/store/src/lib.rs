@@ -1,0 +1,129 @@
+//! All SQL of xcat3. The sea-orm entities are private; callers see a [`Store`] that speaks
+//! `xcat3-types`. The same code runs on SQLite (a file, the single-machine default) and PostgreSQL
+//! (a cluster), and one conformance suite (`tests/`) runs on both.
+//!
+//! ## What is stored
+//! Nodes with their NICs, networks, OS images, named credentials (hashed) and the registry of
+//! running services. Secrets in node control parameters are stored as given: the conductor needs
+//! them to reach the BMC. They leave the store only through [`xcat3_types::Control::get`].
+//!
+//! ## Bulk writes
+//! Every write method runs in one transaction and sends multi-row statements of at most
+//! [`ROWS_PER_STATEMENT`] rows, so 10,000 nodes cost tens of statements, not 10,000 round trips.
+
+mod entity;
+mod misc;
+mod networks;
+mod nodes;
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use xcat3_migrations::{Migrator, MigratorTrait};
+
+pub use misc::{OsImage, PasswdRecord, ServiceRecord};
+pub use nodes::NodeRecord;
+
+/// Largest number of rows one INSERT carries (keeps under SQLite's and PostgreSQL's parameter limits).
+pub const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Largest number of values in one `IN (...)` list.
+pub(crate) const KEYS_PER_QUERY: usize = 5000;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A unique or foreign-key constraint refused the write (two writers raced for a name, MAC or IP).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A row could not be turned back into a domain value.
+    #[error("stored {what} is unreadable: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("database error: {0}")]
+    Db(DbErr),
+}
+
+impl From<DbErr> for Error {
+    fn from(e: DbErr) -> Self {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(m))
+            | Some(SqlErr::ForeignKeyConstraintViolation(m)) => Error::Conflict(m),
+            _ => Error::Db(e),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn corrupt(what: impl Into<String>, reason: impl ToString) -> Error {
+    Error::Corrupt {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The inventory database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:///path/x.db?mode=rwc`, `postgres://...`) and brings the schema up
+    /// to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10));
+        if url.starts_with("sqlite:") {
+            // WAL: readers never wait for the writer; one writer at a time, waiting up to 10 s.
+            opts.max_connections(4)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(|o| {
+                    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .foreign_keys(true)
+                        .create_if_missing(true)
+                });
+        } else {
+            opts.max_connections(16).min_connections(1);
+        }
+        let db = Database::connect(opts).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Sqlite => "sqlite",
+            DbBackend::Postgres => "postgres",
+            _ => "other",
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await.map_err(Error::from)
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// two writers queue instead of failing when the second one tries to upgrade its lock.
+    pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        Ok(self.db.begin_with_options(options).await?)
+    }
+}

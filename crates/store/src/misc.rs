@@ -1,0 +1,225 @@
+//! OS images, named credentials and the service registry.
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use crate::entity::{osimage, passwd, service};
+use crate::{KEYS_PER_QUERY, Result, Store, now_ms};
+
+/// An operating-system image that nodes can be deployed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsImage {
+    pub name: String,
+    pub distro: String,
+    pub version: String,
+    pub arch: String,
+    pub install_method: String,
+    pub kernel: String,
+    pub initrd: String,
+    pub repo_root: String,
+    pub created_at: i64,
+}
+
+impl From<osimage::Model> for OsImage {
+    fn from(m: osimage::Model) -> Self {
+        OsImage {
+            name: m.name,
+            distro: m.distro,
+            version: m.version,
+            arch: m.arch,
+            install_method: m.install_method,
+            kernel: m.kernel,
+            initrd: m.initrd,
+            repo_root: m.repo_root,
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// A named credential without its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdRecord {
+    pub key: String,
+    pub username: String,
+    pub crypt_method: String,
+    pub created_at: i64,
+}
+
+/// One running (or recently running) service process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecord {
+    pub id: String,
+    pub hostname: String,
+    pub kind: String,
+    pub version: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+}
+
+impl Store {
+    /// Adds an OS image (the image service's job; here for it and for tests).
+    pub async fn create_osimage(&self, image: &OsImage) -> Result<()> {
+        let txn = self.begin_write().await?;
+        osimage::Entity::insert(osimage::ActiveModel {
+            name: Set(image.name.clone()),
+            distro: Set(image.distro.clone()),
+            version: Set(image.version.clone()),
+            arch: Set(image.arch.clone()),
+            install_method: Set(image.install_method.clone()),
+            kernel: Set(image.kernel.clone()),
+            initrd: Set(image.initrd.clone()),
+            repo_root: Set(image.repo_root.clone()),
+            created_at: Set(now_ms()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_osimages(&self) -> Result<Vec<OsImage>> {
+        let rows = osimage::Entity::find()
+            .order_by_asc(osimage::Column::Name)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(OsImage::from).collect())
+    }
+
+    pub async fn get_osimage(&self, name: &str) -> Result<Option<OsImage>> {
+        Ok(osimage::Entity::find_by_id(name.to_owned())
+            .one(&self.db)
+            .await?
+            .map(OsImage::from))
+    }
+
+    /// Of `names`, those that are OS images.
+    pub async fn existing_osimages(&self, names: &[String]) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            let rows: Vec<String> = osimage::Entity::find()
+                .select_only()
+                .column(osimage::Column::Name)
+                .filter(osimage::Column::Name.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// Stores a credential's hash under `key`; fails with a conflict if the key exists.
+    pub async fn create_passwd(
+        &self,
+        key: &str,
+        username: &str,
+        hash: &str,
+        crypt_method: &str,
+    ) -> Result<PasswdRecord> {
+        let now = now_ms();
+        let txn = self.begin_write().await?;
+        passwd::Entity::insert(passwd::ActiveModel {
+            key: Set(key.to_owned()),
+            username: Set(username.to_owned()),
+            hash: Set(hash.to_owned()),
+            crypt_method: Set(crypt_method.to_owned()),
+            created_at: Set(now),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(PasswdRecord {
+            key: key.to_owned(),
+            username: username.to_owned(),
+            crypt_method: crypt_method.to_owned(),
+            created_at: now,
+        })
+    }
+
+    pub async fn list_passwds(&self) -> Result<Vec<PasswdRecord>> {
+        let rows = passwd::Entity::find()
+            .order_by_asc(passwd::Column::Key)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| PasswdRecord {
+                key: m.key,
+                username: m.username,
+                crypt_method: m.crypt_method,
+                created_at: m.created_at,
+            })
+            .collect())
+    }
+
+    /// The stored hash of a credential: for rendering install templates, never for the API.
+    pub async fn passwd_hash(&self, key: &str) -> Result<Option<String>> {
+        Ok(passwd::Entity::find_by_id(key.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|m| m.hash))
+    }
+
+    pub async fn delete_passwd(&self, key: &str) -> Result<bool> {
+        let txn = self.begin_write().await?;
+        let res = passwd::Entity::delete_by_id(key.to_owned())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// Records (or refreshes) a service process's heartbeat.
+    pub async fn heartbeat(&self, s: &ServiceRecord) -> Result<()> {
+        service::Entity::insert(service::ActiveModel {
+            id: Set(s.id.clone()),
+            hostname: Set(s.hostname.clone()),
+            kind: Set(s.kind.clone()),
+            version: Set(s.version.clone()),
+            started_at: Set(s.started_at),
+            heartbeat_at: Set(now_ms()),
+        })
+        .on_conflict(
+            OnConflict::column(service::Column::Id)
+                .update_column(service::Column::HeartbeatAt)
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a service on clean shutdown, and entries whose heartbeat is older than `stale_before`.
+    pub async fn unregister_service(&self, id: &str, stale_before: i64) -> Result<()> {
+        service::Entity::delete_many()
+            .filter(
+                Condition::any()
+                    .add(service::Column::Id.eq(id))
+                    .add(service::Column::HeartbeatAt.lt(stale_before)),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<ServiceRecord>> {
+        let rows = service::Entity::find()
+            .order_by_asc(service::Column::Kind)
+            .order_by_asc(service::Column::Hostname)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| ServiceRecord {
+                id: m.id,
+                hostname: m.hostname,
+                kind: m.kind,
+                version: m.version,
+                started_at: m.started_at,
+                heartbeat_at: m.heartbeat_at,
+            })
+            .collect())
+    }
+}

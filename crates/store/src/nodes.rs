@@ -1,0 +1,310 @@
+//! Nodes and their NICs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
+use xcat3_types::{Control, Nic, Node};
+
+use crate::entity::{nic, node};
+use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
+
+/// A node as stored, with its timestamps (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub node: Node,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn to_active(n: &Node, created_at: i64, updated_at: i64) -> node::ActiveModel {
+    let control: BTreeMap<&str, &str> = n.control.entries().collect();
+    node::ActiveModel {
+        name: Set(n.name.clone()),
+        groups: Set(n.groups.join(",")),
+        mgt: Set(n.mgt.map(|m| m.to_string())),
+        netboot: Set(n.netboot.to_string()),
+        arch: Set(n.arch.to_string()),
+        control: Set(serde_json::to_string(&control).unwrap_or_else(|_| "{}".into())),
+        osimage: Set(n.osimage.clone()),
+        provision_state: Set(n.provision_state.to_string()),
+        power_state: Set(n.power_state.to_string()),
+        labels: Set(serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into())),
+        created_at: Set(created_at),
+        updated_at: Set(updated_at),
+    }
+}
+
+fn nic_rows(n: &Node) -> impl Iterator<Item = nic::ActiveModel> + '_ {
+    n.nics
+        .iter()
+        .enumerate()
+        .map(move |(i, nic)| nic::ActiveModel {
+            mac: Set(nic.mac.to_string()),
+            node: Set(n.name.clone()),
+            name: Set(nic.name.clone()),
+            ip: Set(nic.ip.map(|ip| ip.to_string())),
+            is_primary: Set(nic.primary),
+            position: Set(i as i32),
+        })
+}
+
+fn from_row(m: node::Model, mut nics: Vec<nic::Model>) -> Result<NodeRecord> {
+    let what = || format!("node {}", m.name);
+    let mut n = Node::new(m.name.clone());
+    n.groups = m
+        .groups
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect();
+    n.mgt = m
+        .mgt
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e| corrupt(what(), e))?;
+    n.netboot = m.netboot.parse().map_err(|e| corrupt(what(), e))?;
+    n.arch = m.arch.parse().map_err(|e| corrupt(what(), e))?;
+    n.control =
+        Control::from_stored(serde_json::from_str(&m.control).map_err(|e| corrupt(what(), e))?);
+    n.osimage = m.osimage;
+    n.provision_state = m.provision_state.parse().map_err(|e| corrupt(what(), e))?;
+    n.power_state = m.power_state.parse().map_err(|e| corrupt(what(), e))?;
+    n.labels = serde_json::from_str(&m.labels).map_err(|e| corrupt(what(), e))?;
+    nics.sort_by_key(|n| n.position);
+    n.nics = nics
+        .into_iter()
+        .map(|row| {
+            Ok(Nic {
+                name: row.name,
+                mac: row.mac.parse().map_err(|e| corrupt(what(), e))?,
+                ip: row
+                    .ip
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| corrupt(what(), e))?,
+                primary: row.is_primary,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(NodeRecord {
+        node: n,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+async fn insert_node_rows<C: ConnectionTrait>(db: &C, nodes: &[Node], now: i64) -> Result<()> {
+    for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+        node::Entity::insert_many(chunk.iter().map(|n| to_active(n, now, now)))
+            .exec_without_returning(db)
+            .await?;
+    }
+    insert_nic_rows(db, nodes).await
+}
+
+async fn insert_nic_rows<C: ConnectionTrait>(db: &C, nodes: &[Node]) -> Result<()> {
+    let rows: Vec<nic::ActiveModel> = nodes.iter().flat_map(nic_rows).collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        nic::Entity::insert_many(chunk.iter().cloned())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn delete_nic_rows<C: ConnectionTrait>(db: &C, names: &[String]) -> Result<()> {
+    for chunk in names.chunks(KEYS_PER_QUERY) {
+        nic::Entity::delete_many()
+            .filter(nic::Column::Node.is_in(chunk.iter().cloned()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Inserts new nodes and their NICs in one transaction: all of them, or none.
+    pub async fn create_nodes(&self, nodes: &[Node]) -> Result<()> {
+        let txn = self.begin_write().await?;
+        insert_node_rows(&txn, nodes, now_ms()).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Writes back changed nodes in one transaction. Their NICs are replaced when `nics_changed`.
+    pub async fn save_nodes(&self, nodes: &[Node], nics_changed: bool) -> Result<()> {
+        let now = now_ms();
+        let txn = self.begin_write().await?;
+        let update_cols = [
+            node::Column::Groups,
+            node::Column::Mgt,
+            node::Column::Netboot,
+            node::Column::Arch,
+            node::Column::Control,
+            node::Column::Osimage,
+            node::Column::ProvisionState,
+            node::Column::PowerState,
+            node::Column::Labels,
+            node::Column::UpdatedAt,
+        ];
+        for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+            node::Entity::insert_many(chunk.iter().map(|n| to_active(n, now, now)))
+                .on_conflict(
+                    OnConflict::column(node::Column::Name)
+                        .update_columns(update_cols)
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        if nics_changed {
+            let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+            delete_nic_rows(&txn, &names).await?;
+            insert_nic_rows(&txn, nodes).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes nodes and their NICs in one transaction; returns how many nodes were deleted.
+    pub async fn delete_nodes(&self, names: &[String]) -> Result<u64> {
+        let txn = self.begin_write().await?;
+        delete_nic_rows(&txn, names).await?;
+        let mut deleted = 0;
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            deleted += node::Entity::delete_many()
+                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        txn.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Every node name with its groups: what a noderange is resolved against.
+    pub async fn node_names_and_groups(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let rows: Vec<(String, String)> = node::Entity::find()
+            .select_only()
+            .column(node::Column::Name)
+            .column(node::Column::Groups)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, groups)| {
+                let groups = groups
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(String::from)
+                    .collect();
+                (name, groups)
+            })
+            .collect())
+    }
+
+    /// The nodes named, in the order given; names not in the inventory are left out.
+    pub async fn get_nodes(&self, names: &[String]) -> Result<Vec<NodeRecord>> {
+        let mut rows = HashMap::with_capacity(names.len());
+        let mut nics: HashMap<String, Vec<nic::Model>> = HashMap::new();
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            for m in node::Entity::find()
+                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
+                .all(&self.db)
+                .await?
+            {
+                rows.insert(m.name.clone(), m);
+            }
+            for n in nic::Entity::find()
+                .filter(nic::Column::Node.is_in(chunk.iter().cloned()))
+                .all(&self.db)
+                .await?
+            {
+                nics.entry(n.node.clone()).or_default().push(n);
+            }
+        }
+        names
+            .iter()
+            .filter_map(|name| rows.remove(name))
+            .map(|m| {
+                let node_nics = nics.remove(&m.name).unwrap_or_default();
+                from_row(m, node_nics)
+            })
+            .collect()
+    }
+
+    /// Of `names`, those that are nodes already.
+    pub async fn existing_node_names(&self, names: &[String]) -> Result<HashSet<String>> {
+        let mut found = HashSet::new();
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            let rows: Vec<String> = node::Entity::find()
+                .select_only()
+                .column(node::Column::Name)
+                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// The owners (node names) of the NICs with these MAC addresses (lowercase `aa:bb:...`).
+    pub async fn nic_owners_by_mac(&self, macs: &[String]) -> Result<HashMap<String, String>> {
+        let mut owners = HashMap::new();
+        for chunk in macs.chunks(KEYS_PER_QUERY) {
+            let rows: Vec<(String, String)> = nic::Entity::find()
+                .select_only()
+                .column(nic::Column::Mac)
+                .column(nic::Column::Node)
+                .filter(nic::Column::Mac.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            owners.extend(rows);
+        }
+        Ok(owners)
+    }
+
+    /// The owners (node names) of these IP addresses.
+    pub async fn nic_owners_by_ip(&self, ips: &[String]) -> Result<HashMap<String, String>> {
+        let mut owners = HashMap::new();
+        for chunk in ips.chunks(KEYS_PER_QUERY) {
+            let rows: Vec<(Option<String>, String)> = nic::Entity::find()
+                .select_only()
+                .column(nic::Column::Ip)
+                .column(nic::Column::Node)
+                .filter(nic::Column::Ip.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            owners.extend(
+                rows.into_iter()
+                    .filter_map(|(ip, node)| ip.map(|ip| (ip, node))),
+            );
+        }
+        Ok(owners)
+    }
+
+    /// Every static IP address in use, with its node: for checks on a whole network.
+    pub async fn all_nic_ips(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(Option<String>, String)> = nic::Entity::find()
+            .select_only()
+            .column(nic::Column::Ip)
+            .column(nic::Column::Node)
+            .filter(nic::Column::Ip.is_not_null())
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(ip, node)| ip.map(|ip| (ip, node)))
+            .collect())
+    }
+}

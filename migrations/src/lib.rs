@@ -1,0 +1,16 @@
+//! The database schema of xcat3, as sea-orm migrations. One schema change per file, named
+//! `m<YYYYMMDD>_<NNNNNN>_<what>.rs`; a released migration is never edited, only followed by another.
+//! The store runs [`Migrator::up`] when it connects, on SQLite and PostgreSQL alike.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_initial::Migration)]
+    }
+}

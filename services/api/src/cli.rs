@@ -1,0 +1,296 @@
+//! Command-line and file configuration of the api, layered: defaults < YAML file (`--config`) <
+//! environment (`XCAT3_*`) < flags. The environment is passed in, so tests never change the
+//! process's own.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use xcat3_runtime::auth::Tokens;
+use xcat3_types::Secret;
+
+use crate::ApiConfig;
+
+/// Flags of `xcat3-api`, `xcat3-server api` and `xcat3-server all-in-one`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ApiArgs {
+    /// YAML file with any of: listen, metrics_listen, database_url, data_dir, admin_token_file,
+    /// readonly_token_file, noderange_limit, insecure.
+    #[arg(long, env = "XCAT3_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC address [default: 127.0.0.1:3010].
+    #[arg(long, env = "XCAT3_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus /metrics address, or "none" [default: 127.0.0.1:9310].
+    #[arg(long, env = "XCAT3_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Database URL [default: SQLite file xcat3.db in the data directory].
+    #[arg(long, env = "XCAT3_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite database and the generated admin token
+    /// [default: /var/lib/xcat3 as root, else ~/.local/share/xcat3].
+    #[arg(long, env = "XCAT3_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// File holding the admin token (else XCAT3_ADMIN_TOKEN).
+    #[arg(long, env = "XCAT3_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the read-only token (else XCAT3_READONLY_TOKEN).
+    #[arg(long, env = "XCAT3_READONLY_TOKEN_FILE")]
+    pub readonly_token_file: Option<PathBuf>,
+    /// Largest number of names a noderange may expand to [default: 100000].
+    #[arg(long, env = "XCAT3_NODERANGE_LIMIT")]
+    pub noderange_limit: Option<usize>,
+    /// Accept requests without a token. For local development only.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
+    readonly_token_file: Option<PathBuf>,
+    noderange_limit: Option<usize>,
+    insecure: Option<bool>,
+}
+
+/// What [`ApiArgs::resolve`] decided besides the [`ApiConfig`].
+#[derive(Debug)]
+pub struct Resolved {
+    pub config: ApiConfig,
+    pub data_dir: PathBuf,
+    /// Set when the admin token was generated into this file.
+    pub generated_token_file: Option<PathBuf>,
+}
+
+fn default_data_dir(env: &HashMap<String, String>) -> PathBuf {
+    let root = env.get("USER").is_some_and(|u| u == "root")
+        || env.get("HOME").is_some_and(|h| h == "/root");
+    match env.get("HOME") {
+        Some(home) if !root => Path::new(home).join(".local/share/xcat3"),
+        _ => PathBuf::from("/var/lib/xcat3"),
+    }
+}
+
+fn read_token(path: &Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read token file {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "token in {} is shorter than 16 characters",
+        path.display()
+    );
+    Ok(Secret::new(token))
+}
+
+/// Reads the admin token from `path`, creating it (mode 0600, 32 random bytes in hex) if missing.
+fn generated_token(path: &Path) -> anyhow::Result<Secret> {
+    if path.exists() {
+        return read_token(path);
+    }
+    use rand::RngCore as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok(Secret::new(token))
+}
+
+impl ApiArgs {
+    /// Layers defaults, the file, `env` and the flags into a config. With `generate_token` (the
+    /// all-in-one server) and no admin token given, one is generated into the data directory.
+    pub fn resolve(
+        &self,
+        env: &HashMap<String, String>,
+        generate_token: bool,
+    ) -> anyhow::Result<Resolved> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                serde_yaml::from_str(&text).with_context(|| format!("parse {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| default_data_dir(env));
+        let database_url = match self.database_url.clone().or(file.database_url) {
+            Some(url) => url,
+            None => {
+                std::fs::create_dir_all(&data_dir)
+                    .with_context(|| format!("create data directory {}", data_dir.display()))?;
+                format!("sqlite://{}?mode=rwc", data_dir.join("xcat3.db").display())
+            }
+        };
+        let mut config = ApiConfig::new(database_url);
+        if let Some(listen) = self.listen.or(file.listen) {
+            config.listen = listen;
+        }
+        if let Some(m) = self.metrics_listen.clone().or(file.metrics_listen) {
+            config.metrics_listen = if m == "none" {
+                None
+            } else {
+                Some(
+                    m.parse()
+                        .with_context(|| format!("metrics_listen: {m:?} is not an address"))?,
+                )
+            };
+        }
+        if let Some(limit) = self.noderange_limit.or(file.noderange_limit) {
+            config.noderange_limit = limit;
+        }
+        config.insecure = self.insecure || file.insecure.unwrap_or(false);
+        let token = |file_arg: Option<PathBuf>, var: &str| -> anyhow::Result<Option<Secret>> {
+            match file_arg {
+                Some(path) => read_token(&path).map(Some),
+                None => Ok(env.get(var).filter(|t| !t.is_empty()).map(Secret::new)),
+            }
+        };
+        let mut tokens = Tokens {
+            admin: token(
+                self.admin_token_file.clone().or(file.admin_token_file),
+                "XCAT3_ADMIN_TOKEN",
+            )?,
+            readonly: token(
+                self.readonly_token_file
+                    .clone()
+                    .or(file.readonly_token_file),
+                "XCAT3_READONLY_TOKEN",
+            )?,
+        };
+        let mut generated_token_file = None;
+        if tokens.admin.is_none() && generate_token && !config.insecure {
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("create data directory {}", data_dir.display()))?;
+            let path = data_dir.join("admin.token");
+            tokens.admin = Some(generated_token(&path)?);
+            generated_token_file = Some(path);
+        }
+        config.tokens = tokens;
+        Ok(Resolved {
+            config,
+            data_dir,
+            generated_token_file,
+        })
+    }
+}
+
+/// The body of a service binary: resolve the config, start telemetry, serve until a signal.
+/// Exit status 64 for a bad configuration, 1 for a failure while serving.
+pub fn main(args: ApiArgs, generate_token: bool) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let resolved = match args.resolve(&env, generate_token) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xcat3: configuration: {e:#}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xcat3: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = match xcat3_runtime::telemetry::init(
+            "xcat3-api",
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(String::as_str),
+        ) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("xcat3: telemetry: {e:#}");
+                return ExitCode::from(64);
+            }
+        };
+        if let Some(path) = &resolved.generated_token_file {
+            tracing::info!(
+                file = %path.display(),
+                "admin token is in this file; for the CLI: export XCAT3_TOKEN=$(cat {})",
+                path.display()
+            );
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        xcat3_runtime::shutdown::cancel_on_signal(shutdown.clone());
+        match crate::serve(
+            resolved.config,
+            xcat3_runtime::metrics::Metrics::new(),
+            shutdown,
+        )
+        .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("api failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_and_generated_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("api.yaml");
+        std::fs::write(
+            &cfg,
+            "listen: 127.0.0.1:4000\nmetrics_listen: none\nnoderange_limit: 7\n",
+        )
+        .unwrap();
+        let args = ApiArgs {
+            config: Some(cfg.clone()),
+            data_dir: Some(dir.path().to_owned()),
+            listen: Some("127.0.0.1:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        let r = args.resolve(&HashMap::new(), true).unwrap();
+        assert_eq!(r.config.listen.port(), 5000, "flags win over the file");
+        assert_eq!(r.config.metrics_listen, None);
+        assert_eq!(r.config.noderange_limit, 7);
+        assert!(r.config.database_url.starts_with("sqlite://"));
+        let token_file = r.generated_token_file.unwrap();
+        let again = args.resolve(&HashMap::new(), true).unwrap();
+        assert_eq!(
+            again.config.tokens.admin.unwrap().expose(),
+            std::fs::read_to_string(&token_file).unwrap().trim(),
+            "the generated token is reused"
+        );
+
+        let env = HashMap::from([(
+            "XCAT3_ADMIN_TOKEN".to_owned(),
+            "from-env-0123456789".to_owned(),
+        )]);
+        let r = args.resolve(&env, true).unwrap();
+        assert_eq!(
+            r.config.tokens.admin.unwrap().expose(),
+            "from-env-0123456789"
+        );
+
+        std::fs::write(&cfg, "bogus: 1\n").unwrap();
+        let err = args.resolve(&HashMap::new(), true).unwrap_err();
+        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
+    }
+}

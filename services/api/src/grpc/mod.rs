@@ -1,0 +1,41 @@
+//! gRPC adapters: convert messages at the edge, call the core, convert back. No business logic.
+
+pub mod misc;
+pub mod networks;
+pub mod nodes;
+
+use tonic::Status;
+use xcat3_types::{ErrorCode, FieldError};
+
+use crate::inventory::RequestError;
+
+/// The one place where errors become gRPC statuses.
+pub fn status(e: RequestError) -> Status {
+    match e {
+        RequestError::Noderange(e) => Status::invalid_argument(format!("noderange: {e}")),
+        RequestError::Invalid(e) => field_status(&e),
+        RequestError::Store(e) => store_status(&e),
+    }
+}
+
+pub fn field_status(e: &FieldError) -> Status {
+    let text = e.to_string();
+    match e.code {
+        ErrorCode::InvalidArgument => Status::invalid_argument(text),
+        ErrorCode::NotFound => Status::not_found(text),
+        ErrorCode::AlreadyExists => Status::already_exists(text),
+        ErrorCode::FailedPrecondition => Status::failed_precondition(text),
+        ErrorCode::Unavailable => Status::unavailable(text),
+        ErrorCode::Internal => Status::internal(text),
+    }
+}
+
+pub fn store_status(e: &xcat3_store::Error) -> Status {
+    match e {
+        xcat3_store::Error::Conflict(m) => Status::already_exists(format!("conflict: {m}")),
+        other => {
+            tracing::error!(error = %other, "database request failed");
+            Status::unavailable(format!("database unavailable: {other}"))
+        }
+    }
+}

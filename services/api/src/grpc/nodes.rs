@@ -1,0 +1,224 @@
+//! `xcat3.v1.NodeService`.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb};
+use xcat3_proto::pb;
+use xcat3_types::FieldError;
+
+use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
+
+/// Results per streamed message.
+const RESULTS_PER_MESSAGE: usize = 5000;
+
+pub struct NodeService {
+    inventory: Inventory,
+}
+
+impl NodeService {
+    pub fn new(inventory: Inventory) -> Self {
+        Self { inventory }
+    }
+}
+
+fn outcome_to_pb(o: Outcome) -> pb::NodeResult {
+    pb::NodeResult {
+        name: o.name,
+        outcome: Some(match o.result {
+            Ok(what) => pb::node_result::Outcome::Ok(what.to_owned()),
+            Err(e) => pb::node_result::Outcome::Error(error_to_pb(&e)),
+        }),
+    }
+}
+
+type ResultStream = ReceiverStream<Result<pb::NodeResults, Status>>;
+
+/// Runs a many-node operation in its own task and streams its reports as `NodeResults`.
+fn stream_results<F, Fut>(op: F) -> ResultStream
+where
+    F: FnOnce(mpsc::Sender<Report>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), RequestError>> + Send + 'static,
+{
+    let (report_tx, mut report_rx) = mpsc::channel::<Report>(8);
+    let (out_tx, out_rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let work = tokio::spawn(op(report_tx));
+        while let Some(report) = report_rx.recv().await {
+            let messages = match report {
+                Report::Total(total) => vec![pb::NodeResults {
+                    results: Vec::new(),
+                    total,
+                }],
+                Report::Results(outcomes) => {
+                    let mut results: Vec<pb::NodeResult> =
+                        outcomes.into_iter().map(outcome_to_pb).collect();
+                    let mut messages = Vec::new();
+                    while results.len() > RESULTS_PER_MESSAGE {
+                        let rest = results.split_off(RESULTS_PER_MESSAGE);
+                        messages.push(pb::NodeResults { results, total: 0 });
+                        results = rest;
+                    }
+                    messages.push(pb::NodeResults { results, total: 0 });
+                    messages
+                }
+            };
+            for m in messages {
+                let _ = out_tx.send(Ok(m)).await;
+            }
+        }
+        let end = match work.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(super::status(e)),
+            Err(e) => Some(Status::internal(format!("the operation failed: {e}"))),
+        };
+        if let Some(status) = end {
+            let _ = out_tx.send(Err(status)).await;
+        }
+    });
+    ReceiverStream::new(out_rx)
+}
+
+#[tonic::async_trait]
+impl pb::node_service_server::NodeService for NodeService {
+    type CreateNodesStream = ResultStream;
+    type UpdateNodesStream = ResultStream;
+    type DeleteNodesStream = ResultStream;
+    type GetNodesStream = ReceiverStream<Result<pb::NodePage, Status>>;
+
+    async fn create_nodes(
+        &self,
+        request: Request<pb::CreateNodesRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        let nodes: Vec<(String, Result<xcat3_types::Node, FieldError>)> =
+            if !req.noderange.is_empty() {
+                if !req.nodes.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "give either nodes or noderange + template, not both",
+                    ));
+                }
+                let names = self
+                    .inventory
+                    .new_names(&req.noderange)
+                    .map_err(super::status)?;
+                let template = node_from_pb(&req.template.unwrap_or_default())
+                    .map_err(|e| Status::invalid_argument(format!("template: {e}")))?;
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let mut node = template.clone();
+                        node.name = name.clone();
+                        (name, Ok(node))
+                    })
+                    .collect()
+            } else {
+                req.nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), node_from_pb(n)))
+                    .collect()
+            };
+        if nodes.is_empty() {
+            return Err(Status::invalid_argument("no nodes to create"));
+        }
+        tracing::info!(
+            nodes = nodes.len(),
+            all_or_nothing = req.all_or_nothing,
+            "create nodes"
+        );
+        let inventory = self.inventory.clone();
+        Ok(Response::new(stream_results(move |tx| async move {
+            inventory.create(nodes, req.all_or_nothing, &tx).await
+        })))
+    }
+
+    async fn update_nodes(
+        &self,
+        request: Request<pb::UpdateNodesRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        let changes: Vec<(String, String)> =
+            req.changes.into_iter().map(|c| (c.path, c.value)).collect();
+        // Change paths, never values: values may be passwords.
+        let paths: Vec<&str> = changes.iter().map(|(p, _)| p.as_str()).collect();
+        tracing::info!(noderange = %req.noderange, ?paths, "update nodes");
+        let inventory = self.inventory.clone();
+        Ok(Response::new(stream_results(move |tx| async move {
+            inventory
+                .update(&req.noderange, &changes, req.all_or_nothing, &tx)
+                .await
+        })))
+    }
+
+    async fn delete_nodes(
+        &self,
+        request: Request<pb::DeleteNodesRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        if req.noderange.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "noderange: say which nodes to delete (\"all\" for every node)",
+            ));
+        }
+        tracing::info!(noderange = %req.noderange, "delete nodes");
+        let inventory = self.inventory.clone();
+        Ok(Response::new(stream_results(move |tx| async move {
+            inventory
+                .delete(&req.noderange, req.all_or_nothing, &tx)
+                .await
+        })))
+    }
+
+    async fn get_nodes(
+        &self,
+        request: Request<pb::GetNodesRequest>,
+    ) -> Result<Response<Self::GetNodesStream>, Status> {
+        let req = request.into_inner();
+        let (names, index) = self
+            .inventory
+            .resolve(&req.noderange)
+            .await
+            .map_err(super::status)?;
+        let store = self.inventory.store().clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let (present, missing): (Vec<String>, Vec<String>) =
+                names.into_iter().partition(|n| index.contains(n));
+            let errors = missing
+                .into_iter()
+                .map(|name| {
+                    outcome_to_pb(Outcome {
+                        name,
+                        result: Err(FieldError::not_found("name", "no such node")),
+                    })
+                })
+                .collect();
+            let first = pb::NodePage {
+                nodes: Vec::new(),
+                errors,
+                total: present.len() as u64,
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for chunk in present.chunks(READ_PAGE) {
+                let page = match store.get_nodes(chunk).await {
+                    Ok(records) => Ok(pb::NodePage {
+                        nodes: records
+                            .iter()
+                            .map(|r| node_to_pb(&r.node, r.created_at, r.updated_at))
+                            .collect(),
+                        errors: Vec::new(),
+                        total: 0,
+                    }),
+                    Err(e) => Err(super::store_status(&e)),
+                };
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

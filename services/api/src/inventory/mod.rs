@@ -1,0 +1,361 @@
+//! The inventory's many-node operations, on domain types. The gRPC layer converts messages and
+//! streams the [`Outcome`]s these functions report; everything here is testable without gRPC.
+//!
+//! Each operation (1) resolves its noderange once, (2) checks every node in memory against the
+//! inventory, read with a handful of set queries, and (3) writes the nodes that passed in
+//! transactions of [`WRITE_BATCH`] nodes, reporting each batch's results as it commits. With
+//! `all_or_nothing` the write is one transaction and happens only if every node passed.
+
+mod checks;
+
+use std::collections::HashSet;
+
+use tokio::sync::mpsc;
+use xcat3_noderange::NoUniverse;
+use xcat3_store::Store;
+use xcat3_types::{ErrorCode, FieldError, Node};
+
+use crate::changes::Change;
+use crate::index::NodeIndex;
+use checks::InventoryCheck;
+
+/// Nodes written per transaction when a request is not all-or-nothing.
+pub const WRITE_BATCH: usize = 1000;
+
+/// Nodes per page of a streamed read.
+pub const READ_PAGE: usize = 1000;
+
+/// The result for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub name: String,
+    pub result: Result<&'static str, FieldError>,
+}
+
+impl Outcome {
+    fn ok(name: &str, what: &'static str) -> Self {
+        Outcome {
+            name: name.to_owned(),
+            result: Ok(what),
+        }
+    }
+
+    fn err(name: &str, e: FieldError) -> Self {
+        Outcome {
+            name: name.to_owned(),
+            result: Err(e),
+        }
+    }
+}
+
+/// A failure of the whole request (nothing was done).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("noderange: {0}")]
+    Noderange(#[from] xcat3_noderange::Error),
+    #[error("{0}")]
+    Invalid(FieldError),
+    #[error(transparent)]
+    Store(#[from] xcat3_store::Error),
+}
+
+/// Where an operation reports its results, batch by batch. The first message is the total.
+pub type Reporter = mpsc::Sender<Report>;
+
+#[derive(Debug)]
+pub enum Report {
+    Total(u64),
+    Results(Vec<Outcome>),
+}
+
+async fn report(tx: &Reporter, outcomes: Vec<Outcome>) {
+    if !outcomes.is_empty() {
+        // A closed channel means the client went away; the work still completes.
+        let _ = tx.send(Report::Results(outcomes)).await;
+    }
+}
+
+/// A node that may still be written, or the reason it will not be.
+struct Candidate {
+    node: Node,
+    error: Option<FieldError>,
+}
+
+/// The inventory service core.
+#[derive(Clone)]
+pub struct Inventory {
+    store: Store,
+    limit: usize,
+}
+
+impl Inventory {
+    /// `limit` caps how many names a noderange may expand to.
+    pub fn new(store: Store, limit: usize) -> Self {
+        Self { store, limit }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn index(&self) -> Result<NodeIndex, RequestError> {
+        Ok(NodeIndex::new(self.store.node_names_and_groups().await?))
+    }
+
+    /// Expands a noderange against the inventory (empty means `all`).
+    pub async fn resolve(&self, noderange: &str) -> Result<(Vec<String>, NodeIndex), RequestError> {
+        let index = self.index().await?;
+        let expr = if noderange.trim().is_empty() {
+            "all"
+        } else {
+            noderange
+        };
+        let names = xcat3_noderange::expand_with_limit(expr, &index, self.limit)?;
+        Ok((names, index))
+    }
+
+    /// Expands a noderange of new names (no groups, no `all`).
+    pub fn new_names(&self, noderange: &str) -> Result<Vec<String>, RequestError> {
+        Ok(xcat3_noderange::expand_with_limit(
+            noderange,
+            &NoUniverse,
+            self.limit,
+        )?)
+    }
+
+    /// Creates nodes. `nodes` holds each requested node, or why it could not be read.
+    pub async fn create(
+        &self,
+        nodes: Vec<(String, Result<Node, FieldError>)>,
+        all_or_nothing: bool,
+        tx: &Reporter,
+    ) -> Result<(), RequestError> {
+        let _ = tx.send(Report::Total(nodes.len() as u64)).await;
+        let mut seen = HashSet::with_capacity(nodes.len());
+        let mut candidates: Vec<Candidate> = nodes
+            .into_iter()
+            .map(|(name, parsed)| {
+                let mut node = parsed
+                    .as_ref()
+                    .cloned()
+                    .unwrap_or_else(|_| Node::new(name.clone()));
+                let mut error = parsed.err();
+                if error.is_none() {
+                    error = node.validate().err();
+                }
+                if !seen.insert(name.clone()) && error.is_none() {
+                    error = Some(FieldError::invalid(
+                        "name",
+                        "named more than once in this request",
+                    ));
+                }
+                Candidate { node, error }
+            })
+            .collect();
+        let names: Vec<String> = candidates
+            .iter()
+            .filter(|c| c.error.is_none())
+            .map(|c| c.node.name.clone())
+            .collect();
+        let existing = self.store.existing_node_names(&names).await?;
+        for c in candidates.iter_mut().filter(|c| c.error.is_none()) {
+            if existing.contains(&c.node.name) {
+                c.error = Some(FieldError::exists(
+                    "name",
+                    "a node with this name exists already",
+                ));
+            }
+        }
+        InventoryCheck::load(&self.store, &candidates)
+            .await?
+            .check(&mut candidates);
+        self.write(
+            candidates,
+            all_or_nothing,
+            "created",
+            tx,
+            |store, batch| async move { store.create_nodes(&batch).await },
+        )
+        .await
+    }
+
+    /// Applies `changes` (path, value) to every node of `noderange`.
+    pub async fn update(
+        &self,
+        noderange: &str,
+        changes: &[(String, String)],
+        all_or_nothing: bool,
+        tx: &Reporter,
+    ) -> Result<(), RequestError> {
+        if changes.is_empty() {
+            return Err(RequestError::Invalid(FieldError::invalid(
+                "changes",
+                "nothing to change",
+            )));
+        }
+        let parsed: Vec<Change> = changes
+            .iter()
+            .map(|(p, v)| Change::parse(p, v))
+            .collect::<Result<_, _>>()
+            .map_err(RequestError::Invalid)?;
+        let nics_changed = parsed.iter().any(Change::touches_nics);
+        let (names, _) = self.resolve(noderange).await?;
+        let _ = tx.send(Report::Total(names.len() as u64)).await;
+        let mut found = Vec::with_capacity(names.len());
+        for chunk in names.chunks(READ_PAGE * 5) {
+            found.extend(self.store.get_nodes(chunk).await?);
+        }
+        let found_names: HashSet<&str> = found.iter().map(|r| r.node.name.as_str()).collect();
+        let missing: Vec<Outcome> = names
+            .iter()
+            .filter(|n| !found_names.contains(n.as_str()))
+            .map(|n| Outcome::err(n, FieldError::not_found("name", "no such node")))
+            .collect();
+        let mut candidates: Vec<Candidate> = found
+            .into_iter()
+            .map(|record| {
+                let mut node = record.node;
+                let error = parsed
+                    .iter()
+                    .try_for_each(|c| c.apply(&mut node))
+                    .and_then(|()| node.validate())
+                    .err();
+                Candidate { node, error }
+            })
+            .collect();
+        InventoryCheck::load(&self.store, &candidates)
+            .await?
+            .check(&mut candidates);
+        if all_or_nothing && !missing.is_empty() {
+            for c in candidates.iter_mut().filter(|c| c.error.is_none()) {
+                c.error = Some(aborted());
+            }
+        }
+        report(tx, missing).await;
+        self.write(
+            candidates,
+            all_or_nothing,
+            "updated",
+            tx,
+            move |store, batch| async move { store.save_nodes(&batch, nics_changed).await },
+        )
+        .await
+    }
+
+    /// Deletes every node of `noderange`.
+    pub async fn delete(
+        &self,
+        noderange: &str,
+        all_or_nothing: bool,
+        tx: &Reporter,
+    ) -> Result<(), RequestError> {
+        let (names, index) = self.resolve(noderange).await?;
+        let _ = tx.send(Report::Total(names.len() as u64)).await;
+        let (present, missing): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|n| index.contains(n));
+        let missing: Vec<Outcome> = missing
+            .iter()
+            .map(|n| Outcome::err(n, FieldError::not_found("name", "no such node")))
+            .collect();
+        if all_or_nothing && !missing.is_empty() {
+            let mut outcomes = missing;
+            outcomes.extend(present.iter().map(|n| Outcome::err(n, aborted())));
+            report(tx, outcomes).await;
+            return Ok(());
+        }
+        report(tx, missing).await;
+        let batch_size = if all_or_nothing {
+            present.len().max(1)
+        } else {
+            WRITE_BATCH * 5
+        };
+        for batch in present.chunks(batch_size) {
+            let outcomes = match self.store.delete_nodes(batch).await {
+                Ok(_) => batch.iter().map(|n| Outcome::ok(n, "deleted")).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, nodes = batch.len(), "deleting a batch of nodes failed");
+                    batch
+                        .iter()
+                        .map(|n| Outcome::err(n, store_error(&e)))
+                        .collect()
+                }
+            };
+            report(tx, outcomes).await;
+        }
+        Ok(())
+    }
+
+    /// Writes the candidates that passed; reports everyone's outcome.
+    async fn write<F, Fut>(
+        &self,
+        candidates: Vec<Candidate>,
+        all_or_nothing: bool,
+        done: &'static str,
+        tx: &Reporter,
+        write: F,
+    ) -> Result<(), RequestError>
+    where
+        F: Fn(Store, Vec<Node>) -> Fut,
+        Fut: std::future::Future<Output = xcat3_store::Result<()>>,
+    {
+        let (good, bad): (Vec<Candidate>, Vec<Candidate>) =
+            candidates.into_iter().partition(|c| c.error.is_none());
+        let failed: Vec<Outcome> = bad
+            .into_iter()
+            .map(|c| Outcome::err(&c.node.name, c.error.unwrap_or_else(aborted)))
+            .collect();
+        if all_or_nothing && !failed.is_empty() {
+            let mut outcomes = failed;
+            outcomes.extend(good.iter().map(|c| Outcome::err(&c.node.name, aborted())));
+            report(tx, outcomes).await;
+            return Ok(());
+        }
+        report(tx, failed).await;
+        let nodes: Vec<Node> = good.into_iter().map(|c| c.node).collect();
+        let batch_size = if all_or_nothing {
+            nodes.len().max(1)
+        } else {
+            WRITE_BATCH
+        };
+        for batch in nodes.chunks(batch_size) {
+            let outcomes = match write(self.store.clone(), batch.to_vec()).await {
+                Ok(()) => batch.iter().map(|n| Outcome::ok(&n.name, done)).collect(),
+                Err(e) if batch.len() > 1 && !all_or_nothing => {
+                    // Another writer raced us for a name, MAC or IP: find out which nodes it hit.
+                    tracing::info!(error = %e, "batch write failed; retrying node by node");
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for node in batch {
+                        outcomes.push(match write(self.store.clone(), vec![node.clone()]).await {
+                            Ok(()) => Outcome::ok(&node.name, done),
+                            Err(e) => Outcome::err(&node.name, store_error(&e)),
+                        });
+                    }
+                    outcomes
+                }
+                Err(e) => batch
+                    .iter()
+                    .map(|n| Outcome::err(&n.name, store_error(&e)))
+                    .collect(),
+            };
+            report(tx, outcomes).await;
+        }
+        Ok(())
+    }
+}
+
+fn aborted() -> FieldError {
+    FieldError::new(
+        ErrorCode::FailedPrecondition,
+        "",
+        "not written: another node of this all-or-nothing request failed",
+    )
+}
+
+fn store_error(e: &xcat3_store::Error) -> FieldError {
+    match e {
+        xcat3_store::Error::Conflict(m) => {
+            FieldError::exists("", format!("written concurrently by another request: {m}"))
+        }
+        other => FieldError::new(ErrorCode::Unavailable, "", other.to_string()),
+    }
+}

@@ -1,0 +1,265 @@
+//! The xcat3 api service: the public gRPC interface (`proto/xcat3/v1`). It keeps the inventory
+//! (nodes, networks, OS images, credentials) in the store and answers many-node requests with one
+//! result per node.
+//!
+//! Layout:
+//! - [`inventory`]: the many-node operations on domain types (create, update, delete), with the
+//!   checks against the rest of the inventory;
+//! - [`changes`]: the `path=value` attribute changes of `update`;
+//! - [`index`]: names and groups for noderange expansion;
+//! - [`grpc`]: thin adapters from the generated service traits to the above.
+//!
+//! [`Api::build`] binds every listener and connects the database, so misconfiguration fails before
+//! anything is served; [`Api::run`] serves until its cancellation token fires.
+
+pub mod changes;
+pub mod cli;
+pub mod grpc;
+pub mod index;
+pub mod inventory;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use xcat3_proto::pb;
+use xcat3_runtime::auth::{AuthLayer, Tokens};
+use xcat3_runtime::grpc::MAX_MESSAGE_BYTES;
+use xcat3_runtime::metrics::Metrics;
+use xcat3_store::{ServiceRecord, Store, now_ms};
+
+/// Everything the api needs to start.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// gRPC address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` address, or none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `sqlite:///var/lib/xcat3/xcat3.db?mode=rwc` or `postgres://...`.
+    pub database_url: String,
+    pub tokens: Tokens,
+    /// Accept requests without a token (local development only).
+    pub insecure: bool,
+    /// Largest number of names a noderange may expand to.
+    pub noderange_limit: usize,
+    /// How often the api records its heartbeat in the service registry.
+    pub heartbeat_interval: Duration,
+}
+
+impl ApiConfig {
+    /// Defaults for everything but the database.
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3010)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9310))),
+            database_url: database_url.into(),
+            tokens: Tokens::default(),
+            insecure: false,
+            noderange_limit: xcat3_noderange::DEFAULT_LIMIT,
+            heartbeat_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A built api: listeners bound, database connected and migrated.
+pub struct Api {
+    config: ApiConfig,
+    store: Store,
+    metrics: Metrics,
+    grpc_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl Api {
+    pub async fn build(config: ApiConfig, metrics: Metrics) -> anyhow::Result<Api> {
+        use anyhow::Context as _;
+        if config.tokens.is_empty() && !config.insecure {
+            anyhow::bail!(
+                "no token configured: set XCAT3_ADMIN_TOKEN (and optionally XCAT3_READONLY_TOKEN), or pass --insecure for local development"
+            );
+        }
+        let grpc_listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("bind gRPC listener on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind metrics listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        let store = Store::connect(&config.database_url)
+            .await
+            .context("open the database")?;
+        Ok(Api {
+            config,
+            store,
+            metrics,
+            grpc_listener,
+            metrics_listener,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc_listener.local_addr()
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting calls, lets running ones finish
+    /// and leaves the service registry.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Api {
+            config,
+            store,
+            metrics,
+            grpc_listener,
+            metrics_listener,
+        } = self;
+        if config.insecure {
+            tracing::warn!(
+                "running with --insecure: every request is accepted without a token; never do this in production"
+            );
+        }
+        let inventory = inventory::Inventory::new(store.clone(), config.noderange_limit);
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<pb::node_service_server::NodeServiceServer<grpc::nodes::NodeService>>()
+            .await;
+        health.set_serving::<pb::network_service_server::NetworkServiceServer<grpc::networks::NetworkService>>().await;
+        health.set_serving::<pb::os_image_service_server::OsImageServiceServer<grpc::misc::OsImageService>>().await;
+        health.set_serving::<pb::passwd_service_server::PasswdServiceServer<grpc::misc::PasswdService>>().await;
+        health.set_serving::<pb::service_registry_server::ServiceRegistryServer<grpc::misc::ServiceRegistry>>().await;
+        let (reflection_v1, reflection_v1alpha) =
+            xcat3_runtime::grpc::reflection(&[xcat3_proto::FILE_DESCRIPTOR_SET])?;
+
+        let nodes = pb::node_service_server::NodeServiceServer::new(grpc::nodes::NodeService::new(
+            inventory,
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let networks = pb::network_service_server::NetworkServiceServer::new(
+            grpc::networks::NetworkService::new(store.clone()),
+        );
+        let osimages = pb::os_image_service_server::OsImageServiceServer::new(
+            grpc::misc::OsImageService::new(store.clone()),
+        );
+        let passwds = pb::passwd_service_server::PasswdServiceServer::new(
+            grpc::misc::PasswdService::new(store.clone()),
+        );
+        let registry = pb::service_registry_server::ServiceRegistryServer::new(
+            grpc::misc::ServiceRegistry::new(store.clone(), config.heartbeat_interval),
+        );
+
+        let layers = tower::ServiceBuilder::new()
+            .layer(metrics.layer())
+            .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
+        let server = tonic::transport::Server::builder()
+            .layer(layers)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(nodes)
+            .add_service(networks)
+            .add_service(osimages)
+            .add_service(passwds)
+            .add_service(registry);
+
+        let heartbeat = tokio::spawn(heartbeat(
+            store.clone(),
+            config.heartbeat_interval,
+            shutdown.clone(),
+        ));
+        let metrics_task =
+            metrics_listener.map(|l| tokio::spawn(metrics.clone().serve(l, shutdown.clone())));
+        tracing::info!(addr = %grpc_listener.local_addr()?, backend = store.backend_name(), "api serving");
+        let token = shutdown.clone();
+        let served = server
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                token.cancelled().await;
+                health.set_not_serving::<pb::node_service_server::NodeServiceServer<grpc::nodes::NodeService>>().await;
+            })
+            .await;
+        shutdown.cancel();
+        let _ = heartbeat.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        served?;
+        tracing::info!("api stopped");
+        Ok(())
+    }
+}
+
+/// Builds the api, prints the ready line (`xcat3 api ready grpc=ADDR metrics=ADDR`) on stdout for
+/// supervisors and tests, and serves until `shutdown`.
+pub async fn serve(
+    config: ApiConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let api = Api::build(config, metrics).await?;
+    let metrics_addr = api
+        .metrics_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "none".into());
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "xcat3 api ready grpc={} metrics={metrics_addr}",
+            api.local_addr()?
+        );
+    }
+    api.run(shutdown).await
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Records the api in the service registry every `interval` and leaves it on shutdown.
+async fn heartbeat(store: Store, interval: Duration, shutdown: CancellationToken) {
+    let started = now_ms();
+    let host = hostname();
+    let me = ServiceRecord {
+        id: format!("{host}:api:{}:{started}", std::process::id()),
+        hostname: host,
+        kind: "api".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: started,
+        heartbeat_at: started,
+    };
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = store.heartbeat(&me).await {
+                    tracing::warn!(error = %e, "recording the heartbeat failed");
+                }
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    // Forget ourselves and anything silent for a day (processes that were killed).
+    let stale = now_ms() - 24 * 3600 * 1000;
+    if let Err(e) = store.unregister_service(&me.id, stale).await {
+        tracing::warn!(error = %e, "leaving the service registry failed");
+    }
+}

@@ -1,0 +1,15 @@
+//! `xcat3-api`: the api service alone (see `xcat3-server` for several services in one process).
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "xcat3 api service")]
+struct Args {
+    #[command(flatten)]
+    api: xcat3_api::cli::ApiArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    xcat3_api::cli::main(args.api, false)
+}

@@ -1,0 +1,182 @@
+//! The command tree. Node commands take a noderange (`node[01-10]`, `rack1,-n5`, `/^cn.*/`, ...).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "xcat3",
+    version,
+    about = "xcat3 bare-metal provisioning client"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the api is and how to authenticate: flag, else environment, else
+/// `~/.config/xcat3/config.yaml` (`url:` and `token:`), else `http://127.0.0.1:3010`.
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Api address, such as http://10.0.0.1:3010.
+    #[arg(long, global = true, env = "XCAT3_URL")]
+    pub url: Option<String>,
+    /// Bearer token.
+    #[arg(long, global = true, env = "XCAT3_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Client configuration file [default: ~/.config/xcat3/config.yaml].
+    #[arg(long, global = true, env = "XCAT3_CLIENT_CONFIG")]
+    pub client_config: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create nodes: `create NODERANGE [mgt=.. netboot=.. arch=.. groups=.. osimage=.. labels/K=V]
+    /// [--control k=v,...] [--nic mac=..,ip=..,name=..,primary=True]...`, or `create -f nodes.yaml`.
+    Create(CreateArgs),
+    /// Create the nodes of a file written by `export` (same as `create -f`).
+    Import(ImportArgs),
+    /// Change attributes: `update NODERANGE path=value ...` (an empty value removes).
+    Update(UpdateArgs),
+    /// Delete nodes.
+    Delete(DeleteArgs),
+    /// List nodes (all when no noderange).
+    List(ListArgs),
+    /// Show nodes in full (secrets shown as ******).
+    Show(ShowArgs),
+    /// Write nodes to a YAML file that `import` reads back.
+    Export(ExportArgs),
+    /// Define a network: `network-create NAME subnet=.. netmask=.. [gateway=..] [dynamic_range=A-B]
+    /// [nameservers=a,b] [domain=..] [mtu=..]`.
+    NetworkCreate(NetworkCreateArgs),
+    /// Change a network: `network-update NAME key=value ...`.
+    NetworkUpdate(NetworkCreateArgs),
+    NetworkDelete(NameArg),
+    NetworkList(OutputArgs),
+    NetworkShow(NameOutputArgs),
+    OsimageList(OutputArgs),
+    OsimageShow(NameOutputArgs),
+    /// Store a named credential: `passwd-create KEY [username=..] [password=..] [crypt_method=sha512|sha256]`;
+    /// without password=, it is read from standard input.
+    PasswdCreate(PasswdCreateArgs),
+    PasswdList(OutputArgs),
+    PasswdDelete(NameArg),
+    /// List the running xcat3 services.
+    ServiceList(OutputArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct BulkArgs {
+    /// Fail the whole request, writing nothing, if any node fails.
+    #[arg(long)]
+    pub all_or_nothing: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Noderange of the new nodes, then attributes (key=value).
+    #[arg(value_name = "NODERANGE [ATTR=VALUE]...")]
+    pub args: Vec<String>,
+    /// Control parameters, comma-separated: ssh_address=..,ssh_username=..,bmc_address=..,...
+    #[arg(short = 'c', long)]
+    pub control: Option<String>,
+    /// A NIC: mac=..,ip=..,name=..,primary=True (repeatable).
+    #[arg(short = 'i', long = "nic")]
+    pub nics: Vec<String>,
+    /// YAML (or JSON) file of nodes, as written by `export`.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    pub noderange: String,
+    /// path=value (arch=aarch64, control/bmc_password=x, labels/rack=3, nics/eth0/ip=10.0.0.5).
+    #[arg(required = true)]
+    pub changes: Vec<String>,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    pub noderange: String,
+    #[command(flatten)]
+    pub bulk: BulkArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    pub noderange: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    pub noderange: String,
+    /// Output format [default: yaml].
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub noderange: String,
+    /// File to write (YAML).
+    #[arg(short = 'o', long = "output")]
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreateArgs {
+    pub name: String,
+    /// key=value pairs.
+    pub attrs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NameOutputArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PasswdCreateArgs {
+    pub key: String,
+    /// username=.., password=.., crypt_method=..
+    pub attrs: Vec<String>,
+}

@@ -1,0 +1,69 @@
+//! The `xcat3` command-line client: parses the prototype's syntax, talks gRPC to the api, prints
+//! tables, JSON or YAML. It never links the store or etcd, so it stays quick to build.
+//!
+//! - [`args`]: the clap command tree;
+//! - [`client`]: server address, token and the gRPC channel;
+//! - [`doc`]: the YAML/JSON form of nodes (`create -f`, `export`, `import`, `-o yaml`);
+//! - [`nodes`], [`others`]: the commands;
+//! - [`output`]: tables, per-node results and the `Success: X Total: Y` summary.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod args;
+pub mod client;
+pub mod doc;
+pub mod nodes;
+pub mod others;
+pub mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs the CLI: exit status 0 when everything succeeded, 1 when any node or the request failed,
+/// 2 for usage errors (clap's own).
+pub fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xcat3: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", output::describe_error(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
+    let conn = client::Connection::from_args(&cli.conn)?;
+    use args::Command as C;
+    match cli.command {
+        C::Create(a) => nodes::create(&conn, a).await,
+        C::Import(a) => nodes::import(&conn, a).await,
+        C::Update(a) => nodes::update(&conn, a).await,
+        C::Delete(a) => nodes::delete(&conn, a).await,
+        C::List(a) => nodes::list(&conn, a).await,
+        C::Show(a) => nodes::show(&conn, a).await,
+        C::Export(a) => nodes::export(&conn, a).await,
+        C::NetworkCreate(a) => others::network_create(&conn, a).await,
+        C::NetworkUpdate(a) => others::network_update(&conn, a).await,
+        C::NetworkDelete(a) => others::network_delete(&conn, a).await,
+        C::NetworkList(a) => others::network_list(&conn, a).await,
+        C::NetworkShow(a) => others::network_show(&conn, a).await,
+        C::OsimageList(a) => others::osimage_list(&conn, a).await,
+        C::OsimageShow(a) => others::osimage_show(&conn, a).await,
+        C::PasswdCreate(a) => others::passwd_create(&conn, a).await,
+        C::PasswdList(a) => others::passwd_list(&conn, a).await,
+        C::PasswdDelete(a) => others::passwd_delete(&conn, a).await,
+        C::ServiceList(a) => others::service_list(&conn, a).await,
+    }
+}

@@ -1,0 +1,294 @@
+//! Node commands: create, import, update, delete, list, show, export.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use xcat3_proto::pb;
+
+use crate::args::{
+    CreateArgs, DeleteArgs, ExportArgs, Format, ImportArgs, ListArgs, ShowArgs, UpdateArgs,
+};
+use crate::client::Connection;
+use crate::doc::{NodeDoc, NodesDoc, read_nodes};
+use crate::output;
+
+/// Splits `key=value` at the first `=`.
+pub fn key_value(s: &str) -> anyhow::Result<(&str, &str)> {
+    s.split_once('=')
+        .with_context(|| format!("{s:?}: expected key=value"))
+}
+
+/// Parses `k=v,k=v` (the `--control` and `--nic` syntax).
+fn pairs(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| key_value(p).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .collect()
+}
+
+fn parse_bool(field: &str, v: &str) -> anyhow::Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" | "" => Ok(false),
+        _ => bail!("{field}: {v:?} is not True or False"),
+    }
+}
+
+fn parse_nic(spec: &str) -> anyhow::Result<pb::Nic> {
+    let mut nic = pb::Nic::default();
+    for (k, v) in pairs(spec)? {
+        match k.as_str() {
+            "mac" => nic.mac = v,
+            "ip" => nic.ip = v,
+            "name" => nic.name = v,
+            "primary" => nic.primary = parse_bool("--nic primary", &v)?,
+            other => bail!("--nic: unknown key {other:?}; use mac, ip, name, primary"),
+        }
+    }
+    Ok(nic)
+}
+
+/// The node template of `create NODERANGE attr=value ... --control ... --nic ...`.
+fn template(attrs: &[String], control: Option<&str>, nics: &[String]) -> anyhow::Result<pb::Node> {
+    let mut node = pb::Node::default();
+    for attr in attrs {
+        let (k, v) = key_value(attr)?;
+        match k {
+            "mgt" => node.mgt = v.to_owned(),
+            "netboot" => node.netboot = v.to_owned(),
+            "arch" => node.arch = v.to_owned(),
+            "osimage" => node.osimage = v.to_owned(),
+            "groups" => {
+                node.groups = v
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            _ if k.starts_with("labels/") => {
+                node.labels
+                    .insert(k["labels/".len()..].to_owned(), v.to_owned());
+            }
+            _ if k.starts_with("control/") => {
+                node.control
+                    .insert(k["control/".len()..].to_owned(), v.to_owned());
+            }
+            _ => bail!(
+                "{k}: unknown attribute for create; use mgt, netboot, arch, osimage, groups, labels/<key>, control/<key>"
+            ),
+        }
+    }
+    if let Some(c) = control {
+        node.control.extend(pairs(c)?);
+    }
+    node.nics = nics
+        .iter()
+        .map(|n| parse_nic(n))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(node)
+}
+
+async fn create_from_docs(
+    conn: &Connection,
+    docs: Vec<NodeDoc>,
+    all_or_nothing: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut masked = 0;
+    let nodes: Vec<pb::Node> = docs
+        .into_iter()
+        .map(|d| {
+            let (n, dropped) = d.into_pb();
+            masked += dropped;
+            n
+        })
+        .collect();
+    if masked > 0 {
+        eprintln!(
+            "note: {masked} secret value(s) shown as ****** were left out; set them with `xcat3 update NODERANGE control/<key>=...`"
+        );
+    }
+    let req = pb::CreateNodesRequest {
+        nodes,
+        all_or_nothing,
+        ..Default::default()
+    };
+    let stream = conn.nodes().await?.create_nodes(req).await?.into_inner();
+    output::results(stream, "created").await
+}
+
+pub async fn create(conn: &Connection, a: CreateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &a.file {
+        if !a.args.is_empty() || a.control.is_some() || !a.nics.is_empty() {
+            bail!("create -f FILE takes no noderange or attributes: they come from the file");
+        }
+        return create_from_docs(conn, read_nodes(file)?, a.bulk.all_or_nothing).await;
+    }
+    let Some((noderange, attrs)) = a.args.split_first() else {
+        bail!("create: give a noderange (or -f FILE)");
+    };
+    let req = pb::CreateNodesRequest {
+        noderange: noderange.clone(),
+        template: Some(template(attrs, a.control.as_deref(), &a.nics)?),
+        all_or_nothing: a.bulk.all_or_nothing,
+        nodes: Vec::new(),
+    };
+    let stream = conn.nodes().await?.create_nodes(req).await?.into_inner();
+    output::results(stream, "created").await
+}
+
+pub async fn import(conn: &Connection, a: ImportArgs) -> anyhow::Result<ExitCode> {
+    create_from_docs(conn, read_nodes(&a.file)?, a.bulk.all_or_nothing).await
+}
+
+pub async fn update(conn: &Connection, a: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let changes = a
+        .changes
+        .iter()
+        .map(|c| {
+            key_value(c).map(|(path, value)| pb::AttributeChange {
+                path: path.to_owned(),
+                value: value.to_owned(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let req = pb::UpdateNodesRequest {
+        noderange: a.noderange,
+        changes,
+        all_or_nothing: a.bulk.all_or_nothing,
+    };
+    let stream = conn.nodes().await?.update_nodes(req).await?.into_inner();
+    output::results(stream, "updated").await
+}
+
+pub async fn delete(conn: &Connection, a: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::DeleteNodesRequest {
+        noderange: a.noderange,
+        all_or_nothing: a.bulk.all_or_nothing,
+    };
+    let stream = conn.nodes().await?.delete_nodes(req).await?.into_inner();
+    output::results(stream, "deleted").await
+}
+
+/// The nodes of a noderange, and the names that are not nodes.
+async fn fetch(
+    conn: &Connection,
+    noderange: &str,
+) -> anyhow::Result<(Vec<pb::Node>, Vec<pb::NodeResult>)> {
+    let mut stream = conn
+        .nodes()
+        .await?
+        .get_nodes(pb::GetNodesRequest {
+            noderange: noderange.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let (mut nodes, mut missing) = (Vec::new(), Vec::new());
+    while let Some(page) = stream.message().await? {
+        nodes.extend(page.nodes);
+        missing.extend(page.errors);
+    }
+    Ok((nodes, missing))
+}
+
+/// Reports names that are not nodes on stderr; exit status 1 if there were any.
+fn report_missing(missing: &[pb::NodeResult]) -> ExitCode {
+    for m in missing {
+        eprintln!("{}: Error: no such node", m.name);
+    }
+    if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn list(conn: &Connection, a: ListArgs) -> anyhow::Result<ExitCode> {
+    let (nodes, missing) = fetch(conn, a.noderange.as_deref().unwrap_or("")).await?;
+    match a.output.format {
+        Format::Table => {
+            let rows: Vec<Vec<String>> = nodes
+                .iter()
+                .map(|n| {
+                    let ip = n
+                        .nics
+                        .iter()
+                        .find(|x| x.primary)
+                        .map(|x| x.ip.clone())
+                        .unwrap_or_default();
+                    vec![
+                        n.name.clone(),
+                        n.groups.join(","),
+                        n.mgt.clone(),
+                        n.arch.clone(),
+                        n.netboot.clone(),
+                        ip,
+                        n.provision_state.clone(),
+                        n.power_state.clone(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "NAME", "GROUPS", "MGT", "ARCH", "NETBOOT", "IP", "STATE", "POWER",
+                ],
+                &rows,
+            );
+        }
+        format => output::document(
+            format,
+            &NodesDoc {
+                nodes: nodes.into_iter().map(NodeDoc::from).collect(),
+            },
+        )?,
+    }
+    Ok(report_missing(&missing))
+}
+
+pub async fn show(conn: &Connection, a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let (nodes, missing) = fetch(conn, &a.noderange).await?;
+    let doc = NodesDoc {
+        nodes: nodes.into_iter().map(NodeDoc::from).collect(),
+    };
+    output::document(a.format.unwrap_or(Format::Yaml), &doc)?;
+    Ok(report_missing(&missing))
+}
+
+pub async fn export(conn: &Connection, a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let (nodes, missing) = fetch(conn, &a.noderange).await?;
+    let docs: Vec<NodeDoc> = nodes.into_iter().map(NodeDoc::from).collect();
+    let secrets = docs
+        .iter()
+        .flat_map(|d| d.control.values())
+        .filter(|v| *v == xcat3_types::MASK)
+        .count();
+    let count = docs.len();
+    let text = serde_yaml::to_string(&NodesDoc { nodes: docs })?;
+    std::fs::write(&a.file, text).with_context(|| format!("write {}", a.file.display()))?;
+    println!("Exported {count} node(s) to {}", a.file.display());
+    if secrets > 0 {
+        eprintln!("note: {secrets} secret value(s) are not exported (written as ******)");
+    }
+    Ok(report_missing(&missing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_create_parses() {
+        let t = template(
+            &["mgt=kvm".into(), "netboot=pxe".into(), "arch=x86_64".into()],
+            Some("ssh_username=root,ssh_virt_type=virsh,ssh_address=11.5.102.1,ssh_key_filename=/root/.ssh/id_rsa"),
+            &["mac=52:54:00:36:ac:b1,ip=11.5.102.60,name=eth0,primary=True".into()],
+        )
+        .unwrap();
+        assert_eq!(t.mgt, "kvm");
+        assert_eq!(t.control["ssh_address"], "11.5.102.1");
+        assert_eq!(t.nics[0].ip, "11.5.102.60");
+        assert!(t.nics[0].primary);
+        assert!(template(&["colour=red".into()], None, &[]).is_err());
+        assert!(template(&[], None, &["mac=1,bogus=2".into()]).is_err());
+        assert!(template(&[], None, &["primary=maybe".into()]).is_err());
+    }
+}
