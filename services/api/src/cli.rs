@@ -183,6 +183,11 @@ impl ApiArgs {
             tokens.admin = Some(generated_token(&path)?);
             generated_token_file = Some(path);
         }
+        if tokens.is_empty() && !config.insecure {
+            anyhow::bail!(
+                "no token configured: set XCAT3_ADMIN_TOKEN (or --admin-token-file), or pass --insecure for local development"
+            );
+        }
         config.tokens = tokens;
         Ok(Resolved {
             config,

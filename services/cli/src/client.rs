@@ -57,6 +57,7 @@ impl Connection {
         let url = args
             .url
             .clone()
+            .filter(|u| !u.is_empty())
             .or(file.url)
             .unwrap_or_else(|| "http://127.0.0.1:3010".into());
         let url = if url.contains("://") {
@@ -64,7 +65,12 @@ impl Connection {
         } else {
             format!("http://{url}")
         };
-        let token = args.token.clone().or(file.token).filter(|t| !t.is_empty());
+        let token = args
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .or(file.token)
+            .filter(|t| !t.is_empty());
         let auth = match token {
             Some(t) => Some(
                 format!("Bearer {}", t.trim())

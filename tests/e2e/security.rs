@@ -1,0 +1,229 @@
+//! Authentication, secrets that never leak, health, reflection and metrics.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use xcat3_proto::pb;
+use xcat3_tests::{Backend, ServerOptions, TestServer, bin, collect_results, get_all};
+
+const READONLY: &str = "readonly-token-for-tests-0123";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_what_a_caller_may_do() {
+    let opts = ServerOptions {
+        env: vec![("XCAT3_READONLY_TOKEN".into(), READONLY.into())],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let list = pb::ListNetworksRequest {};
+    for token in [None, Some("wrong-token")] {
+        let mut client =
+            pb::network_service_client::NetworkServiceClient::new(s.authed(token).await);
+        let err = client.list_networks(list).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{token:?}");
+    }
+    let mut ro =
+        pb::network_service_client::NetworkServiceClient::new(s.authed(Some(READONLY)).await);
+    ro.list_networks(list).await.unwrap();
+    let err = ro
+        .create_network(pb::Network {
+            name: "n".into(),
+            subnet: "10.0.0.0".into(),
+            netmask: "255.0.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let mut ro_nodes =
+        pb::node_service_client::NodeServiceClient::new(s.authed(Some(READONLY)).await);
+    let err = ro_nodes
+        .delete_nodes(pb::DeleteNodesRequest {
+            noderange: "all".into(),
+            all_or_nothing: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // The CLI with the read-only token can list but not create.
+    let out = s
+        .cli_env(&["network-list"], &[("XCAT3_TOKEN", READONLY)])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = s
+        .cli_env(&["create", "n1"], &[("XCAT3_TOKEN", READONLY)])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("PermissionDenied"), "{out:?}");
+    let out = s.cli_env(&["list"], &[("XCAT3_TOKEN", "")]).await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("Unauthenticated"), "{out:?}");
+    assert!(!s.log().contains(&s.token), "the admin token was logged");
+    assert!(
+        !s.log().contains(READONLY),
+        "the read-only token was logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_stored_but_never_returned_or_logged() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let sentinel = "S3cr3t-sentinel-98765";
+    let node = pb::Node {
+        name: "bmc1".into(),
+        mgt: "ipmi".into(),
+        control: [
+            ("bmc_password".to_owned(), sentinel.to_owned()),
+            ("bmc_address".to_owned(), "10.0.0.1".to_owned()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let stream = s
+        .nodes()
+        .await
+        .create_nodes(pb::CreateNodesRequest {
+            nodes: vec![node],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    collect_results(stream).await.unwrap();
+    s.cli(&["update", "bmc1", &format!("control/bmc_kg_key={sentinel}")])
+        .await
+        .ok();
+    s.cli(&["passwd-create", "system", &format!("password={sentinel}")])
+        .await
+        .ok();
+    let (nodes, _) = get_all(&s, "bmc1").await;
+    assert_eq!(nodes[0].control["bmc_password"], "******");
+    assert_eq!(nodes[0].control["bmc_kg_key"], "******");
+    for args in [
+        vec!["show", "bmc1"],
+        vec!["show", "bmc1", "-o", "json"],
+        vec!["list", "-o", "yaml"],
+        vec!["passwd-list", "-o", "json"],
+    ] {
+        let out = s.cli(&args).await.ok();
+        assert!(
+            !out.stdout.contains(sentinel),
+            "{args:?} printed the secret"
+        );
+    }
+    s.cli(&["export", "bmc1", "-o", "export.yaml"]).await.ok();
+    let exported = std::fs::read_to_string(s.dir().join("export.yaml")).unwrap();
+    assert!(!exported.contains(sentinel) && exported.contains("******"));
+    // Stored: the database file holds it (the conductor needs it), the log never does.
+    let db = std::fs::read(s.dir().join("xcat3.db")).unwrap_or_default();
+    let wal = std::fs::read(s.dir().join("xcat3.db-wal")).unwrap_or_default();
+    let stored = [db, wal].concat();
+    assert!(
+        stored
+            .windows(sentinel.len())
+            .any(|w| w == sentinel.as_bytes()),
+        "the BMC password was not stored"
+    );
+    assert!(!s.log().contains(sentinel), "a secret was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reflection_and_metrics_need_no_token() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.authed(None).await);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "xcat3.v1.NodeService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(s.authed(None).await);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "xcat3.v1.NodeService",
+        "xcat3.v1.NetworkService",
+        "xcat3.v1.PasswdService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+
+    s.cli(&["list"]).await.ok();
+    s.cli(&["network-list"]).await.ok();
+    let mut conn = tokio::net::TcpStream::connect(s.metrics).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.unwrap();
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"xcat3_grpc_requests_total{service="xcat3.v1.NodeService",method="GetNodes",code="Ok"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"xcat3_grpc_request_duration_seconds_count{service="xcat3.v1.NetworkService",method="ListNetworks"} 1"#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_mode_warns_and_the_api_role_wants_a_token() {
+    let opts = ServerOptions {
+        extra_args: vec!["--insecure".into()],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let mut nets = pb::network_service_client::NetworkServiceClient::new(s.authed(None).await);
+    nets.list_networks(pb::ListNetworksRequest {})
+        .await
+        .unwrap();
+    assert!(s.log().contains("--insecure"), "no warning in the log");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(bin("xcat3-server"))
+        .args([
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "none",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("XCAT3_ADMIN_TOKEN")
+        .env_remove("XCAT3_READONLY_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no token configured"),
+        "{out:?}"
+    );
+}

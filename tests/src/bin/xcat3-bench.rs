@@ -1,0 +1,199 @@
+//! `xcat3-bench`: bulk inventory figures on SQLite and PostgreSQL.
+//!
+//! Build in release and run: `bash scripts/bench.sh` (which builds and starts PostgreSQL), or
+//! `cargo build --release --workspace --bins && target/release/xcat3-bench [NODES] [ROUNDS]`.
+//! PostgreSQL is measured when `XCAT3_TEST_POSTGRES_URL` is set.
+//!
+//! Per back end it starts a real `xcat3-server all-in-one` and, for each round, creates NODES
+//! nodes with one NIC each in one request, lists them all, updates one attribute on all of them by
+//! noderange and deletes them, timing each call (wall clock) and the server's CPU time (user +
+//! system, from /proc). It also reports the server's resident memory when idle.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use xcat3_proto::pb;
+use xcat3_tests::{
+    Backend, ServerOptions, TestServer, big_network, collect_results, error_of, get_all,
+    numbered_node,
+};
+
+/// CPU seconds (user + system, all threads) of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|f| f.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Sample {
+    wall: Duration,
+    cpu: f64,
+}
+
+async fn measure<F: std::future::Future<Output = ()>>(pid: u32, f: F) -> Sample {
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    f.await;
+    let wall = t0.elapsed();
+    // Let the server finish accounting the last of its work.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    Sample {
+        wall,
+        cpu: cpu_seconds(pid) - cpu0,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+async fn run(backend: Backend, n: u32, rounds: usize) {
+    let opts = ServerOptions {
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(backend, opts)
+        .await
+        .expect("start server");
+    let pid = s.pid().unwrap();
+    s.networks()
+        .await
+        .create_network(big_network())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = rss_mib(pid);
+    let range = format!("cn[00000-{:05}]", n - 1);
+    let mut table: Vec<(&str, Vec<Sample>)> = vec![
+        ("create", vec![]),
+        ("list", vec![]),
+        ("update", vec![]),
+        ("delete", vec![]),
+    ];
+    for _ in 0..rounds {
+        let nodes: Vec<pb::Node> = (0..n).map(|i| numbered_node("cn", i)).collect();
+        let mut client = s.nodes().await;
+        table[0].1.push(
+            measure(pid, async {
+                let stream = client
+                    .create_nodes(pb::CreateNodesRequest {
+                        nodes,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let results = collect_results(stream).await.unwrap();
+                assert_eq!(results.len(), n as usize);
+                assert!(
+                    results.iter().all(|r| error_of(r).is_none()),
+                    "create failed"
+                );
+            })
+            .await,
+        );
+        table[1].1.push(
+            measure(pid, async {
+                assert_eq!(get_all(&s, "all").await.0.len(), n as usize);
+            })
+            .await,
+        );
+        table[2].1.push(
+            measure(pid, async {
+                let stream = client
+                    .update_nodes(pb::UpdateNodesRequest {
+                        noderange: range.clone(),
+                        changes: vec![pb::AttributeChange {
+                            path: "arch".into(),
+                            value: "aarch64".into(),
+                        }],
+                        all_or_nothing: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let results = collect_results(stream).await.unwrap();
+                assert!(
+                    results.iter().all(|r| error_of(r).is_none()) && results.len() == n as usize
+                );
+            })
+            .await,
+        );
+        table[3].1.push(
+            measure(pid, async {
+                let stream = client
+                    .delete_nodes(pb::DeleteNodesRequest {
+                        noderange: range.clone(),
+                        all_or_nothing: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(collect_results(stream).await.unwrap().len(), n as usize);
+            })
+            .await,
+        );
+    }
+    let name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    println!("\n== {name}: {n} nodes, median of {rounds} rounds");
+    println!(
+        "{:<8} {:>10} {:>14} {:>16}",
+        "op", "wall ms", "server CPU ms", "CPU µs/node"
+    );
+    for (op, samples) in table {
+        let wall = median(
+            samples
+                .iter()
+                .map(|s| s.wall.as_secs_f64() * 1000.0)
+                .collect(),
+        );
+        let cpu = median(samples.iter().map(|s| s.cpu * 1000.0).collect());
+        println!(
+            "{op:<8} {wall:>10.0} {cpu:>14.0} {:>16.1}",
+            cpu * 1000.0 / f64::from(n)
+        );
+    }
+    println!(
+        "idle RSS before: {idle_rss:.1} MiB, after: {:.1} MiB",
+        rss_mib(pid)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    run(Backend::Sqlite, n, rounds).await;
+    if std::env::var_os("XCAT3_TEST_POSTGRES_URL").is_some() {
+        run(Backend::Postgres, n, rounds).await;
+    } else {
+        println!(
+            "\n(PostgreSQL skipped: XCAT3_TEST_POSTGRES_URL is not set; scripts/bench.sh sets it)"
+        );
+    }
+}

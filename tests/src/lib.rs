@@ -1,0 +1,413 @@
+//! Test kit for the end-to-end tests and the benchmark: real `xcat3-server` processes on ephemeral
+//! ports with temporary data directories, a fresh PostgreSQL database per server, the real `xcat3`
+//! CLI, and gRPC clients that carry the token.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`), so the test command
+//! runs `cargo build --workspace --bins` first; a missing binary panics with that hint.
+//! PostgreSQL comes from `XCAT3_TEST_POSTGRES_URL` (an admin URL; `scripts/test.sh` starts a server
+//! and sets it). Without it the PostgreSQL tests fail: they never skip silently.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use xcat3_proto::pb;
+
+/// Path of a workspace binary built beside the running executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Which database a server under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A PostgreSQL database created for one server and dropped with it.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    fn create() -> anyhow::Result<(PgDatabase, String)> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let admin_url = std::env::var("XCAT3_TEST_POSTGRES_URL").context(
+            "XCAT3_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL",
+        )?;
+        let name = format!(
+            "xcat3_t{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .subsec_nanos()
+        );
+        psql(&admin_url, &format!("CREATE DATABASE {name}"))?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let url = format!("{base}/{name}");
+        Ok((PgDatabase { admin_url, name }, url))
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .context("run psql")?;
+    if !out.status.success() {
+        bail!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Options for [`TestServer::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Reuse this data directory (to restart on the same SQLite file).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A running `xcat3-server all-in-one`, killed when dropped.
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub token: String,
+    pub backend: Backend,
+    pub database_url: String,
+    dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    _pg: Option<PgDatabase>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, ServerOptions::default())
+            .await
+            .expect("start xcat3-server")
+    }
+
+    pub async fn start_with(backend: Backend, opts: ServerOptions) -> anyhow::Result<TestServer> {
+        let (tmp, dir) = match &opts.data_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::Builder::new().prefix("xcat3-test").tempdir()?;
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+        let (pg, database_url) = match backend {
+            Backend::Sqlite => (
+                None,
+                format!("sqlite://{}?mode=rwc", dir.join("xcat3.db").display()),
+            ),
+            Backend::Postgres => {
+                let (db, url) = PgDatabase::create()?;
+                (Some(db), url)
+            }
+        };
+        Self::spawn(backend, dir, tmp, pg, database_url, opts).await
+    }
+
+    async fn spawn(
+        backend: Backend,
+        dir: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        pg: Option<PgDatabase>,
+        database_url: String,
+        opts: ServerOptions,
+    ) -> anyhow::Result<TestServer> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))?;
+        let mut cmd = Command::new(bin("xcat3-server"));
+        cmd.arg("all-in-one")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--database-url")
+            .arg(&database_url)
+            .args(&opts.extra_args)
+            .env_remove("XCAT3_ADMIN_TOKEN")
+            .env_remove("XCAT3_READONLY_TOKEN")
+            .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,sqlx=info")
+            .envs(opts.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("spawn xcat3-server")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with("xcat3 api ready") {
+                    return Ok::<_, anyhow::Error>(line);
+                }
+            }
+            bail!("xcat3-server exited before it was ready")
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("xcat3-server was not ready within 60 s"))?
+        .with_context(|| std::fs::read_to_string(dir.join("server.log")).unwrap_or_default())?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let field = |key: &str| -> anyhow::Result<SocketAddr> {
+            let v = ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .with_context(|| format!("{key} missing in {ready:?}"))?;
+            Ok(v.parse()?)
+        };
+        let token = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        Ok(TestServer {
+            child,
+            addr: field("grpc=")?,
+            metrics: field("metrics=")?,
+            token,
+            backend,
+            database_url,
+            dir,
+            _tmp: tmp,
+            _pg: pg,
+        })
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same data and database.
+    pub async fn restart(mut self) -> anyhow::Result<TestServer> {
+        self.child.kill().await?;
+        let tmp = self._tmp.take();
+        let pg = self._pg.take();
+        let opts = ServerOptions {
+            data_dir: Some(self.dir.clone()),
+            ..Default::default()
+        };
+        Self::spawn(
+            self.backend,
+            self.dir.clone(),
+            tmp,
+            pg,
+            self.database_url.clone(),
+            opts,
+        )
+        .await
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the api")
+    }
+
+    /// A gRPC channel that sends `token` (or none).
+    pub async fn authed(&self, token: Option<&str>) -> InterceptedService<Channel, Auth> {
+        let value = token.map(|t| format!("Bearer {t}").parse().unwrap());
+        InterceptedService::new(self.channel().await, Auth(value))
+    }
+
+    pub async fn nodes(
+        &self,
+    ) -> pb::node_service_client::NodeServiceClient<InterceptedService<Channel, Auth>> {
+        pb::node_service_client::NodeServiceClient::new(self.authed(Some(&self.token)).await)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    pub async fn networks(
+        &self,
+    ) -> pb::network_service_client::NetworkServiceClient<InterceptedService<Channel, Auth>> {
+        pb::network_service_client::NetworkServiceClient::new(self.authed(Some(&self.token)).await)
+    }
+
+    /// Runs the `xcat3` CLI against this server (with a HOME of its own, so no user config leaks in).
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_env(args, &[]).await
+    }
+
+    pub async fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+        let out = Command::new(bin("xcat3"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("HOME", &self.dir)
+            .env("XCAT3_URL", self.url())
+            .env("XCAT3_TOKEN", &self.token)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run xcat3");
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// What a CLI run printed and its exit status.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Panics with the output unless the command exited 0.
+    pub fn ok(self) -> CliOutput {
+        assert_eq!(self.code, 0, "command failed: {self:#?}");
+        self
+    }
+}
+
+/// Adds `authorization: Bearer ...` to every call.
+#[derive(Clone)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Collects a stream of per-node results.
+pub async fn collect_results(
+    mut stream: tonic::Streaming<pb::NodeResults>,
+) -> Result<Vec<pb::NodeResult>, tonic::Status> {
+    let mut all = Vec::new();
+    while let Some(m) = stream.message().await? {
+        all.extend(m.results);
+    }
+    Ok(all)
+}
+
+/// The error of a per-node result, if it failed.
+pub fn error_of(r: &pb::NodeResult) -> Option<&pb::ErrorDetail> {
+    match &r.outcome {
+        Some(pb::node_result::Outcome::Error(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// A node with one NIC whose MAC and IP derive from `i` (IP inside 10.0.0.0/8).
+pub fn numbered_node(prefix: &str, i: u32) -> pb::Node {
+    pb::Node {
+        name: format!("{prefix}{i:05}"),
+        mgt: "ipmi".into(),
+        groups: vec!["bench".into()],
+        control: [(
+            "bmc_address".to_owned(),
+            format!("10.200.{}.{}", i / 250, i % 250 + 1),
+        )]
+        .into(),
+        nics: vec![pb::Nic {
+            name: "eth0".into(),
+            mac: format!(
+                "52:54:{:02x}:{:02x}:{:02x}:{:02x}",
+                (i >> 24) & 0xff,
+                (i >> 16) & 0xff,
+                (i >> 8) & 0xff,
+                i & 0xff
+            ),
+            ip: {
+                let n = i + 0x1_0001;
+                format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
+            },
+            primary: true,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The big flat network the numbered nodes live in.
+pub fn big_network() -> pb::Network {
+    pb::Network {
+        name: "big".into(),
+        subnet: "10.0.0.0".into(),
+        netmask: "255.0.0.0".into(),
+        ..Default::default()
+    }
+}
+
+/// Fetches every node of a noderange.
+pub async fn get_all(server: &TestServer, noderange: &str) -> (Vec<pb::Node>, Vec<pb::NodeResult>) {
+    let mut stream = server
+        .nodes()
+        .await
+        .get_nodes(pb::GetNodesRequest {
+            noderange: noderange.into(),
+        })
+        .await
+        .expect("get nodes")
+        .into_inner();
+    let (mut nodes, mut errors) = (Vec::new(), Vec::new());
+    while let Some(page) = stream.message().await.expect("page") {
+        nodes.extend(page.nodes);
+        errors.extend(page.errors);
+    }
+    (nodes, errors)
+}
