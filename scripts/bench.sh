@@ -4,11 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/lib.sh
 bash scripts/install-deps.sh
-if [ -z "${XCAT3_TEST_POSTGRES_URL:-}" ]; then
-  eval "$(bash scripts/postgres.sh)"
-  trap 'bash scripts/postgres.sh stop "$XCAT3_TEST_POSTGRES_DIR"' EXIT
-fi
-export XCAT3_TEST_POSTGRES_URL
+ensure_postgres
+
 cargo build --release --workspace --bins
 target/release/xcat3-bench "$@"

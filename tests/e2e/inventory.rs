@@ -85,6 +85,33 @@ async fn update(
     collect_results(stream).await.expect("results")
 }
 
+async fn delete(s: &TestServer, noderange: &str, all_or_nothing: bool) -> Vec<pb::NodeResult> {
+    let req = pb::DeleteNodesRequest {
+        noderange: noderange.into(),
+        all_or_nothing,
+    };
+    let stream = s
+        .nodes()
+        .await
+        .delete_nodes(req)
+        .await
+        .expect("delete")
+        .into_inner();
+    collect_results(stream).await.expect("results")
+}
+
+/// The status of a many-node request refused as a whole, before or during its answer stream.
+async fn refused(
+    call: Result<tonic::Response<tonic::Streaming<pb::NodeResults>>, tonic::Status>,
+) -> tonic::Status {
+    match call {
+        Err(status) => status,
+        Ok(stream) => collect_results(stream.into_inner())
+            .await
+            .expect_err("the request was accepted"),
+    }
+}
+
 /// The error (field, reason) for `name`, panicking if it succeeded.
 fn failure<'a>(results: &'a [pb::NodeResult], name: &str) -> &'a pb::ErrorDetail {
     let r = results
@@ -177,17 +204,7 @@ async fn bulk_create_list_update_delete(b: Backend) {
         "NICs untouched by an attribute update"
     );
 
-    let stream = s
-        .nodes()
-        .await
-        .delete_nodes(pb::DeleteNodesRequest {
-            noderange: "all,-cn00007".into(),
-            all_or_nothing: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let results = collect_results(stream).await.unwrap();
+    let results = delete(&s, "all,-cn00007", false).await;
     assert_eq!(results.len(), n as usize - 1);
     assert!(all_ok(&results));
     let (nodes, _) = get_all(&s, "").await;
@@ -426,10 +443,7 @@ async fn update_rules(b: Backend) {
                 all_or_nothing: false,
             })
             .await;
-        let status = match err {
-            Err(status) => status,
-            Ok(stream) => collect_results(stream.into_inner()).await.unwrap_err(),
-        };
+        let status = refused(err).await;
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{path}");
         assert!(
             status.message().starts_with(path),
@@ -452,17 +466,7 @@ async fn delete_and_noderange_errors(b: Backend) {
         )
         .await
     ));
-    let stream = s
-        .nodes()
-        .await
-        .delete_nodes(pb::DeleteNodesRequest {
-            noderange: "d[1-3]".into(),
-            all_or_nothing: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let results = collect_results(stream).await.unwrap();
+    let results = delete(&s, "d[1-3]", true).await;
     assert_eq!(failure(&results, "d3").code, "not_found");
     assert_eq!(
         get_all(&s, "all").await.0.len(),
@@ -489,18 +493,11 @@ async fn delete_and_noderange_errors(b: Backend) {
             status.message()
         );
     }
-    let status = match s
-        .nodes()
-        .await
-        .delete_nodes(pb::DeleteNodesRequest {
-            noderange: "x[1-1000000]".into(),
-            all_or_nothing: false,
-        })
-        .await
-    {
-        Err(status) => status,
-        Ok(stream) => collect_results(stream.into_inner()).await.unwrap_err(),
+    let req = pb::DeleteNodesRequest {
+        noderange: "x[1-1000000]".into(),
+        all_or_nothing: false,
     };
+    let status = refused(s.nodes().await.delete_nodes(req).await).await;
     assert!(
         status.message().contains("more than 100000 names"),
         "{}",

@@ -40,6 +40,17 @@ pub enum Format {
     Yaml,
 }
 
+impl Format {
+    /// Showing one record reads better as YAML than as a one-row table.
+    pub fn for_one(self) -> Format {
+        if self == Format::Table {
+            Format::Yaml
+        } else {
+            self
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutputArgs {
     /// Output format.

@@ -47,37 +47,43 @@ impl From<pb::Network> for NetworkDoc {
 }
 
 fn print_networks(format: Format, nets: Vec<pb::Network>) -> anyhow::Result<()> {
-    if format == Format::Table {
-        let rows: Vec<Vec<String>> = nets
-            .into_iter()
-            .map(|n| {
-                vec![
-                    n.name,
-                    n.subnet,
-                    n.netmask,
-                    n.gateway,
-                    n.dynamic_range,
-                    n.nameservers.join(","),
-                    n.domain,
-                ]
-            })
-            .collect();
-        output::table(
-            &[
-                "NAME",
-                "SUBNET",
-                "NETMASK",
-                "GATEWAY",
-                "DYNAMIC_RANGE",
-                "NAMESERVERS",
-                "DOMAIN",
-            ],
-            &rows,
-        );
-        return Ok(());
-    }
     let docs: Vec<NetworkDoc> = nets.into_iter().map(NetworkDoc::from).collect();
-    output::document(format, &docs)
+    output::records(
+        format,
+        &[
+            "NAME",
+            "SUBNET",
+            "NETMASK",
+            "GATEWAY",
+            "DYNAMIC_RANGE",
+            "NAMESERVERS",
+            "DOMAIN",
+        ],
+        &docs,
+        |n| {
+            vec![
+                n.name.clone(),
+                n.subnet.clone(),
+                n.netmask.clone(),
+                n.gateway.clone(),
+                n.dynamic_range.clone(),
+                n.nameservers.join(","),
+                n.domain.clone(),
+            ]
+        },
+    )
+}
+
+fn changes(attrs: &[String]) -> anyhow::Result<Vec<pb::AttributeChange>> {
+    attrs
+        .iter()
+        .map(|s| {
+            key_value(s).map(|(p, v)| pb::AttributeChange {
+                path: p.to_owned(),
+                value: v.to_owned(),
+            })
+        })
+        .collect()
 }
 
 pub async fn network_create(conn: &Connection, a: NetworkCreateArgs) -> anyhow::Result<ExitCode> {
@@ -121,26 +127,18 @@ pub async fn network_create(conn: &Connection, a: NetworkCreateArgs) -> anyhow::
 }
 
 pub async fn network_update(conn: &Connection, a: NetworkCreateArgs) -> anyhow::Result<ExitCode> {
-    let changes = a
-        .attrs
-        .iter()
-        .map(|s| {
-            key_value(s).map(|(p, v)| pb::AttributeChange {
-                path: p.to_owned(),
-                value: v.to_owned(),
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let changes = changes(&a.attrs)?;
     if changes.is_empty() {
         bail!("network-update: nothing to change");
     }
+    let req = pb::UpdateNetworkRequest {
+        name: a.name,
+        changes,
+    };
     let updated = conn
         .networks()
         .await?
-        .update_network(pb::UpdateNetworkRequest {
-            name: a.name,
-            changes,
-        })
+        .update_network(req)
         .await?
         .into_inner();
     println!("{}: updated", updated.name);
@@ -148,25 +146,21 @@ pub async fn network_update(conn: &Connection, a: NetworkCreateArgs) -> anyhow::
 }
 
 pub async fn network_delete(conn: &Connection, a: NameArg) -> anyhow::Result<ExitCode> {
-    conn.networks()
-        .await?
-        .delete_network(pb::NetworkRef {
-            name: a.name.clone(),
-        })
-        .await?;
+    let req = pb::NetworkRef {
+        name: a.name.clone(),
+    };
+    conn.networks().await?.delete_network(req).await?;
     println!("{}: deleted", a.name);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn network_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
-    let nets = conn
+    let reply = conn
         .networks()
         .await?
         .list_networks(pb::ListNetworksRequest {})
-        .await?
-        .into_inner()
-        .networks;
-    print_networks(a.format, nets)?;
+        .await?;
+    print_networks(a.format, reply.into_inner().networks)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -175,14 +169,8 @@ pub async fn network_show(conn: &Connection, a: NameOutputArgs) -> anyhow::Resul
         .networks()
         .await?
         .get_network(pb::NetworkRef { name: a.name })
-        .await?
-        .into_inner();
-    let format = if a.output.format == Format::Table {
-        Format::Yaml
-    } else {
-        a.output.format
-    };
-    print_networks(format, vec![net])?;
+        .await?;
+    print_networks(a.output.format.for_one(), vec![net.into_inner()])?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -199,14 +187,6 @@ struct OsImageDoc {
 }
 
 fn print_osimages(format: Format, images: Vec<pb::OsImage>) -> anyhow::Result<()> {
-    if format == Format::Table {
-        let rows: Vec<Vec<String>> = images
-            .into_iter()
-            .map(|i| vec![i.name, i.distro, i.version, i.arch, i.install_method])
-            .collect();
-        output::table(&["NAME", "DISTRO", "VERSION", "ARCH", "METHOD"], &rows);
-        return Ok(());
-    }
     let docs: Vec<OsImageDoc> = images
         .into_iter()
         .map(|i| OsImageDoc {
@@ -220,18 +200,29 @@ fn print_osimages(format: Format, images: Vec<pb::OsImage>) -> anyhow::Result<()
             repo_root: i.repo_root,
         })
         .collect();
-    output::document(format, &docs)
+    output::records(
+        format,
+        &["NAME", "DISTRO", "VERSION", "ARCH", "METHOD"],
+        &docs,
+        |i| {
+            vec![
+                i.name.clone(),
+                i.distro.clone(),
+                i.version.clone(),
+                i.arch.clone(),
+                i.install_method.clone(),
+            ]
+        },
+    )
 }
 
 pub async fn osimage_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
-    let images = conn
+    let reply = conn
         .osimages()
         .await?
         .list_os_images(pb::ListOsImagesRequest {})
-        .await?
-        .into_inner()
-        .osimages;
-    print_osimages(a.format, images)?;
+        .await?;
+    print_osimages(a.format, reply.into_inner().osimages)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,14 +231,8 @@ pub async fn osimage_show(conn: &Connection, a: NameOutputArgs) -> anyhow::Resul
         .osimages()
         .await?
         .get_os_image(pb::OsImageRef { name: a.name })
-        .await?
-        .into_inner();
-    let format = if a.output.format == Format::Table {
-        Format::Yaml
-    } else {
-        a.output.format
-    };
-    print_osimages(format, vec![image])?;
+        .await?;
+    print_osimages(a.output.format.for_one(), vec![image.into_inner()])?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -276,37 +261,32 @@ pub async fn passwd_create(conn: &Connection, a: PasswdCreateArgs) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Serialize)]
+struct PasswdDoc {
+    key: String,
+    username: String,
+    crypt_method: String,
+}
+
 pub async fn passwd_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
-    let rows = conn
+    let reply = conn
         .passwds()
         .await?
         .list_passwds(pb::ListPasswdsRequest {})
-        .await?
+        .await?;
+    let docs: Vec<PasswdDoc> = reply
         .into_inner()
-        .passwds;
-    #[derive(Serialize)]
-    struct Doc {
-        key: String,
-        username: String,
-        crypt_method: String,
-    }
-    let docs: Vec<Doc> = rows
+        .passwds
         .into_iter()
-        .map(|p| Doc {
+        .map(|p| PasswdDoc {
             key: p.key,
             username: p.username,
             crypt_method: p.crypt_method,
         })
         .collect();
-    if a.format == Format::Table {
-        let rows: Vec<Vec<String>> = docs
-            .into_iter()
-            .map(|d| vec![d.key, d.username, d.crypt_method])
-            .collect();
-        output::table(&["KEY", "USERNAME", "CRYPT_METHOD"], &rows);
-    } else {
-        output::document(a.format, &docs)?;
-    }
+    output::records(a.format, &["KEY", "USERNAME", "CRYPT_METHOD"], &docs, |d| {
+        vec![d.key.clone(), d.username.clone(), d.crypt_method.clone()]
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -321,30 +301,29 @@ pub async fn passwd_delete(conn: &Connection, a: NameArg) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Serialize)]
+struct ServiceDoc {
+    hostname: String,
+    kind: String,
+    id: String,
+    version: String,
+    online: bool,
+    /// Unix seconds.
+    heartbeat_at: i64,
+}
+
 pub async fn service_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
-    let services = conn
+    let reply = conn
         .services()
         .await?
         .list_services(pb::ListServicesRequest {})
-        .await?
+        .await?;
+    let docs: Vec<ServiceDoc> = reply
         .into_inner()
-        .services;
-    #[derive(Serialize)]
-    struct Doc {
-        hostname: String,
-        kind: String,
-        id: String,
-        version: String,
-        online: bool,
-        heartbeat_at: String,
-    }
-    let docs: Vec<Doc> = services
+        .services
         .into_iter()
-        .map(|s| Doc {
-            heartbeat_at: s
-                .heartbeat_at
-                .map(|t| format!("{}", t.seconds))
-                .unwrap_or_default(),
+        .map(|s| ServiceDoc {
+            heartbeat_at: s.heartbeat_at.map_or(0, |t| t.seconds),
             hostname: s.hostname,
             kind: s.kind,
             id: s.id,
@@ -352,26 +331,20 @@ pub async fn service_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<Ex
             online: s.online,
         })
         .collect();
-    if a.format == Format::Table {
-        let rows: Vec<Vec<String>> = docs
-            .into_iter()
-            .map(|d| {
-                vec![
-                    d.hostname,
-                    d.kind,
-                    if d.online {
-                        "online".into()
-                    } else {
-                        "offline".into()
-                    },
-                    d.version,
-                    d.id,
-                ]
-            })
-            .collect();
-        output::table(&["HOST", "KIND", "STATE", "VERSION", "ID"], &rows);
-    } else {
-        output::document(a.format, &docs)?;
-    }
+    output::records(
+        a.format,
+        &["HOST", "KIND", "STATE", "VERSION", "ID"],
+        &docs,
+        |d| {
+            let state = if d.online { "online" } else { "offline" };
+            vec![
+                d.hostname.clone(),
+                d.kind.clone(),
+                state.into(),
+                d.version.clone(),
+                d.id.clone(),
+            ]
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }

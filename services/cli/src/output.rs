@@ -42,6 +42,21 @@ pub fn document<T: Serialize>(format: Format, value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints records as a table (one row each, from `row`) or as a JSON/YAML document.
+pub fn records<D: Serialize>(
+    format: Format,
+    headers: &[&str],
+    docs: &[D],
+    row: impl Fn(&D) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if format == Format::Table {
+        table(headers, &docs.iter().map(row).collect::<Vec<_>>());
+        Ok(())
+    } else {
+        document(format, &docs)
+    }
+}
+
 /// The message of an error, with the gRPC code when the api refused the request.
 pub fn describe_error(e: &anyhow::Error) -> String {
     if let Some(status) = e.downcast_ref::<tonic::Status>() {
