@@ -1,5 +1,8 @@
 //! Nodes, NICs, networks, OS images, named credentials and the service registry.
 //!
+//! `nodes.revision` grows by one with every inventory change to a node; updates check it so two
+//! concurrent updates cannot silently undo each other.
+//!
 //! Timestamps are Unix milliseconds (`BIGINT`), which both back ends store and compare the same
 //! way. Structured columns (`control`, `labels`) hold JSON text.
 
@@ -22,6 +25,7 @@ enum Nodes {
     ProvisionState,
     PowerState,
     Labels,
+    Revision,
     CreatedAt,
     UpdatedAt,
 }
@@ -104,6 +108,7 @@ impl MigrationTrait for Migration {
                     .col(string(Nodes::ProvisionState))
                     .col(string(Nodes::PowerState))
                     .col(text(Nodes::Labels))
+                    .col(big_integer(Nodes::Revision).default(1))
                     .col(big_integer(Nodes::CreatedAt))
                     .col(big_integer(Nodes::UpdatedAt))
                     .to_owned(),

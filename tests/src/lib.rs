@@ -45,14 +45,15 @@ pub enum Backend {
     Postgres,
 }
 
-/// A PostgreSQL database created for one server and dropped with it.
-struct PgDatabase {
+/// A PostgreSQL database created for one test (or server) and dropped with it.
+pub struct PgDatabase {
     admin_url: String,
     name: String,
 }
 
 impl PgDatabase {
-    fn create() -> anyhow::Result<(PgDatabase, String)> {
+    /// Creates a fresh database on the server of `XCAT3_TEST_POSTGRES_URL`; returns it and its URL.
+    pub fn create() -> anyhow::Result<(PgDatabase, String)> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let admin_url = std::env::var("XCAT3_TEST_POSTGRES_URL").context(
             "XCAT3_TEST_POSTGRES_URL is not set: run the tests with scripts/test.sh, which starts PostgreSQL",

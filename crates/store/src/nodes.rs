@@ -4,22 +4,25 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 use xcat3_types::{Control, Nic, Node};
 
 use crate::entity::{nic, node};
 use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
 
-/// A node as stored, with its timestamps (Unix milliseconds).
+/// A node as stored, with its revision and timestamps (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
     pub node: Node,
+    /// Grows by one with every inventory change; [`Store::save_nodes`] checks it.
+    pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
-fn to_active(n: &Node, created_at: i64, updated_at: i64) -> node::ActiveModel {
+fn to_active(n: &Node, revision: i64, created_at: i64, updated_at: i64) -> node::ActiveModel {
     let control: BTreeMap<&str, &str> = n.control.entries().collect();
     node::ActiveModel {
         name: Set(n.name.clone()),
@@ -32,6 +35,7 @@ fn to_active(n: &Node, created_at: i64, updated_at: i64) -> node::ActiveModel {
         provision_state: Set(n.provision_state.to_string()),
         power_state: Set(n.power_state.to_string()),
         labels: Set(serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into())),
+        revision: Set(revision),
         created_at: Set(created_at),
         updated_at: Set(updated_at),
     }
@@ -93,6 +97,7 @@ fn from_row(m: node::Model, mut nics: Vec<nic::Model>) -> Result<NodeRecord> {
         .collect::<Result<_>>()?;
     Ok(NodeRecord {
         node: n,
+        revision: m.revision,
         created_at: m.created_at,
         updated_at: m.updated_at,
     })
@@ -100,7 +105,7 @@ fn from_row(m: node::Model, mut nics: Vec<nic::Model>) -> Result<NodeRecord> {
 
 async fn insert_node_rows<C: ConnectionTrait>(db: &C, nodes: &[Node], now: i64) -> Result<()> {
     for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
-        node::Entity::insert_many(chunk.iter().map(|n| to_active(n, now, now)))
+        node::Entity::insert_many(chunk.iter().map(|n| to_active(n, 1, now, now)))
             .exec_without_returning(db)
             .await?;
     }
@@ -136,10 +141,45 @@ impl Store {
         Ok(())
     }
 
-    /// Writes back changed nodes in one transaction. Their NICs are replaced when `nics_changed`.
-    pub async fn save_nodes(&self, nodes: &[Node], nics_changed: bool) -> Result<()> {
+    /// Writes back changed nodes in one transaction; each comes with the revision it was read at.
+    /// Nodes changed or deleted by someone else since are not written: their names are returned.
+    /// With `all_or_nothing`, any such node means nothing is written. Their NICs are replaced when
+    /// `nics_changed`. Provision and power state are left as they are in the database: they belong
+    /// to the conductors.
+    pub async fn save_nodes(
+        &self,
+        nodes: &[(Node, i64)],
+        nics_changed: bool,
+        all_or_nothing: bool,
+    ) -> Result<Vec<String>> {
         let now = now_ms();
         let txn = self.begin_write().await?;
+        // SQLite: BEGIN IMMEDIATE already holds the write lock. PostgreSQL: lock the rows.
+        let lock = txn.get_database_backend() == DbBackend::Postgres;
+        let mut current: HashMap<String, i64> = HashMap::with_capacity(nodes.len());
+        for chunk in nodes.chunks(KEYS_PER_QUERY) {
+            let mut query = node::Entity::find()
+                .select_only()
+                .column(node::Column::Name)
+                .column(node::Column::Revision)
+                .filter(node::Column::Name.is_in(chunk.iter().map(|(n, _)| n.name.clone())));
+            if lock {
+                query = query.lock_exclusive();
+            }
+            let rows: Vec<(String, i64)> = query.into_tuple().all(&txn).await?;
+            current.extend(rows);
+        }
+        let is_fresh = |(n, rev): &&(Node, i64)| current.get(&n.name) == Some(rev);
+        let fresh: Vec<&(Node, i64)> = nodes.iter().filter(is_fresh).collect();
+        let conflicts: Vec<String> = nodes
+            .iter()
+            .filter(|entry| !is_fresh(entry))
+            .map(|(n, _)| n.name.clone())
+            .collect();
+        if fresh.is_empty() || all_or_nothing && !conflicts.is_empty() {
+            txn.rollback().await?;
+            return Ok(conflicts);
+        }
         let update_cols = [
             node::Column::Groups,
             node::Column::Mgt,
@@ -147,13 +187,12 @@ impl Store {
             node::Column::Arch,
             node::Column::Control,
             node::Column::Osimage,
-            node::Column::ProvisionState,
-            node::Column::PowerState,
             node::Column::Labels,
+            node::Column::Revision,
             node::Column::UpdatedAt,
         ];
-        for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
-            node::Entity::insert_many(chunk.iter().map(|n| to_active(n, now, now)))
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            node::Entity::insert_many(chunk.iter().map(|(n, rev)| to_active(n, rev + 1, now, now)))
                 .on_conflict(
                     OnConflict::column(node::Column::Name)
                         .update_columns(update_cols)
@@ -163,12 +202,13 @@ impl Store {
                 .await?;
         }
         if nics_changed {
-            let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+            let names: Vec<String> = fresh.iter().map(|(n, _)| n.name.clone()).collect();
             delete_nic_rows(&txn, &names).await?;
-            insert_nic_rows(&txn, nodes).await?;
+            let written: Vec<Node> = fresh.iter().map(|(n, _)| n.clone()).collect();
+            insert_nic_rows(&txn, &written).await?;
         }
         txn.commit().await?;
-        Ok(())
+        Ok(conflicts)
     }
 
     /// Deletes nodes and their NICs in one transaction; returns how many nodes were deleted.

@@ -7,6 +7,8 @@ pub enum ErrorCode {
     NotFound,
     AlreadyExists,
     FailedPrecondition,
+    /// A concurrent change got there first; retrying may succeed.
+    Aborted,
     Unavailable,
     Internal,
 }
@@ -19,6 +21,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::Aborted => "aborted",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -17,6 +17,8 @@ pub struct Model {
     pub power_state: String,
     /// JSON object of labels.
     pub labels: String,
+    /// Grows by one with every inventory change (optimistic concurrency for updates).
+    pub revision: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -25,6 +25,7 @@ pub fn field_status(e: &FieldError) -> Status {
         ErrorCode::NotFound => Status::not_found(text),
         ErrorCode::AlreadyExists => Status::already_exists(text),
         ErrorCode::FailedPrecondition => Status::failed_precondition(text),
+        ErrorCode::Aborted => Status::aborted(text),
         ErrorCode::Unavailable => Status::unavailable(text),
         ErrorCode::Internal => Status::internal(text),
     }

@@ -78,6 +78,8 @@ async fn report(tx: &Reporter, outcomes: Vec<Outcome>) {
 /// A node that may still be written, or the reason it will not be.
 struct Candidate {
     node: Node,
+    /// The revision the node was read at (0 for a new node).
+    revision: i64,
     error: Option<FieldError>,
 }
 
@@ -149,7 +151,11 @@ impl Inventory {
                         "named more than once in this request",
                     ));
                 }
-                Candidate { node, error }
+                Candidate {
+                    node,
+                    revision: 0,
+                    error,
+                }
             })
             .collect();
         let names: Vec<String> = candidates
@@ -174,7 +180,10 @@ impl Inventory {
             all_or_nothing,
             "created",
             tx,
-            |store, batch| async move { store.create_nodes(&batch).await },
+            |store, batch| async move {
+                let nodes: Vec<Node> = batch.into_iter().map(|(n, _)| n).collect();
+                store.create_nodes(&nodes).await.map(|()| Vec::new())
+            },
         )
         .await
     }
@@ -220,7 +229,11 @@ impl Inventory {
                     .try_for_each(|c| c.apply(&mut node))
                     .and_then(|()| node.validate())
                     .err();
-                Candidate { node, error }
+                Candidate {
+                    node,
+                    revision: record.revision,
+                    error,
+                }
             })
             .collect();
         InventoryCheck::load(&self.store, &candidates)
@@ -237,7 +250,9 @@ impl Inventory {
             all_or_nothing,
             "updated",
             tx,
-            move |store, batch| async move { store.save_nodes(&batch, nics_changed).await },
+            move |store, batch| async move {
+                store.save_nodes(&batch, nics_changed, all_or_nothing).await
+            },
         )
         .await
     }
@@ -285,7 +300,8 @@ impl Inventory {
         Ok(())
     }
 
-    /// Writes the candidates that passed; reports everyone's outcome.
+    /// Writes the candidates that passed, batch by batch; reports everyone's outcome. `write`
+    /// returns the names it did not write because they changed under us.
     async fn write<F, Fut>(
         &self,
         candidates: Vec<Candidate>,
@@ -295,8 +311,8 @@ impl Inventory {
         write: F,
     ) -> Result<(), RequestError>
     where
-        F: Fn(Store, Vec<Node>) -> Fut,
-        Fut: std::future::Future<Output = xcat3_store::Result<()>>,
+        F: Fn(Store, Vec<(Node, i64)>) -> Fut,
+        Fut: std::future::Future<Output = xcat3_store::Result<Vec<String>>>,
     {
         let (good, bad): (Vec<Candidate>, Vec<Candidate>) =
             candidates.into_iter().partition(|c| c.error.is_none());
@@ -311,7 +327,7 @@ impl Inventory {
             return Ok(());
         }
         report(tx, failed).await;
-        let nodes: Vec<Node> = good.into_iter().map(|c| c.node).collect();
+        let nodes: Vec<(Node, i64)> = good.into_iter().map(|c| (c.node, c.revision)).collect();
         let batch_size = if all_or_nothing {
             nodes.len().max(1)
         } else {
@@ -319,28 +335,59 @@ impl Inventory {
         };
         for batch in nodes.chunks(batch_size) {
             let outcomes = match write(self.store.clone(), batch.to_vec()).await {
-                Ok(()) => batch.iter().map(|n| Outcome::ok(&n.name, done)).collect(),
+                Ok(conflicts) => written(batch, &conflicts, all_or_nothing, done),
                 Err(e) if batch.len() > 1 && !all_or_nothing => {
                     // Another writer raced us for a name, MAC or IP: find out which nodes it hit.
                     tracing::info!(error = %e, "batch write failed; retrying node by node");
                     let mut outcomes = Vec::with_capacity(batch.len());
-                    for node in batch {
-                        outcomes.push(match write(self.store.clone(), vec![node.clone()]).await {
-                            Ok(()) => Outcome::ok(&node.name, done),
-                            Err(e) => Outcome::err(&node.name, store_error(&e)),
+                    for one in batch.chunks(1) {
+                        outcomes.extend(match write(self.store.clone(), one.to_vec()).await {
+                            Ok(conflicts) => written(one, &conflicts, false, done),
+                            Err(e) => vec![Outcome::err(&one[0].0.name, store_error(&e))],
                         });
                     }
                     outcomes
                 }
                 Err(e) => batch
                     .iter()
-                    .map(|n| Outcome::err(&n.name, store_error(&e)))
+                    .map(|(n, _)| Outcome::err(&n.name, store_error(&e)))
                     .collect(),
             };
             report(tx, outcomes).await;
         }
         Ok(())
     }
+}
+
+/// Outcomes of a batch the store accepted, except for `conflicts` (changed by someone else
+/// meanwhile). With `all_or_nothing` a conflict means the store wrote none of the batch.
+fn written(
+    batch: &[(Node, i64)],
+    conflicts: &[String],
+    all_or_nothing: bool,
+    done: &'static str,
+) -> Vec<Outcome> {
+    let conflicts: HashSet<&str> = conflicts.iter().map(String::as_str).collect();
+    let none_written = all_or_nothing && !conflicts.is_empty();
+    batch
+        .iter()
+        .map(|(n, _)| {
+            if conflicts.contains(n.name.as_str()) {
+                Outcome::err(
+                    &n.name,
+                    FieldError::new(
+                        ErrorCode::Aborted,
+                        "",
+                        "changed or deleted by another request while this one ran; not written, try again",
+                    ),
+                )
+            } else if none_written {
+                Outcome::err(&n.name, aborted())
+            } else {
+                Outcome::ok(&n.name, done)
+            }
+        })
+        .collect()
 }
 
 fn aborted() -> FieldError {
