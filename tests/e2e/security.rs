@@ -300,7 +300,7 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
     })
     .await
     .expect("no span for the call reached the collector within 30 s");
-    assert!(found.contains("xcat3-api"), "service.name: {found}");
+    assert!(found.contains("xcat3-server"), "service.name: {found}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

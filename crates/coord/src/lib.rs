@@ -161,3 +161,49 @@ impl Membership {
         }
     }
 }
+
+/// Command-line flags that choose and configure the coordinator.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CoordArgs {
+    /// etcd endpoints, comma-separated (http://10.0.0.1:2379,...). Without them: a single process
+    /// with every shard (all-in-one).
+    #[arg(long, env = "XCAT3_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, env = "XCAT3_ETCD_PREFIX", default_value = "/xcat3")]
+    pub etcd_prefix: String,
+    /// Number of shards; fixed when the cluster is created.
+    #[arg(long, env = "XCAT3_SHARDS", default_value_t = DEFAULT_SHARDS)]
+    pub shards: u32,
+    /// Lease time to live in seconds: a crashed conductor's shards move after about this long.
+    #[arg(long, env = "XCAT3_LEASE_TTL_SECS", default_value_t = 10)]
+    pub lease_ttl_secs: u64,
+}
+
+impl CoordArgs {
+    /// The etcd configuration, or `None` for the local coordinator.
+    pub fn etcd(&self) -> Option<EtcdConfig> {
+        let endpoints: Vec<String> = self
+            .etcd_endpoints
+            .iter()
+            .filter(|e| !e.is_empty())
+            .cloned()
+            .collect();
+        if endpoints.is_empty() {
+            return None;
+        }
+        let mut c = EtcdConfig::new(endpoints);
+        c.prefix = self.etcd_prefix.trim_end_matches('/').to_owned();
+        c.shards = self.shards;
+        c.lease_ttl = std::time::Duration::from_secs(self.lease_ttl_secs.max(2));
+        Some(c)
+    }
+
+    /// Connects the coordinator these flags describe.
+    pub async fn connect(&self) -> Result<Arc<dyn Coordinator>> {
+        Ok(match self.etcd() {
+            Some(config) => Arc::new(EtcdCoordinator::connect(config).await?),
+            None => Arc::new(LocalCoordinator::new(self.shards)),
+        })
+    }
+}

@@ -9,7 +9,8 @@ use crate::{
     BoxFuture, Coordinator, FencingToken, Member, Membership, Owned, Result, ShardLocks, Snapshot,
 };
 
-/// One process, every shard, token 1.
+/// One process, every shard. The fencing token is the join time in milliseconds, so a restarted
+/// server's claims supersede those its previous run recorded in the database.
 pub struct LocalCoordinator {
     shards: u32,
     member: Arc<Mutex<Option<Member>>>,
@@ -36,7 +37,10 @@ impl Coordinator for LocalCoordinator {
     ) -> BoxFuture<'_, Result<Membership>> {
         Box::pin(async move {
             *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(member);
-            let all: Owned = (0..self.shards).map(|s| (s, FencingToken(1))).collect();
+            let token = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis() as i64);
+            let all: Owned = (0..self.shards).map(|s| (s, FencingToken(token))).collect();
             let (tx, rx) = watch::channel(all);
             let locks = ShardLocks::default();
             let task_locks = locks.clone();

@@ -123,6 +123,7 @@ pub fn node_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
             .collect(),
         created_at: timestamp(created_ms),
         updated_at: timestamp(updated_ms),
+        conductor: String::new(),
     }
 }
 

@@ -4,11 +4,26 @@
 
 pub mod convert;
 
-/// Generated messages, clients and servers of package `xcat3.v1`.
-pub mod pb {
+/// Generated code, nested like the protobuf packages so cross-package references resolve.
+pub mod xcat3 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("xcat3.v1");
+    /// Package `xcat3.v1`: the public api.
+    pub mod v1 {
+        tonic::include_proto!("xcat3.v1");
+    }
+    pub mod internal {
+        /// Package `xcat3.internal.v1`: api ⇄ conductors, not public.
+        pub mod v1 {
+            tonic::include_proto!("xcat3.internal.v1");
+        }
+    }
 }
+
+/// Generated messages, clients and servers of package `xcat3.v1`.
+pub use xcat3::v1 as pb;
+
+/// Service-to-service messages and services of package `xcat3.internal.v1` (api ⇄ conductors).
+pub use xcat3::internal::v1 as internal;
 
 /// The encoded descriptors of every xcat3 service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xcat3_descriptor");

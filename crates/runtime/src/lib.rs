@@ -6,12 +6,15 @@
 //!   `/metrics` HTTP endpoint;
 //! - [`auth`]: the bearer-token tower layer (admin and read-only tokens);
 //! - [`grpc`]: health and reflection services and the message-size limits;
-//! - [`shutdown`]: SIGTERM/SIGINT handling.
+//! - [`shutdown`]: SIGTERM/SIGINT handling;
+//! - [`config`]: data directory, token files, generated tokens.
 //!
 //! Invariant: this crate knows no xcat3 protocol; services hand it their descriptor sets.
 
 pub mod auth;
+pub mod config;
 pub mod grpc;
 pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;

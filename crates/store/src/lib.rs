@@ -11,6 +11,7 @@
 //! Every write method runs in one transaction and sends multi-row statements of at most
 //! [`ROWS_PER_STATEMENT`] rows, so 10,000 nodes cost tens of statements, not 10,000 round trips.
 
+mod conductors;
 mod entity;
 mod misc;
 mod networks;
@@ -24,6 +25,7 @@ use sea_orm::{
 };
 use xcat3_migrations::{Migrator, MigratorTrait};
 
+pub use conductors::{EventRecord, NodeUpdate};
 pub use misc::{OsImage, PasswdRecord, ServiceRecord};
 pub use nodes::NodeRecord;
 
@@ -42,6 +44,12 @@ pub enum Error {
     /// A row could not be turned back into a domain value.
     #[error("stored {what} is unreadable: {reason}")]
     Corrupt { what: String, reason: String },
+    /// A conductor's write carried a fencing token older than the shard's: another conductor has
+    /// claimed the shard since.
+    #[error(
+        "shard {shard} is owned by a newer conductor (token {token} < {epoch}); nothing written"
+    )]
+    Fenced { shard: u32, token: i64, epoch: i64 },
     #[error("database error: {0}")]
     Db(DbErr),
 }

@@ -215,6 +215,7 @@ impl Store {
     pub async fn delete_nodes(&self, names: &[String]) -> Result<u64> {
         let txn = self.begin_write().await?;
         delete_nic_rows(&txn, names).await?;
+        Store::delete_events(&txn, names).await?;
         let mut deleted = 0;
         for chunk in names.chunks(KEYS_PER_QUERY) {
             deleted += node::Entity::delete_many()

@@ -3,13 +3,12 @@
 //! process's own.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use xcat3_runtime::auth::Tokens;
-use xcat3_types::Secret;
+use xcat3_runtime::config::{default_data_dir, generated_token, sqlite_url, token_from};
 
 use crate::ApiConfig;
 
@@ -69,47 +68,6 @@ pub struct Resolved {
     pub generated_token_file: Option<PathBuf>,
 }
 
-fn default_data_dir(env: &HashMap<String, String>) -> PathBuf {
-    let root = env.get("USER").is_some_and(|u| u == "root")
-        || env.get("HOME").is_some_and(|h| h == "/root");
-    match env.get("HOME") {
-        Some(home) if !root => Path::new(home).join(".local/share/xcat3"),
-        _ => PathBuf::from("/var/lib/xcat3"),
-    }
-}
-
-fn read_token(path: &Path) -> anyhow::Result<Secret> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read token file {}", path.display()))?;
-    let token = text.trim();
-    anyhow::ensure!(
-        token.len() >= 16,
-        "token in {} is shorter than 16 characters",
-        path.display()
-    );
-    Ok(Secret::new(token))
-}
-
-/// Reads the admin token from `path`, creating it (mode 0600, 32 random bytes in hex) if missing.
-fn generated_token(path: &Path) -> anyhow::Result<Secret> {
-    if path.exists() {
-        return read_token(path);
-    }
-    use rand::RngCore as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    writeln!(f, "{token}")?;
-    Ok(Secret::new(token))
-}
-
 impl ApiArgs {
     /// Layers defaults, the file, `env` and the flags into a config. With `generate_token` (the
     /// all-in-one server) and no admin token given, one is generated into the data directory.
@@ -133,11 +91,7 @@ impl ApiArgs {
             .unwrap_or_else(|| default_data_dir(env));
         let database_url = match self.database_url.clone().or(file.database_url) {
             Some(url) => url,
-            None => {
-                std::fs::create_dir_all(&data_dir)
-                    .with_context(|| format!("create data directory {}", data_dir.display()))?;
-                format!("sqlite://{}?mode=rwc", data_dir.join("xcat3.db").display())
-            }
+            None => sqlite_url(&data_dir)?,
         };
         let mut config = ApiConfig::new(database_url);
         if let Some(listen) = self.listen.or(file.listen) {
@@ -157,28 +111,17 @@ impl ApiArgs {
             config.noderange_limit = limit;
         }
         config.insecure = self.insecure || file.insecure.unwrap_or(false);
-        let token = |file_arg: Option<PathBuf>, var: &str| -> anyhow::Result<Option<Secret>> {
-            match file_arg {
-                Some(path) => read_token(&path).map(Some),
-                None => Ok(env.get(var).filter(|t| !t.is_empty()).map(Secret::new)),
-            }
-        };
+        let admin_file = self.admin_token_file.clone().or(file.admin_token_file);
+        let readonly_file = self
+            .readonly_token_file
+            .clone()
+            .or(file.readonly_token_file);
         let mut tokens = Tokens {
-            admin: token(
-                self.admin_token_file.clone().or(file.admin_token_file),
-                "XCAT3_ADMIN_TOKEN",
-            )?,
-            readonly: token(
-                self.readonly_token_file
-                    .clone()
-                    .or(file.readonly_token_file),
-                "XCAT3_READONLY_TOKEN",
-            )?,
+            admin: token_from(admin_file.as_deref(), env, "XCAT3_ADMIN_TOKEN")?,
+            readonly: token_from(readonly_file.as_deref(), env, "XCAT3_READONLY_TOKEN")?,
         };
         let mut generated_token_file = None;
         if tokens.admin.is_none() && generate_token && !config.insecure {
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("create data directory {}", data_dir.display()))?;
             let path = data_dir.join("admin.token");
             tokens.admin = Some(generated_token(&path)?);
             generated_token_file = Some(path);
@@ -197,58 +140,25 @@ impl ApiArgs {
     }
 }
 
-/// The body of a service binary: resolve the config, start telemetry, serve until a signal.
-/// Exit status 64 for a bad configuration, 1 for a failure while serving.
-pub fn main(args: ApiArgs, generate_token: bool) -> std::process::ExitCode {
-    use std::process::ExitCode;
+/// `xcat3-api` / `xcat3-server api`: the api alone; conductors are found through `coord`.
+pub fn main(args: ApiArgs, coord: xcat3_coord::CoordArgs) -> std::process::ExitCode {
+    use xcat3_runtime::process::Failure;
     let env: HashMap<String, String> = std::env::vars().collect();
-    let resolved = match args.resolve(&env, generate_token) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("xcat3: configuration: {e:#}");
-            return ExitCode::from(64);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("xcat3: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let _telemetry = match xcat3_runtime::telemetry::init(
-            "xcat3-api",
-            env.get("OTEL_EXPORTER_OTLP_ENDPOINT").map(String::as_str),
-        ) {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("xcat3: telemetry: {e:#}");
-                return ExitCode::from(64);
-            }
-        };
-        if let Some(path) = &resolved.generated_token_file {
-            tracing::info!(
-                file = %path.display(),
-                "admin token is in this file; for the CLI: export XCAT3_TOKEN=$(cat {})",
-                path.display()
-            );
-        }
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        xcat3_runtime::shutdown::cancel_on_signal(shutdown.clone());
-        match crate::serve(
+    let env = &env;
+    xcat3_runtime::process::run("xcat3-api", env, |shutdown| async move {
+        let resolved = args.resolve(env, false).map_err(Failure::Config)?;
+        let coordinator = coord
+            .connect()
+            .await
+            .map_err(|e| Failure::Config(e.into()))?;
+        crate::serve(
             resolved.config,
+            coordinator,
             xcat3_runtime::metrics::Metrics::new(),
             shutdown,
         )
-        .await
-        {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("api failed: {e:#}");
-                ExitCode::FAILURE
-            }
-        }
+        .await?;
+        Ok(())
     })
 }
 

@@ -14,16 +14,19 @@
 
 pub mod changes;
 pub mod cli;
+pub mod dispatch;
 pub mod grpc;
 pub mod index;
 pub mod inventory;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use xcat3_coord::Coordinator;
 use xcat3_proto::pb;
 use xcat3_runtime::auth::{AuthLayer, Tokens};
 use xcat3_runtime::grpc::MAX_MESSAGE_BYTES;
@@ -46,6 +49,8 @@ pub struct ApiConfig {
     pub noderange_limit: usize,
     /// How often the api records its heartbeat in the service registry.
     pub heartbeat_interval: Duration,
+    /// How long a many-node operation waits for the shards of a failed conductor to be taken over.
+    pub takeover_wait: Duration,
 }
 
 impl ApiConfig {
@@ -59,6 +64,7 @@ impl ApiConfig {
             insecure: false,
             noderange_limit: xcat3_noderange::DEFAULT_LIMIT,
             heartbeat_interval: Duration::from_secs(10),
+            takeover_wait: Duration::from_secs(15),
         }
     }
 }
@@ -66,6 +72,7 @@ impl ApiConfig {
 /// A built api: listeners bound, database connected and migrated.
 pub struct Api {
     config: ApiConfig,
+    coordinator: Arc<dyn Coordinator>,
     store: Store,
     metrics: Metrics,
     grpc_listener: TcpListener,
@@ -73,7 +80,12 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn build(config: ApiConfig, metrics: Metrics) -> anyhow::Result<Api> {
+    /// `coordinator` tells the api which conductor owns which shard.
+    pub async fn build(
+        config: ApiConfig,
+        coordinator: Arc<dyn Coordinator>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Api> {
         use anyhow::Context as _;
         if config.tokens.is_empty() && !config.insecure {
             anyhow::bail!(
@@ -96,6 +108,7 @@ impl Api {
             .context("open the database")?;
         Ok(Api {
             config,
+            coordinator,
             store,
             metrics,
             grpc_listener,
@@ -124,6 +137,7 @@ impl Api {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Api {
             config,
+            coordinator,
             store,
             metrics,
             grpc_listener,
@@ -143,11 +157,20 @@ impl Api {
         health.set_serving::<pb::os_image_service_server::OsImageServiceServer<grpc::misc::OsImageService>>().await;
         health.set_serving::<pb::passwd_service_server::PasswdServiceServer<grpc::misc::PasswdService>>().await;
         health.set_serving::<pb::service_registry_server::ServiceRegistryServer<grpc::misc::ServiceRegistry>>().await;
+        health.set_serving::<pb::conductor_service_server::ConductorServiceServer<grpc::conductors::ConductorService>>().await;
         let (reflection_v1, reflection_v1alpha) =
             xcat3_runtime::grpc::reflection(&[xcat3_proto::FILE_DESCRIPTOR_SET])?;
 
+        let dispatcher = Arc::new(dispatch::Dispatcher::new(
+            coordinator,
+            config.tokens.admin.as_ref(),
+            config.takeover_wait,
+        ));
+        let conductors = pb::conductor_service_server::ConductorServiceServer::new(
+            grpc::conductors::ConductorService::new(dispatcher.clone()),
+        );
         let nodes = pb::node_service_server::NodeServiceServer::new(grpc::nodes::NodeService::new(
-            inventory,
+            inventory, dispatcher,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -177,7 +200,8 @@ impl Api {
             .add_service(networks)
             .add_service(osimages)
             .add_service(passwds)
-            .add_service(registry);
+            .add_service(registry)
+            .add_service(conductors);
 
         let heartbeat = tokio::spawn(heartbeat(
             store.clone(),
@@ -209,10 +233,11 @@ impl Api {
 /// supervisors and tests, and serves until `shutdown`.
 pub async fn serve(
     config: ApiConfig,
+    coordinator: Arc<dyn Coordinator>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let api = Api::build(config, metrics).await?;
+    let api = Api::build(config, coordinator, metrics).await?;
     let metrics_addr = api
         .metrics_addr()
         .map(|a| a.to_string())
@@ -227,18 +252,10 @@ pub async fn serve(
     api.run(shutdown).await
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Records the api in the service registry every `interval` and leaves it on shutdown.
 async fn heartbeat(store: Store, interval: Duration, shutdown: CancellationToken) {
     let started = now_ms();
-    let host = hostname();
+    let host = xcat3_runtime::config::hostname();
     let me = ServiceRecord {
         id: format!("{host}:api:{}:{started}", std::process::id()),
         hostname: host,

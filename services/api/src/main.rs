@@ -7,9 +7,11 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     api: xcat3_api::cli::ApiArgs,
+    #[command(flatten)]
+    coord: xcat3_coord::CoordArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    xcat3_api::cli::main(args.api, false)
+    xcat3_api::cli::main(args.api, args.coord)
 }

@@ -92,6 +92,38 @@ pub enum Command {
     PasswdDelete(NameArg),
     /// List the running xcat3 services.
     ServiceList(OutputArgs),
+    /// Power control: `power NODERANGE on|off|reset|cycle|status|boot`.
+    Power(PowerArgs),
+    /// Next boot device: `bootdev NODERANGE net|disk|cdrom|status`.
+    Bootdev(BootdevArgs),
+    /// List the conductors and the shards they own.
+    ConductorList(OutputArgs),
+    /// Show the event history of nodes.
+    Events(EventsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PowerArgs {
+    pub noderange: String,
+    #[arg(value_parser = ["on", "off", "reset", "cycle", "status", "boot"])]
+    pub action: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BootdevArgs {
+    pub noderange: String,
+    #[arg(value_parser = ["net", "disk", "cdrom", "status"])]
+    pub device: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    pub noderange: String,
+    /// Most recent events per node.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -126,6 +126,14 @@ impl Connection {
         ))
     }
 
+    pub async fn conductors(
+        &self,
+    ) -> anyhow::Result<pb::conductor_service_client::ConductorServiceClient<Svc>> {
+        Ok(pb::conductor_service_client::ConductorServiceClient::new(
+            self.channel().await?,
+        ))
+    }
+
     pub async fn services(
         &self,
     ) -> anyhow::Result<pb::service_registry_client::ServiceRegistryClient<Svc>> {

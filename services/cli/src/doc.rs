@@ -55,6 +55,9 @@ pub struct NodeDoc {
     /// Output only; ignored on import.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub power_state: String,
+    /// Output only (the conductor owning the node now); ignored on import.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub conductor: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default)]
@@ -86,6 +89,7 @@ impl From<pb::Node> for NodeDoc {
             labels: n.labels.into_iter().collect(),
             provision_state: n.provision_state,
             power_state: n.power_state,
+            conductor: n.conductor,
         }
     }
 }

@@ -6,11 +6,12 @@ use anyhow::{Context as _, bail};
 use xcat3_proto::pb;
 
 use crate::args::{
-    CreateArgs, DeleteArgs, ExportArgs, Format, ImportArgs, ListArgs, ShowArgs, UpdateArgs,
+    BootdevArgs, CreateArgs, DeleteArgs, EventsArgs, ExportArgs, Format, ImportArgs, ListArgs,
+    PowerArgs, ShowArgs, UpdateArgs,
 };
 use crate::client::Connection;
 use crate::doc::{NodeDoc, NodesDoc, read_nodes};
-use crate::output;
+use crate::output::{self, ShowOk};
 
 /// Splits `key=value` at the first `=`.
 pub fn key_value(s: &str) -> anyhow::Result<(&str, &str)> {
@@ -113,7 +114,7 @@ async fn create_from_docs(
         ..Default::default()
     };
     let stream = conn.nodes().await?.create_nodes(req).await?.into_inner();
-    output::results(stream, "created").await
+    output::results(stream, "created", ShowOk::Few).await
 }
 
 pub async fn create(conn: &Connection, a: CreateArgs) -> anyhow::Result<ExitCode> {
@@ -133,7 +134,7 @@ pub async fn create(conn: &Connection, a: CreateArgs) -> anyhow::Result<ExitCode
         nodes: Vec::new(),
     };
     let stream = conn.nodes().await?.create_nodes(req).await?.into_inner();
-    output::results(stream, "created").await
+    output::results(stream, "created", ShowOk::Few).await
 }
 
 pub async fn import(conn: &Connection, a: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -157,7 +158,7 @@ pub async fn update(conn: &Connection, a: UpdateArgs) -> anyhow::Result<ExitCode
         all_or_nothing: a.bulk.all_or_nothing,
     };
     let stream = conn.nodes().await?.update_nodes(req).await?.into_inner();
-    output::results(stream, "updated").await
+    output::results(stream, "updated", ShowOk::Few).await
 }
 
 pub async fn delete(conn: &Connection, a: DeleteArgs) -> anyhow::Result<ExitCode> {
@@ -166,7 +167,7 @@ pub async fn delete(conn: &Connection, a: DeleteArgs) -> anyhow::Result<ExitCode
         all_or_nothing: a.bulk.all_or_nothing,
     };
     let stream = conn.nodes().await?.delete_nodes(req).await?.into_inner();
-    output::results(stream, "deleted").await
+    output::results(stream, "deleted", ShowOk::Few).await
 }
 
 /// The nodes of a noderange, and the names that are not nodes.
@@ -269,6 +270,67 @@ pub async fn export(conn: &Connection, a: ExportArgs) -> anyhow::Result<ExitCode
         eprintln!("note: {secrets} secret value(s) are not exported (written as ******)");
     }
     Ok(report_missing(&missing))
+}
+
+pub async fn power(conn: &Connection, a: PowerArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::PowerRequest {
+        noderange: a.noderange,
+        action: a.action,
+    };
+    let stream = conn.nodes().await?.power(req).await?.into_inner();
+    output::results(stream, "power", ShowOk::All).await
+}
+
+pub async fn bootdev(conn: &Connection, a: BootdevArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::BootDeviceRequest {
+        noderange: a.noderange,
+        device: a.device,
+    };
+    let stream = conn.nodes().await?.boot_device(req).await?.into_inner();
+    output::results(stream, "bootdev", ShowOk::All).await
+}
+
+#[derive(serde::Serialize)]
+struct EventDoc {
+    node: String,
+    /// Unix time in seconds.
+    at: i64,
+    kind: String,
+    message: String,
+    conductor: String,
+}
+
+pub async fn events(conn: &Connection, a: EventsArgs) -> anyhow::Result<ExitCode> {
+    let req = pb::GetEventsRequest {
+        noderange: a.noderange,
+        limit: a.limit,
+    };
+    let mut stream = conn.nodes().await?.get_events(req).await?.into_inner();
+    let mut docs = Vec::new();
+    while let Some(page) = stream.message().await? {
+        docs.extend(page.events.into_iter().map(|e| EventDoc {
+            node: e.node,
+            at: e.at.map_or(0, |t| t.seconds),
+            kind: e.kind,
+            message: e.message,
+            conductor: e.conductor,
+        }));
+    }
+    output::records(
+        a.output.format,
+        &["AT", "NODE", "KIND", "MESSAGE", "CONDUCTOR"],
+        &docs,
+        |e| {
+            vec![
+                e.at.to_string(),
+                e.node.clone(),
+                e.kind.clone(),
+                e.message.clone(),
+                e.conductor.clone(),
+            ]
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -348,3 +348,56 @@ pub async fn service_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<Ex
     )?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Serialize)]
+struct ConductorDoc {
+    id: String,
+    host: String,
+    addr: String,
+    shards: Vec<u32>,
+    in_flight: u64,
+    /// Unix seconds of the last answer, or 0 when it did not answer.
+    heartbeat_at: i64,
+}
+
+pub async fn conductor_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
+    let reply = conn
+        .conductors()
+        .await?
+        .list_conductors(pb::ListConductorsRequest {})
+        .await?
+        .into_inner();
+    let docs: Vec<ConductorDoc> = reply
+        .conductors
+        .into_iter()
+        .map(|c| ConductorDoc {
+            heartbeat_at: c.heartbeat_at.map_or(0, |t| t.seconds),
+            id: c.id,
+            host: c.host,
+            addr: c.addr,
+            shards: c.shards,
+            in_flight: c.in_flight,
+        })
+        .collect();
+    output::records(
+        a.format,
+        &["ID", "HOST", "SHARDS", "IN-FLIGHT", "ADDRESS", "HEARTBEAT"],
+        &docs,
+        |c| {
+            let heartbeat = if c.heartbeat_at == 0 {
+                "no answer".to_owned()
+            } else {
+                c.heartbeat_at.to_string()
+            };
+            vec![
+                c.id.clone(),
+                c.host.clone(),
+                c.shards.len().to_string(),
+                c.in_flight.to_string(),
+                c.addr.clone(),
+                heartbeat,
+            ]
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

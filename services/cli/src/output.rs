@@ -65,11 +65,21 @@ pub fn describe_error(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
 
-/// Reads a stream of per-node results, printing failures (and successes of small requests),
-/// progress on a terminal, and `Success: X Total: Y`. Exit status 1 if any node failed.
+/// Which successes [`results`] prints (failures are always printed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowOk {
+    /// Every node's result (power and boot-device states are the answer).
+    All,
+    /// Only when the request named at most 20 nodes.
+    Few,
+}
+
+/// Reads a stream of per-node results, printing failures (and successes per `show`), progress on
+/// a terminal, and `Success: X Total: Y`. Exit status 1 if any node failed.
 pub async fn results(
     mut stream: Streaming<pb::NodeResults>,
     verb: &str,
+    show: ShowOk,
 ) -> anyhow::Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let (mut total, mut done, mut ok) = (0u64, 0u64, 0u64);
@@ -83,7 +93,7 @@ pub async fn results(
             match r.outcome {
                 Some(pb::node_result::Outcome::Ok(what)) => {
                     ok += 1;
-                    if total <= 20 {
+                    if show == ShowOk::All || total <= 20 {
                         let _ = writeln!(out, "{}: {what}", r.name);
                     }
                 }

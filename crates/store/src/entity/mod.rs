@@ -3,6 +3,8 @@
 pub(crate) mod network;
 pub(crate) mod nic;
 pub(crate) mod node;
+pub(crate) mod node_event;
 pub(crate) mod osimage;
 pub(crate) mod passwd;
 pub(crate) mod service;
+pub(crate) mod shard;

@@ -1,5 +1,6 @@
 //! gRPC adapters: convert messages at the edge, call the core, convert back. No business logic.
 
+pub mod conductors;
 pub mod misc;
 pub mod networks;
 pub mod nodes;

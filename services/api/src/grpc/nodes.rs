@@ -1,5 +1,7 @@
 //! `xcat3.v1.NodeService`.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -7,6 +9,9 @@ use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb};
 use xcat3_proto::pb;
 use xcat3_types::FieldError;
 
+use xcat3_coord::shard_of;
+
+use crate::dispatch::{Dispatcher, Op};
 use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
 
 /// Results per streamed message.
@@ -14,13 +19,61 @@ const RESULTS_PER_MESSAGE: usize = 5000;
 
 pub struct NodeService {
     inventory: Inventory,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl NodeService {
-    pub fn new(inventory: Inventory) -> Self {
-        Self { inventory }
+    pub fn new(inventory: Inventory, dispatcher: Arc<Dispatcher>) -> Self {
+        Self {
+            inventory,
+            dispatcher,
+        }
+    }
+
+    /// Resolves the noderange, answers names that are not nodes, and sends the rest to the
+    /// conductors.
+    async fn dispatch(&self, noderange: &str, op: Op) -> Result<Response<ResultStream>, Status> {
+        let (names, index) = self
+            .inventory
+            .resolve(noderange)
+            .await
+            .map_err(super::status)?;
+        let dispatcher = self.dispatcher.clone();
+        let (out_tx, out_rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let total = names.len() as u64;
+            let _ = out_tx
+                .send(Ok(pb::NodeResults {
+                    results: Vec::new(),
+                    total,
+                }))
+                .await;
+            let (present, missing): (Vec<String>, Vec<String>) =
+                names.into_iter().partition(|n| index.contains(n));
+            if !missing.is_empty() {
+                let results = missing
+                    .into_iter()
+                    .map(|name| {
+                        outcome_to_pb(Outcome {
+                            name,
+                            result: Err(FieldError::not_found("name", "no such node")),
+                        })
+                    })
+                    .collect();
+                let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
+            }
+            let (tx, mut rx) = mpsc::channel(16);
+            tokio::spawn(async move { dispatcher.run(present, op, tx).await });
+            while let Some(results) = rx.recv().await {
+                let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }
+
+const POWER_ACTIONS: &[&str] = &["on", "off", "reset", "cycle", "status", "boot"];
+const BOOT_DEVICES: &[&str] = &["net", "disk", "cdrom", "status"];
 
 fn outcome_to_pb(o: Outcome) -> pb::NodeResult {
     pb::NodeResult {
@@ -87,6 +140,86 @@ impl pb::node_service_server::NodeService for NodeService {
     type UpdateNodesStream = ResultStream;
     type DeleteNodesStream = ResultStream;
     type GetNodesStream = ReceiverStream<Result<pb::NodePage, Status>>;
+    type PowerStream = ResultStream;
+    type BootDeviceStream = ResultStream;
+    type GetEventsStream = ReceiverStream<Result<pb::EventPage, Status>>;
+
+    async fn power(
+        &self,
+        request: Request<pb::PowerRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        if !POWER_ACTIONS.contains(&req.action.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "action: {:?} is not one of: {}",
+                req.action,
+                POWER_ACTIONS.join(", ")
+            )));
+        }
+        tracing::info!(noderange = %req.noderange, action = %req.action, "power");
+        self.dispatch(&req.noderange, Op::Power(req.action)).await
+    }
+
+    async fn boot_device(
+        &self,
+        request: Request<pb::BootDeviceRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        if !BOOT_DEVICES.contains(&req.device.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "device: {:?} is not one of: {}",
+                req.device,
+                BOOT_DEVICES.join(", ")
+            )));
+        }
+        tracing::info!(noderange = %req.noderange, device = %req.device, "boot device");
+        self.dispatch(&req.noderange, Op::BootDevice(req.device))
+            .await
+    }
+
+    async fn get_events(
+        &self,
+        request: Request<pb::GetEventsRequest>,
+    ) -> Result<Response<Self::GetEventsStream>, Status> {
+        let req = request.into_inner();
+        let (names, index) = self
+            .inventory
+            .resolve(&req.noderange)
+            .await
+            .map_err(super::status)?;
+        let names: Vec<String> = names.into_iter().filter(|n| index.contains(n)).collect();
+        let limit = if req.limit == 0 {
+            20
+        } else {
+            u64::from(req.limit)
+        };
+        let store = self.inventory.store().clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in names.chunks(READ_PAGE) {
+                let page = match store.node_events(chunk, limit).await {
+                    Ok(events) => Ok(pb::EventPage {
+                        events: events
+                            .into_iter()
+                            .map(|e| pb::Event {
+                                node: e.node,
+                                at: xcat3_proto::convert::timestamp(e.at),
+                                kind: e.kind,
+                                message: e.message,
+                                conductor: e.conductor,
+                            })
+                            .collect(),
+                    }),
+                    Err(e) => Err(super::store_status(&e)),
+                };
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 
     async fn create_nodes(
         &self,
@@ -182,8 +315,12 @@ impl pb::node_service_server::NodeService for NodeService {
             .await
             .map_err(super::status)?;
         let store = self.inventory.store().clone();
+        let coordinator = self.dispatcher.coordinator().clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            // Which conductor owns each node now (none when ownership cannot be read).
+            let snapshot = coordinator.snapshot().await.ok();
+            let shards = coordinator.shards();
             let (present, missing): (Vec<String>, Vec<String>) =
                 names.into_iter().partition(|n| index.contains(n));
             let errors = missing
@@ -208,7 +345,16 @@ impl pb::node_service_server::NodeService for NodeService {
                     Ok(records) => Ok(pb::NodePage {
                         nodes: records
                             .iter()
-                            .map(|r| node_to_pb(&r.node, r.created_at, r.updated_at))
+                            .map(|r| {
+                                let mut n = node_to_pb(&r.node, r.created_at, r.updated_at);
+                                let shard = shard_of(&n.name, shards);
+                                if let Some(owner) =
+                                    snapshot.as_ref().and_then(|s| s.owners.get(&shard))
+                                {
+                                    n.conductor = owner.clone();
+                                }
+                                n
+                            })
                             .collect(),
                         errors: Vec::new(),
                         total: 0,

@@ -1,0 +1,157 @@
+//! What conductors write: shard epochs (fencing), node power state, node events.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use xcat3_types::PowerState;
+
+use crate::entity::{node, node_event, shard};
+use crate::{Error, KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, now_ms};
+
+/// One conductor write for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUpdate {
+    pub node: String,
+    /// New power state, if it changed.
+    pub power_state: Option<PowerState>,
+    /// An event to append to the node's history: (kind, message).
+    pub event: Option<(String, String)>,
+}
+
+/// One entry of a node's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub node: String,
+    pub at: i64,
+    pub kind: String,
+    pub message: String,
+    pub conductor: String,
+}
+
+impl Store {
+    /// Records that `owner` claimed `shard` with fencing token `epoch`. Returns false (and changes
+    /// nothing) if the shard already carries a newer token.
+    pub async fn claim_shard(&self, shard: u32, epoch: i64, owner: &str) -> Result<bool> {
+        let txn = self.begin_write().await?;
+        let current = shard::Entity::find_by_id(shard as i32).one(&txn).await?;
+        let claimed = match current {
+            None => {
+                shard::Entity::insert(shard::ActiveModel {
+                    id: Set(shard as i32),
+                    epoch: Set(epoch),
+                    owner: Set(owner.to_owned()),
+                })
+                .exec_without_returning(&txn)
+                .await?;
+                true
+            }
+            Some(row) if row.epoch < epoch => {
+                shard::Entity::update_many()
+                    .col_expr(shard::Column::Epoch, Expr::value(epoch))
+                    .col_expr(shard::Column::Owner, Expr::value(owner))
+                    .filter(shard::Column::Id.eq(shard as i32))
+                    .exec(&txn)
+                    .await?;
+                true
+            }
+            Some(row) => row.epoch == epoch && row.owner == owner,
+        };
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Applies a conductor's updates to nodes of `shard`, in one transaction, only if the shard's
+    /// epoch is still `token`; otherwise fails with [`Error::Fenced`] and writes nothing.
+    pub async fn conductor_write(
+        &self,
+        shard: u32,
+        token: i64,
+        conductor: &str,
+        updates: &[NodeUpdate],
+    ) -> Result<()> {
+        let txn = self.begin_write().await?;
+        let epoch = shard::Entity::find_by_id(shard as i32)
+            .one(&txn)
+            .await?
+            .map_or(0, |r| r.epoch);
+        if epoch != token {
+            return Err(Error::Fenced {
+                shard,
+                token,
+                epoch,
+            });
+        }
+        let now = now_ms();
+        for state in [PowerState::On, PowerState::Off, PowerState::Unknown] {
+            let names: Vec<String> = updates
+                .iter()
+                .filter(|u| u.power_state == Some(state))
+                .map(|u| u.node.clone())
+                .collect();
+            for chunk in names.chunks(KEYS_PER_QUERY) {
+                node::Entity::update_many()
+                    .col_expr(node::Column::PowerState, Expr::value(state.to_string()))
+                    .filter(node::Column::Name.is_in(chunk.iter().cloned()))
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+        let events: Vec<node_event::ActiveModel> = updates
+            .iter()
+            .filter_map(|u| {
+                u.event
+                    .as_ref()
+                    .map(|(kind, message)| node_event::ActiveModel {
+                        node: Set(u.node.clone()),
+                        at: Set(now),
+                        kind: Set(kind.clone()),
+                        message: Set(message.clone()),
+                        conductor: Set(conductor.to_owned()),
+                        ..Default::default()
+                    })
+            })
+            .collect();
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            node_event::Entity::insert_many(chunk.iter().cloned())
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The latest `limit` events of each named node, oldest first per node.
+    pub async fn node_events(&self, names: &[String], limit: u64) -> Result<Vec<EventRecord>> {
+        let mut out = Vec::new();
+        for name in names {
+            let mut rows = node_event::Entity::find()
+                .filter(node_event::Column::Node.eq(name.as_str()))
+                .order_by_desc(node_event::Column::Id)
+                .limit(limit)
+                .all(&self.db)
+                .await?;
+            rows.reverse();
+            out.extend(rows.into_iter().map(|r| EventRecord {
+                node: r.node,
+                at: r.at,
+                kind: r.kind,
+                message: r.message,
+                conductor: r.conductor,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the history of deleted nodes.
+    pub(crate) async fn delete_events<C: sea_orm::ConnectionTrait>(
+        db: &C,
+        names: &[String],
+    ) -> Result<()> {
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            node_event::Entity::delete_many()
+                .filter(node_event::Column::Node.is_in(chunk.iter().cloned()))
+                .exec(db)
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! Sending a many-node operation to the conductors that own the nodes' shards, in parallel, and
+//! merging exactly one result per node.
+//!
+//! Names are grouped by the owner of their shard (read from the coordinator), one call goes to each
+//! conductor, and results are forwarded as they stream in. A node whose shard has no live owner gets
+//! a clear error. If a conductor fails mid-call (crash, network cut) or answers that ownership moved,
+//! its unanswered nodes are sent again to the new owner once the shard has been taken over, for
+//! operations that are safe to repeat (`status`, `on`, `off`, boot-device changes); for the others
+//! (`reset`, `cycle`, `boot`) they get an error saying the action may or may not have run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use xcat3_coord::{Coordinator, Snapshot, shard_of};
+use xcat3_proto::{internal, pb};
+use xcat3_types::Secret;
+
+/// What to ask the conductors.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Power(String),
+    BootDevice(String),
+}
+
+impl Op {
+    fn repeatable(&self) -> bool {
+        match self {
+            Op::Power(a) => matches!(a.as_str(), "on" | "off" | "status"),
+            Op::BootDevice(_) => true,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Auth(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub(crate) type Client =
+    internal::conductor_client::ConductorClient<InterceptedService<Channel, Auth>>;
+
+/// The api's link to the conductors.
+pub struct Dispatcher {
+    coordinator: Arc<dyn Coordinator>,
+    auth: Auth,
+    clients: Mutex<HashMap<String, Client>>,
+    /// How long to wait for a shard without a live owner to be taken over before giving up.
+    takeover_wait: Duration,
+}
+
+fn error(name: &str, code: &str, reason: impl Into<String>) -> pb::NodeResult {
+    pb::NodeResult {
+        name: name.to_owned(),
+        outcome: Some(pb::node_result::Outcome::Error(pb::ErrorDetail {
+            code: code.into(),
+            field: String::new(),
+            reason: reason.into(),
+        })),
+    }
+}
+
+impl Dispatcher {
+    /// `token` is sent to the conductors (they accept the admin token).
+    pub fn new(
+        coordinator: Arc<dyn Coordinator>,
+        token: Option<&Secret>,
+        takeover_wait: Duration,
+    ) -> Self {
+        let auth = Auth(token.and_then(|t| format!("Bearer {}", t.expose()).parse().ok()));
+        Self {
+            coordinator,
+            auth,
+            clients: Mutex::default(),
+            takeover_wait,
+        }
+    }
+
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coordinator
+    }
+
+    pub(crate) fn client(&self, addr: &str) -> Result<Client, String> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(addr.to_owned())
+            .map_err(|e| format!("bad conductor address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+        let client = internal::conductor_client::ConductorClient::new(InterceptedService::new(
+            channel,
+            self.auth.clone(),
+        ))
+        .max_decoding_message_size(xcat3_runtime::grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(xcat3_runtime::grpc::MAX_MESSAGE_BYTES);
+        clients.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Runs `op` on `names` (existing nodes), sending one result per name to `tx`.
+    pub async fn run(&self, names: Vec<String>, op: Op, tx: mpsc::Sender<Vec<pb::NodeResult>>) {
+        let shards = self.coordinator.shards();
+        let mut pending: Vec<String> = names;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            // A conductor that refused nodes (ownership moved) did nothing: ask the new owner.
+            // One that failed mid-call may have acted: only repeatable operations go again.
+            let retry_moved = attempt < 3;
+            let retry_failed = attempt == 1 && op.repeatable();
+            let snapshot = match self.owned_snapshot(&pending, shards, attempt > 1).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx
+                        .send(
+                            pending
+                                .iter()
+                                .map(|n| error(n, "unavailable", e.clone()))
+                                .collect(),
+                        )
+                        .await;
+                    return;
+                }
+            };
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut orphans = Vec::new();
+            for name in pending.drain(..) {
+                let shard = shard_of(&name, shards);
+                match snapshot.owner(shard) {
+                    Some(m) => groups.entry(m.addr.clone()).or_default().push(name),
+                    None => orphans.push(error(
+                        &name,
+                        "unavailable",
+                        format!("no live conductor owns shard {shard}"),
+                    )),
+                }
+            }
+            if !orphans.is_empty() {
+                let _ = tx.send(orphans).await;
+            }
+            let mut calls = JoinSet::new();
+            for (addr, group) in groups {
+                let client = self.client(&addr);
+                let op = op.clone();
+                let tx = tx.clone();
+                calls.spawn(async move {
+                    call(client, addr, group, op, tx, retry_moved, retry_failed).await
+                });
+            }
+            while let Some(joined) = calls.join_next().await {
+                if let Ok(retry) = joined {
+                    pending.extend(retry);
+                }
+            }
+        }
+    }
+
+    /// The ownership snapshot; on a retry, waits (bounded) until every pending shard has an owner.
+    async fn owned_snapshot(
+        &self,
+        names: &[String],
+        shards: u32,
+        wait: bool,
+    ) -> Result<Snapshot, String> {
+        let needed: HashSet<u32> = names.iter().map(|n| shard_of(n, shards)).collect();
+        let deadline = tokio::time::Instant::now() + self.takeover_wait;
+        loop {
+            let snapshot = self
+                .coordinator
+                .snapshot()
+                .await
+                .map_err(|e| format!("cannot read shard ownership: {e}"))?;
+            let complete = needed.iter().all(|s| snapshot.owner(*s).is_some());
+            if complete || !wait || tokio::time::Instant::now() > deadline {
+                return Ok(snapshot);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// One call to one conductor. Returns the names to try again elsewhere.
+async fn call(
+    client: Result<Client, String>,
+    addr: String,
+    names: Vec<String>,
+    op: Op,
+    tx: mpsc::Sender<Vec<pb::NodeResult>>,
+    retry_moved: bool,
+    retry_failed: bool,
+) -> Vec<String> {
+    let mut unanswered: HashSet<String> = names.iter().cloned().collect();
+    let mut retry = Vec::new();
+    let failure = match client {
+        Err(e) => Some(e),
+        Ok(mut client) => {
+            let started = match &op {
+                Op::Power(action) => {
+                    client
+                        .power(internal::PowerRequest {
+                            names,
+                            action: action.clone(),
+                        })
+                        .await
+                }
+                Op::BootDevice(device) => {
+                    client
+                        .boot_device(internal::BootDeviceRequest {
+                            names,
+                            device: device.clone(),
+                        })
+                        .await
+                }
+            };
+            match started {
+                Err(status) => Some(format!("{}: {}", addr, status.message())),
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(msg)) => {
+                                let mut forward = Vec::with_capacity(msg.results.len());
+                                for r in msg.results {
+                                    if !unanswered.remove(&r.name) {
+                                        continue; // never two results for one node
+                                    }
+                                    let moved = matches!(&r.outcome, Some(pb::node_result::Outcome::Error(e)) if e.code == "unavailable" && e.reason.starts_with("shard "));
+                                    if moved && retry_moved {
+                                        retry.push(r.name);
+                                    } else {
+                                        forward.push(r);
+                                    }
+                                }
+                                if !forward.is_empty() {
+                                    let _ = tx.send(forward).await;
+                                }
+                            }
+                            Ok(None) => break None,
+                            Err(status) => {
+                                break Some(format!(
+                                    "conductor {addr} failed: {}",
+                                    status.message()
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let mut rest: Vec<String> = unanswered.into_iter().collect();
+    rest.sort();
+    match failure {
+        Some(why) if retry_failed => {
+            tracing::warn!(conductor = %addr, nodes = rest.len(), reason = %why, "conductor call failed; retrying on the new owners");
+            retry.extend(rest);
+        }
+        Some(why) => {
+            let msg = format!("{why}; the action may or may not have run");
+            let _ = tx
+                .send(
+                    rest.iter()
+                        .map(|n| error(n, "unavailable", msg.clone()))
+                        .collect(),
+                )
+                .await;
+        }
+        None if !rest.is_empty() => {
+            let _ = tx
+                .send(
+                    rest.iter()
+                        .map(|n| error(n, "internal", format!("conductor {addr} gave no result")))
+                        .collect(),
+                )
+                .await;
+        }
+        None => {}
+    }
+    retry
+}

@@ -1,0 +1,165 @@
+//! Power drivers: how a conductor reaches a node's BMC or hypervisor, one module per `mgt`.
+//!
+//! Every call is bounded by the conductor (a timeout per operation, a concurrency limit per driver
+//! and one per BMC address), so a driver only has to do the operation itself.
+
+pub mod ipmi;
+
+use std::fmt;
+use std::str::FromStr;
+
+use xcat3_types::{Mgt, Node, PowerState};
+
+/// A power action (`xcat3 power NODERANGE <action>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    On,
+    Off,
+    Reset,
+    Cycle,
+    Status,
+    /// On if off, reset if on: "boot now" whatever the state.
+    Boot,
+}
+
+impl PowerAction {
+    pub const WORDS: &'static [&'static str] = &["on", "off", "reset", "cycle", "status", "boot"];
+
+    /// Whether running it twice does no more harm than once (so it may be retried elsewhere).
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            PowerAction::On | PowerAction::Off | PowerAction::Status
+        )
+    }
+}
+
+impl FromStr for PowerAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "on" => PowerAction::On,
+            "off" => PowerAction::Off,
+            "reset" => PowerAction::Reset,
+            "cycle" => PowerAction::Cycle,
+            "status" => PowerAction::Status,
+            "boot" => PowerAction::Boot,
+            _ => return Err(format!("{s:?} is not one of: {}", Self::WORDS.join(", "))),
+        })
+    }
+}
+
+impl fmt::Display for PowerAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = match self {
+            PowerAction::On => "on",
+            PowerAction::Off => "off",
+            PowerAction::Reset => "reset",
+            PowerAction::Cycle => "cycle",
+            PowerAction::Status => "status",
+            PowerAction::Boot => "boot",
+        };
+        f.write_str(w)
+    }
+}
+
+/// The next boot device (`xcat3 bootdev NODERANGE <device>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDevice {
+    Net,
+    Disk,
+    Cdrom,
+    /// No override is set (the firmware's own order).
+    Default,
+}
+
+impl BootDevice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootDevice::Net => "net",
+            BootDevice::Disk => "disk",
+            BootDevice::Cdrom => "cdrom",
+            BootDevice::Default => "default",
+        }
+    }
+
+    /// Parses what a client may set: net, disk, cdrom.
+    pub fn parse_target(s: &str) -> Result<BootDevice, String> {
+        match s {
+            "net" => Ok(BootDevice::Net),
+            "disk" => Ok(BootDevice::Disk),
+            "cdrom" => Ok(BootDevice::Cdrom),
+            _ => Err(format!("{s:?} is not one of: net, disk, cdrom, status")),
+        }
+    }
+}
+
+/// Why a driver call failed; the message is shown to the operator as the node's error.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The node lacks what the driver needs (`control.bmc_address`, ...).
+    #[error("{field}: {reason}")]
+    Config { field: String, reason: String },
+    /// The BMC or hypervisor answered with an error, or could not be reached.
+    #[error("{0}")]
+    Remote(String),
+}
+
+impl DriverError {
+    pub fn missing(field: &str) -> Self {
+        DriverError::Config {
+            field: field.into(),
+            reason: "required by this node's mgt; set it with `xcat3 update`".into(),
+        }
+    }
+}
+
+/// The drivers a conductor has, by `mgt`.
+#[derive(Clone)]
+pub struct Drivers {
+    pub ipmi: ipmi::Ipmi,
+}
+
+impl Drivers {
+    /// The address whose concurrency is bounded for this node (its BMC or hypervisor).
+    pub fn endpoint(node: &Node) -> Option<String> {
+        match node.mgt? {
+            Mgt::Ipmi | Mgt::Redfish => node.control.get("bmc_address").map(String::from),
+            Mgt::Kvm => node.control.get("ssh_address").map(String::from),
+        }
+    }
+
+    pub async fn power(&self, node: &Node, action: PowerAction) -> Result<PowerState, DriverError> {
+        match node.mgt {
+            Some(Mgt::Ipmi) => self.ipmi.power(node, action).await,
+            Some(other) => Err(not_yet(other)),
+            None => Err(unmanaged()),
+        }
+    }
+
+    pub async fn boot_device(
+        &self,
+        node: &Node,
+        target: Option<BootDevice>,
+    ) -> Result<BootDevice, DriverError> {
+        match node.mgt {
+            Some(Mgt::Ipmi) => self.ipmi.boot_device(node, target).await,
+            Some(other) => Err(not_yet(other)),
+            None => Err(unmanaged()),
+        }
+    }
+}
+
+fn unmanaged() -> DriverError {
+    DriverError::Config {
+        field: "mgt".into(),
+        reason: "the node has no management driver; set mgt=ipmi|redfish|kvm".into(),
+    }
+}
+
+fn not_yet(mgt: Mgt) -> DriverError {
+    DriverError::Config {
+        field: "mgt".into(),
+        reason: format!("power control through mgt={mgt} is not available in this release yet"),
+    }
+}

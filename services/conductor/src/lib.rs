@@ -1,0 +1,328 @@
+//! The xcat3 conductor. It owns a share of the node shards (through a [`Coordinator`]: etcd in a
+//! cluster, local in the all-in-one server), runs power and boot-device operations on those
+//! nodes through the drivers, and records results in the database with its fencing token.
+//!
+//! - [`driver`]: one module per `mgt` (`ipmi` today);
+//! - [`limits`]: per-driver and per-endpoint concurrency, per-operation timeouts;
+//! - [`work`]: running an operation on many nodes, shard by shard, with fenced writes;
+//! - [`grpc`]: the internal service the api calls.
+
+pub mod cli;
+pub mod driver;
+pub mod grpc;
+pub mod limits;
+pub mod work;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use xcat3_coord::{Coordinator, Member, Membership, shard_of};
+use xcat3_proto::internal;
+use xcat3_runtime::auth::{AuthLayer, Tokens};
+use xcat3_runtime::metrics::Metrics;
+use xcat3_store::Store;
+
+use crate::driver::{Drivers, PowerAction};
+use crate::limits::{Limits, LimitsConfig};
+use crate::work::{Claimed, Executor, Operation};
+
+/// Everything a conductor needs to start.
+#[derive(Debug, Clone)]
+pub struct ConductorConfig {
+    /// Unique id in the cluster (default `<host>-<pid>-<start ms>`).
+    pub id: Option<String>,
+    /// Internal gRPC address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Address the api uses to reach this conductor (default `http://<bound listen address>`).
+    pub advertise: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub database_url: String,
+    /// Tokens accepted from the api.
+    pub tokens: Tokens,
+    pub insecure: bool,
+    pub limits: LimitsConfig,
+    /// How often to read the power state of every owned node and record drift (zero: never).
+    pub power_sync_interval: Duration,
+    pub ipmi: driver::ipmi::Ipmi,
+}
+
+impl ConductorConfig {
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3020)),
+            advertise: None,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9320))),
+            database_url: database_url.into(),
+            tokens: Tokens::default(),
+            insecure: false,
+            limits: LimitsConfig::default(),
+            power_sync_interval: Duration::from_secs(60),
+            ipmi: driver::ipmi::Ipmi::default(),
+        }
+    }
+}
+
+/// A built conductor: listeners bound, database connected.
+pub struct Conductor {
+    config: ConductorConfig,
+    coordinator: Arc<dyn Coordinator>,
+    store: Store,
+    metrics: Metrics,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    id: String,
+}
+
+impl Conductor {
+    pub async fn build(
+        config: ConductorConfig,
+        coordinator: Arc<dyn Coordinator>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Conductor> {
+        use anyhow::Context as _;
+        if config.tokens.is_empty() && !config.insecure {
+            anyhow::bail!(
+                "no token configured: set XCAT3_ADMIN_TOKEN (the api calls conductors with it), or pass --insecure"
+            );
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("bind conductor listener on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind metrics listener on {addr}"))?,
+            ),
+            None => None,
+        };
+        let store = Store::connect(&config.database_url)
+            .await
+            .context("open the database")?;
+        let host = xcat3_runtime::config::hostname();
+        let id = config
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{host}-{}-{}", std::process::id(), xcat3_store::now_ms()));
+        Ok(Conductor {
+            config,
+            coordinator,
+            store,
+            metrics,
+            listener,
+            metrics_listener,
+            id,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Joins the cluster and serves until `shutdown`; then hands its shards over (after the work
+    /// holding them ends) and stops.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.run_until(shutdown, None).await
+    }
+
+    /// Like [`Conductor::run`]; `ready` fires once the conductor owns shards and has recorded its
+    /// claims in the database (the all-in-one server waits for it before serving the api).
+    pub async fn run_until(
+        self,
+        shutdown: CancellationToken,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> anyhow::Result<()> {
+        let addr = self.listener.local_addr()?;
+        let advertise = self
+            .config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let member = Member {
+            id: self.id.clone(),
+            host: xcat3_runtime::config::hostname(),
+            addr: advertise,
+        };
+        let membership = self.coordinator.join(member, shutdown.clone()).await?;
+        let claimed = Claimed::default();
+        let executor = Arc::new(Executor {
+            id: self.id.clone(),
+            store: self.store.clone(),
+            membership: membership.clone(),
+            claimed: claimed.clone(),
+            drivers: Drivers {
+                ipmi: self.config.ipmi.clone(),
+            },
+            limits: Limits::new(self.config.limits.clone()),
+            shards: self.coordinator.shards(),
+            in_flight: AtomicU64::new(0),
+        });
+        let claims = tokio::spawn(record_claims(
+            self.store.clone(),
+            membership.clone(),
+            claimed,
+            self.id.clone(),
+            shutdown.clone(),
+            ready,
+        ));
+        let sync = tokio::spawn(power_sync(
+            executor.clone(),
+            self.config.power_sync_interval,
+            shutdown.clone(),
+        ));
+        let metrics_task = self
+            .metrics_listener
+            .map(|l| tokio::spawn(self.metrics.clone().serve(l, shutdown.clone())));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<internal::conductor_server::ConductorServer<grpc::ConductorService>>()
+            .await;
+        let service =
+            internal::conductor_server::ConductorServer::new(grpc::ConductorService { executor })
+                .max_decoding_message_size(xcat3_runtime::grpc::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(xcat3_runtime::grpc::MAX_MESSAGE_BYTES);
+        let layers = tower::ServiceBuilder::new()
+            .layer(self.metrics.layer())
+            .layer(AuthLayer::new(
+                self.config.tokens.clone(),
+                self.config.insecure,
+            ));
+        tracing::info!(id = %self.id, %addr, "conductor serving");
+        let token = shutdown.clone();
+        let served = tonic::transport::Server::builder()
+            .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path(), otel.kind = "server"))
+            .layer(layers)
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move { token.cancelled().await })
+            .await;
+        shutdown.cancel();
+        membership.finished().await;
+        let _ = claims.await;
+        let _ = sync.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        served?;
+        tracing::info!(id = %self.id, "conductor stopped");
+        Ok(())
+    }
+}
+
+/// Records each newly owned shard's fencing token in the database before any work runs on it.
+async fn record_claims(
+    store: Store,
+    membership: Membership,
+    claimed: Claimed,
+    id: String,
+    shutdown: CancellationToken,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    let mut owned = membership.watch();
+    loop {
+        let now = owned.borrow_and_update().clone();
+        let mut known = claimed.write().await;
+        known.retain(|shard, token| now.get(shard) == Some(token));
+        for (shard, token) in &now {
+            if known.get(shard) == Some(token) {
+                continue;
+            }
+            match store.claim_shard(*shard, token.0, &id).await {
+                Ok(true) => {
+                    known.insert(*shard, *token);
+                }
+                Ok(false) => tracing::warn!(
+                    shard,
+                    token = token.0,
+                    "the database holds a newer owner for this shard"
+                ),
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "recording a shard claim failed; will retry")
+                }
+            }
+        }
+        let missing = now.len() != known.len();
+        drop(known);
+        if !missing
+            && !now.is_empty()
+            && let Some(ready) = ready.take()
+        {
+            let _ = ready.send(());
+        }
+        tokio::select! {
+            changed = owned.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if missing => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Reads the power state of every owned node now and then, recording drift as events.
+async fn power_sync(executor: Arc<Executor>, interval: Duration, shutdown: CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(interval);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let owned = executor.membership.owned();
+        let names: Vec<String> = match executor.store.node_names_and_groups().await {
+            Ok(rows) => rows
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|n| owned.contains_key(&shard_of(n, executor.shards)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "power sync: listing nodes failed");
+                continue;
+            }
+        };
+        if names.is_empty() {
+            continue;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let count = names.len();
+        tokio::spawn({
+            let executor = executor.clone();
+            async move {
+                executor
+                    .run(names, Operation::Power(PowerAction::Status), tx)
+                    .await
+            }
+        });
+        let mut failed = 0;
+        while let Some(results) = rx.recv().await {
+            failed += results
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.outcome,
+                        Some(xcat3_proto::pb::node_result::Outcome::Error(_))
+                    )
+                })
+                .count();
+        }
+        tracing::info!(nodes = count, failed, "power sync done");
+    }
+}

@@ -1,0 +1,17 @@
+//! `xcat3-conductor`: one conductor process (see `xcat3-server` for several services in one).
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "xcat3 conductor")]
+struct Args {
+    #[command(flatten)]
+    conductor: xcat3_conductor::cli::ConductorArgs,
+    #[command(flatten)]
+    coord: xcat3_coord::CoordArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    xcat3_conductor::cli::main(args.conductor, args.coord)
+}

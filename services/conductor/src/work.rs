@@ -1,0 +1,273 @@
+//! Running an operation on many nodes: by shard, under the shard's guard, through the drivers
+//! within the limits, then one fenced database write per shard, then the results.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{RwLock, mpsc};
+use tokio::task::JoinSet;
+use xcat3_coord::{FencingToken, Membership, ShardId, shard_of};
+use xcat3_proto::pb;
+use xcat3_store::{NodeUpdate, Store};
+use xcat3_types::{Node, PowerState};
+
+use crate::driver::{BootDevice, DriverError, Drivers, PowerAction};
+use crate::limits::Limits;
+
+/// Shards whose claim is recorded in the database, with the token recorded.
+pub type Claimed = Arc<RwLock<BTreeMap<ShardId, FencingToken>>>;
+
+/// An operation on nodes.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation {
+    Power(PowerAction),
+    /// `None`: read the boot device.
+    BootDevice(Option<BootDevice>),
+}
+
+/// What an operation did to one node.
+enum Done {
+    Power(PowerState),
+    BootDevice(BootDevice),
+}
+
+/// Runs operations on the nodes this conductor owns.
+pub struct Executor {
+    pub id: String,
+    pub store: Store,
+    pub membership: Membership,
+    pub claimed: Claimed,
+    pub drivers: Drivers,
+    pub limits: Limits,
+    pub shards: u32,
+    pub in_flight: AtomicU64,
+}
+
+fn ok(name: &str, what: &str) -> pb::NodeResult {
+    pb::NodeResult {
+        name: name.to_owned(),
+        outcome: Some(pb::node_result::Outcome::Ok(what.to_owned())),
+    }
+}
+
+pub fn err(name: &str, code: &str, field: &str, reason: impl Into<String>) -> pb::NodeResult {
+    pb::NodeResult {
+        name: name.to_owned(),
+        outcome: Some(pb::node_result::Outcome::Error(pb::ErrorDetail {
+            code: code.into(),
+            field: field.into(),
+            reason: reason.into(),
+        })),
+    }
+}
+
+impl Executor {
+    /// Runs `op` on `names`, sending results shard by shard; exactly one result per name.
+    pub async fn run(
+        self: &Arc<Self>,
+        names: Vec<String>,
+        op: Operation,
+        tx: mpsc::Sender<Vec<pb::NodeResult>>,
+    ) {
+        let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
+        for name in names {
+            by_shard
+                .entry(shard_of(&name, self.shards))
+                .or_default()
+                .push(name);
+        }
+        let mut shards = JoinSet::new();
+        for (shard, names) in by_shard {
+            let me = self.clone();
+            let tx = tx.clone();
+            shards.spawn(async move {
+                let results = me.run_shard(shard, names, op).await;
+                let _ = tx.send(results).await;
+            });
+        }
+        while shards.join_next().await.is_some() {}
+    }
+
+    async fn run_shard(
+        self: &Arc<Self>,
+        shard: ShardId,
+        names: Vec<String>,
+        op: Operation,
+    ) -> Vec<pb::NodeResult> {
+        let moved = |why: &str| -> Vec<pb::NodeResult> {
+            names
+                .iter()
+                .map(|n| {
+                    err(
+                        n,
+                        "unavailable",
+                        "",
+                        format!("shard {shard} {why} conductor {}; retry", self.id),
+                    )
+                })
+                .collect()
+        };
+        let Some(guard) = self.membership.acquire(shard).await else {
+            return moved("is not owned by");
+        };
+        if self.claimed.read().await.get(&shard) != Some(&guard.token) {
+            return moved("is still being taken over by");
+        }
+        self.in_flight
+            .fetch_add(names.len() as u64, Ordering::Relaxed);
+        let results = self.run_owned(shard, guard.token, &names, op).await;
+        self.in_flight
+            .fetch_sub(names.len() as u64, Ordering::Relaxed);
+        drop(guard);
+        results
+    }
+
+    async fn run_owned(
+        self: &Arc<Self>,
+        shard: ShardId,
+        token: FencingToken,
+        names: &[String],
+        op: Operation,
+    ) -> Vec<pb::NodeResult> {
+        let records = match self.store.get_nodes(names).await {
+            Ok(r) => r,
+            Err(e) => {
+                return names
+                    .iter()
+                    .map(|n| err(n, "unavailable", "", format!("database: {e}")))
+                    .collect();
+            }
+        };
+        let mut nodes: HashMap<String, Node> = records
+            .into_iter()
+            .map(|r| (r.node.name.clone(), r.node))
+            .collect();
+        let mut calls = JoinSet::new();
+        let mut results: Vec<pb::NodeResult> = Vec::with_capacity(names.len());
+        for name in names {
+            let Some(node) = nodes.remove(name) else {
+                results.push(err(name, "not_found", "name", "no such node"));
+                continue;
+            };
+            let me = self.clone();
+            calls.spawn(async move {
+                let endpoint = Drivers::endpoint(&node);
+                let outcome = me
+                    .limits
+                    .run(node.mgt, endpoint.as_deref(), async {
+                        match op {
+                            Operation::Power(action) => {
+                                me.drivers.power(&node, action).await.map(Done::Power)
+                            }
+                            Operation::BootDevice(target) => me
+                                .drivers
+                                .boot_device(&node, target)
+                                .await
+                                .map(Done::BootDevice),
+                        }
+                    })
+                    .await;
+                (node, outcome)
+            });
+        }
+        let mut updates = Vec::new();
+        let mut done = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((node, outcome)) = joined else {
+                continue;
+            };
+            let (update, result) = record(&node, op, outcome);
+            updates.extend(update);
+            done.push(result);
+        }
+        match self
+            .store
+            .conductor_write(shard, token.0, &self.id, &updates)
+            .await
+        {
+            Ok(()) => results.extend(done),
+            Err(e @ xcat3_store::Error::Fenced { .. }) => {
+                tracing::warn!(shard, error = %e, "fenced: another conductor owns the shard now");
+                results.extend(done.into_iter().map(|r| {
+                    err(
+                        &r.name,
+                        "aborted",
+                        "",
+                        format!("shard {shard} moved to another conductor while this ran; the result was not recorded"),
+                    )
+                }));
+            }
+            Err(e) => results.extend(done.into_iter().map(|r| {
+                err(
+                    &r.name,
+                    "unavailable",
+                    "",
+                    format!("recording the result: {e}"),
+                )
+            })),
+        }
+        results
+    }
+}
+
+/// The database update and the result for one node.
+fn record(
+    node: &Node,
+    op: Operation,
+    outcome: Result<Done, DriverError>,
+) -> (Option<NodeUpdate>, pb::NodeResult) {
+    let name = &node.name;
+    let event = |kind: &str, message: String| Some((kind.to_owned(), message));
+    match (op, outcome) {
+        (Operation::Power(action), Ok(Done::Power(state))) => {
+            let changed = state != node.power_state;
+            let event = match action {
+                PowerAction::Status if changed => event(
+                    "power-state",
+                    format!("power is {state} (was {})", node.power_state),
+                ),
+                PowerAction::Status => None,
+                _ => event("power", format!("power {action}: now {state}")),
+            };
+            let update = (changed || event.is_some()).then(|| NodeUpdate {
+                node: name.clone(),
+                power_state: changed.then_some(state),
+                event,
+            });
+            (update, ok(name, state.as_str()))
+        }
+        (Operation::BootDevice(target), Ok(Done::BootDevice(dev))) => {
+            let update = target.map(|_| NodeUpdate {
+                node: name.clone(),
+                power_state: None,
+                event: event("boot-device", format!("next boot from {}", dev.as_str())),
+            });
+            (update, ok(name, dev.as_str()))
+        }
+        (_, Ok(_)) => (
+            None,
+            err(name, "internal", "", "driver answered another operation"),
+        ),
+        (op, Err(e)) => {
+            let (code, field) = match &e {
+                DriverError::Config { field, .. } => ("failed_precondition", field.clone()),
+                DriverError::Remote(_) => ("unavailable", String::new()),
+            };
+            let what = match op {
+                Operation::Power(a) => format!("power {a}"),
+                Operation::BootDevice(_) => "bootdev".to_owned(),
+            };
+            let reason = match &e {
+                DriverError::Config { reason, .. } => reason.clone(),
+                DriverError::Remote(m) => m.clone(),
+            };
+            let update = NodeUpdate {
+                node: name.clone(),
+                power_state: None,
+                event: event("error", format!("{what} failed: {e}")),
+            };
+            (Some(update), err(name, code, &field, reason))
+        }
+    }
+}
