@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod cli;
+mod cluster;
 mod inventory;
 mod power;
 mod security;

@@ -96,6 +96,39 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Spawns `cmd` (stdout piped) and waits for the line starting with `prefix` that a service prints
+/// when it is ready; then keeps draining stdout. On failure, the error carries the log at `log`.
+pub async fn spawn_ready(
+    mut cmd: Command,
+    prefix: &str,
+    log: &Path,
+) -> anyhow::Result<(Child, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().context("spawn")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with(prefix) {
+                return Ok::<_, anyhow::Error>(line);
+            }
+        }
+        bail!("the process exited before it was ready")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("not ready within 60 s"))?
+    .with_context(|| std::fs::read_to_string(log).unwrap_or_default())?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, ready))
+}
+
+/// The value of `key=` (with the `=`) in a ready line.
+pub fn ready_field(line: &str, key: &str) -> anyhow::Result<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .map(String::from)
+        .with_context(|| format!("{key} missing in {line:?}"))
+}
+
 /// Options for [`TestServer::start_with`].
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -172,32 +205,10 @@ impl TestServer {
             .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,sqlx=info")
             .envs(opts.env.iter().cloned())
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().context("spawn xcat3-server")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with("xcat3 api ready") {
-                    return Ok::<_, anyhow::Error>(line);
-                }
-            }
-            bail!("xcat3-server exited before it was ready")
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("xcat3-server was not ready within 60 s"))?
-        .with_context(|| std::fs::read_to_string(dir.join("server.log")).unwrap_or_default())?;
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let field = |key: &str| -> anyhow::Result<SocketAddr> {
-            let v = ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(key))
-                .with_context(|| format!("{key} missing in {ready:?}"))?;
-            Ok(v.parse()?)
-        };
+        let (child, ready) = spawn_ready(cmd, "xcat3 api ready", &dir.join("server.log")).await?;
+        let field = |key: &str| ready_field(&ready, key).and_then(|v| Ok(v.parse()?));
         let token = std::fs::read_to_string(dir.join("admin.token"))
             .unwrap_or_default()
             .trim()
@@ -680,5 +691,132 @@ impl TestBmc {
             self.port,
             Self::PASSWORD
         )
+    }
+}
+
+/// The admin token of a [`TestCluster`].
+pub const CLUSTER_TOKEN: &str = "cluster-test-token-0123456789";
+
+/// A cluster of separate processes: a real etcd, one api and several conductors sharing a fresh
+/// PostgreSQL database, with a short lease so takeovers are quick.
+pub struct TestCluster {
+    pub etcd: TestEtcd,
+    pub api: SocketAddr,
+    pub database_url: String,
+    pub lease_ttl_secs: u64,
+    conductors: Vec<(String, Child)>,
+    _api: Option<Child>,
+    dir: tempfile::TempDir,
+    _pg: PgDatabase,
+}
+
+impl TestCluster {
+    pub async fn start(
+        conductors: usize,
+        lease_ttl_secs: u64,
+        conductor_args: &[&str],
+    ) -> anyhow::Result<TestCluster> {
+        let dir = tempfile::Builder::new().prefix("xcat3-cluster").tempdir()?;
+        let etcd = TestEtcd::start().await?;
+        let (pg, database_url) = PgDatabase::create()?;
+        let mut cluster = TestCluster {
+            api: "127.0.0.1:0".parse()?,
+            database_url,
+            lease_ttl_secs,
+            conductors: Vec::new(),
+            _api: None,
+            etcd,
+            dir,
+            _pg: pg,
+        };
+        for i in 0..conductors {
+            cluster
+                .add_conductor(&format!("c{i}"), conductor_args)
+                .await?;
+        }
+        let log = cluster.dir.path().join("api.log");
+        let mut cmd = Command::new(bin("xcat3-server"));
+        cmd.args([
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "none",
+            "--database-url",
+        ])
+        .arg(&cluster.database_url)
+        .arg("--etcd-endpoints")
+        .arg(&cluster.etcd.endpoint)
+        .env("XCAT3_ADMIN_TOKEN", CLUSTER_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true);
+        let (api, ready) = spawn_ready(cmd, "xcat3 api ready", &log).await?;
+        cluster.api = ready_field(&ready, "grpc=")?.parse()?;
+        cluster._api = Some(api);
+        Ok(cluster)
+    }
+
+    /// Starts conductor `id`.
+    pub async fn add_conductor(&mut self, id: &str, args: &[&str]) -> anyhow::Result<()> {
+        let log = self.dir.path().join(format!("{id}.log"));
+        let mut cmd = Command::new(bin("xcat3-server"));
+        cmd.args([
+            "conductor",
+            "--id",
+            id,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "none",
+            "--database-url",
+        ])
+        .arg(&self.database_url)
+        .arg("--etcd-endpoints")
+        .arg(&self.etcd.endpoint)
+        .arg("--lease-ttl-secs")
+        .arg(self.lease_ttl_secs.to_string())
+        .args(args)
+        .env("XCAT3_ADMIN_TOKEN", CLUSTER_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true);
+        let (child, _) = spawn_ready(cmd, "xcat3 conductor ready", &log).await?;
+        self.conductors.push((id.to_owned(), child));
+        Ok(())
+    }
+
+    /// Kills conductor `id` with SIGKILL (no hand-over: its lease must expire).
+    pub async fn kill_conductor(&mut self, id: &str) -> anyhow::Result<()> {
+        let i = self
+            .conductors
+            .iter()
+            .position(|(c, _)| c == id)
+            .context("no such conductor")?;
+        let (_, mut child) = self.conductors.remove(i);
+        child.kill().await?;
+        Ok(())
+    }
+
+    /// A node client with the cluster's token.
+    pub async fn nodes(
+        &self,
+    ) -> pb::node_service_client::NodeServiceClient<InterceptedService<Channel, Auth>> {
+        let channel = Channel::from_shared(format!("http://{}", self.api))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect");
+        let auth = Auth(Some(format!("Bearer {CLUSTER_TOKEN}").parse().unwrap()));
+        pb::node_service_client::NodeServiceClient::new(InterceptedService::new(channel, auth))
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    /// The log of conductor or api `name` (`c0`, `api`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 }
