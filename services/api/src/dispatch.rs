@@ -123,7 +123,7 @@ impl Dispatcher {
             // One that failed mid-call may have acted: only repeatable operations go again.
             let retry_moved = attempt < 3;
             let retry_failed = attempt == 1 && op.repeatable();
-            let snapshot = match self.owned_snapshot(&pending, shards, attempt > 1).await {
+            let snapshot = match self.owned_snapshot(&pending, shards).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx
@@ -170,13 +170,10 @@ impl Dispatcher {
         }
     }
 
-    /// The ownership snapshot; on a retry, waits (bounded) until every pending shard has an owner.
-    async fn owned_snapshot(
-        &self,
-        names: &[String],
-        shards: u32,
-        wait: bool,
-    ) -> Result<Snapshot, String> {
+    /// The ownership snapshot. While conductors are running but some needed shard has no owner
+    /// (a conductor just died or joined and the shards are moving), waits for the owners, at most
+    /// `takeover_wait`; with no conductor at all, answers at once.
+    async fn owned_snapshot(&self, names: &[String], shards: u32) -> Result<Snapshot, String> {
         let needed: HashSet<u32> = names.iter().map(|n| shard_of(n, shards)).collect();
         let deadline = tokio::time::Instant::now() + self.takeover_wait;
         loop {
@@ -186,7 +183,7 @@ impl Dispatcher {
                 .await
                 .map_err(|e| format!("cannot read shard ownership: {e}"))?;
             let complete = needed.iter().all(|s| snapshot.owner(*s).is_some());
-            if complete || !wait || tokio::time::Instant::now() > deadline {
+            if complete || snapshot.members.is_empty() || tokio::time::Instant::now() > deadline {
                 return Ok(snapshot);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -168,6 +168,7 @@ impl Conductor {
             claimed: claimed.clone(),
             drivers: Drivers {
                 ipmi: self.config.ipmi.clone(),
+                redfish: driver::redfish::Redfish::default(),
             },
             limits: Limits::new(self.config.limits.clone()),
             shards: self.coordinator.shards(),

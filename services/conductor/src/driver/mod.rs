@@ -4,6 +4,7 @@
 //! and one per BMC address), so a driver only has to do the operation itself.
 
 pub mod ipmi;
+pub mod redfish;
 
 use std::fmt;
 use std::str::FromStr;
@@ -118,20 +119,28 @@ impl DriverError {
 #[derive(Clone)]
 pub struct Drivers {
     pub ipmi: ipmi::Ipmi,
+    pub redfish: redfish::Redfish,
 }
 
 impl Drivers {
-    /// The address whose concurrency is bounded for this node (its BMC or hypervisor).
+    /// The endpoint whose concurrency is bounded for this node: its BMC (address and port) or
+    /// hypervisor.
     pub fn endpoint(node: &Node) -> Option<String> {
-        match node.mgt? {
-            Mgt::Ipmi | Mgt::Redfish => node.control.get("bmc_address").map(String::from),
-            Mgt::Kvm => node.control.get("ssh_address").map(String::from),
-        }
+        let c = &node.control;
+        let (address, port) = match node.mgt? {
+            Mgt::Ipmi | Mgt::Redfish => (c.get("bmc_address")?, c.get("bmc_port")),
+            Mgt::Kvm => (c.get("ssh_address")?, c.get("ssh_port")),
+        };
+        Some(match port {
+            Some(p) => format!("{address}:{p}"),
+            None => address.to_owned(),
+        })
     }
 
     pub async fn power(&self, node: &Node, action: PowerAction) -> Result<PowerState, DriverError> {
         match node.mgt {
             Some(Mgt::Ipmi) => self.ipmi.power(node, action).await,
+            Some(Mgt::Redfish) => self.redfish.power(node, action).await,
             Some(other) => Err(not_yet(other)),
             None => Err(unmanaged()),
         }
@@ -144,6 +153,7 @@ impl Drivers {
     ) -> Result<BootDevice, DriverError> {
         match node.mgt {
             Some(Mgt::Ipmi) => self.ipmi.boot_device(node, target).await,
+            Some(Mgt::Redfish) => self.redfish.boot_device(node, target).await,
             Some(other) => Err(not_yet(other)),
             None => Err(unmanaged()),
         }
