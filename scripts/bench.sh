@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds in release and runs xcat3-bench on SQLite and on a throw-away PostgreSQL.
+# Builds in release and runs xcat3-bench: the inventory figures on SQLite and a throw-away
+# PostgreSQL, then power status through four conductors (etcd) on simulated Redfish BMCs.
 # Arguments: [NODES (10000)] [ROUNDS (3)].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +10,5 @@ bash scripts/install-deps.sh
 ensure_postgres
 
 cargo build --release --workspace --bins
-target/release/xcat3-bench "$@"
+target/release/xcat3-bench inventory "$@"
+target/release/xcat3-bench power "$@"

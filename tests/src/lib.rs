@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
+pub mod bmcsim;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -788,6 +790,22 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Process ids: the api's, then each conductor's.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut pids: Vec<(String, u32)> = self
+            ._api
+            .iter()
+            .filter_map(|c| c.id())
+            .map(|p| ("api".to_owned(), p))
+            .collect();
+        pids.extend(
+            self.conductors
+                .iter()
+                .filter_map(|(id, c)| c.id().map(|p| (id.clone(), p))),
+        );
+        pids
+    }
+
     /// Kills conductor `id` with SIGKILL (no hand-over: its lease must expire).
     pub async fn kill_conductor(&mut self, id: &str) -> anyhow::Result<()> {
         let i = self
@@ -800,17 +818,29 @@ impl TestCluster {
         Ok(())
     }
 
-    /// A node client with the cluster's token.
-    pub async fn nodes(
-        &self,
-    ) -> pb::node_service_client::NodeServiceClient<InterceptedService<Channel, Auth>> {
+    async fn channel(&self) -> InterceptedService<Channel, Auth> {
         let channel = Channel::from_shared(format!("http://{}", self.api))
             .unwrap()
             .connect()
             .await
             .expect("connect");
         let auth = Auth(Some(format!("Bearer {CLUSTER_TOKEN}").parse().unwrap()));
-        pb::node_service_client::NodeServiceClient::new(InterceptedService::new(channel, auth))
+        InterceptedService::new(channel, auth)
+    }
+
+    /// A conductor-service client with the cluster's token.
+    pub async fn conductors(
+        &self,
+    ) -> pb::conductor_service_client::ConductorServiceClient<InterceptedService<Channel, Auth>>
+    {
+        pb::conductor_service_client::ConductorServiceClient::new(self.channel().await)
+    }
+
+    /// A node client with the cluster's token.
+    pub async fn nodes(
+        &self,
+    ) -> pb::node_service_client::NodeServiceClient<InterceptedService<Channel, Auth>> {
+        pb::node_service_client::NodeServiceClient::new(self.channel().await)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20)
     }

@@ -1,8 +1,12 @@
 //! `xcat3-bench`: bulk inventory figures on SQLite and PostgreSQL.
 //!
 //! Build in release and run: `bash scripts/bench.sh` (which builds and starts PostgreSQL), or
-//! `cargo build --release --workspace --bins && target/release/xcat3-bench [NODES] [ROUNDS]`.
+//! `cargo build --release --workspace --bins && target/release/xcat3-bench [inventory|power] [NODES] [ROUNDS]`.
 //! PostgreSQL is measured when `XCAT3_TEST_POSTGRES_URL` is set.
+//!
+//! `power` starts etcd, the api and four conductor processes on PostgreSQL, creates NODES Redfish
+//! nodes on a simulated BMC (`xcat3_tests::bmcsim`, 20 ms per answer), times `power status` of all
+//! of them in one request, then SIGKILLs a conductor and times the takeover of its shards.
 //!
 //! Per back end it starts a real `xcat3-server all-in-one` and, for each round, creates NODES
 //! nodes with one NIC each in one request, lists them all, updates one attribute on all of them by
@@ -183,13 +187,130 @@ async fn run(backend: Backend, n: u32, rounds: usize) {
     );
 }
 
+/// `power status` of `n` Redfish nodes through `conductors` conductor processes (etcd, PostgreSQL),
+/// the simulated BMCs answering after 20 ms; then the takeover time after SIGKILL of a conductor.
+async fn power(n: u32, conductors: usize, rounds: usize) {
+    use xcat3_tests::{TestCluster, bmcsim};
+    let ports = bmcsim::start(250, Duration::from_millis(20)).await.unwrap();
+    let ttl = 10;
+    let mut cluster = TestCluster::start(conductors, ttl, &["--power-sync-interval-secs", "0"])
+        .await
+        .unwrap();
+    let mut client = cluster.nodes().await;
+    let nodes: Vec<pb::Node> = (0..n)
+        .map(|i| pb::Node {
+            name: format!("rf{i:05}"),
+            mgt: "redfish".into(),
+            control: [
+                ("bmc_address", "127.0.0.1".to_owned()),
+                ("bmc_port", ports[i as usize % ports.len()].to_string()),
+                ("bmc_username", "admin".to_owned()),
+                ("bmc_password", "x".to_owned()),
+                ("redfish_scheme", "http".to_owned()),
+                ("redfish_system", format!("/redfish/v1/Systems/rf{i:05}")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let stream = client
+        .create_nodes(pb::CreateNodesRequest {
+            nodes,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = collect_results(stream).await.unwrap();
+    assert!(
+        created.iter().all(|r| error_of(r).is_none()),
+        "create failed"
+    );
+    let status = || async {
+        let mut client = cluster.nodes().await;
+        let req = pb::PowerRequest {
+            noderange: "all".into(),
+            action: "status".into(),
+        };
+        let stream = client.power(req).await.unwrap().into_inner();
+        let results = collect_results(stream).await.unwrap();
+        assert_eq!(results.len(), n as usize);
+        results.iter().filter(|r| error_of(r).is_some()).count()
+    };
+    // The first call also waits for the conductors to settle their shards.
+    let failed = status().await;
+    let pids = cluster.pids();
+    let cpu = || -> f64 { pids.iter().map(|(_, p)| cpu_seconds(*p)).sum() };
+    let mut walls = Vec::new();
+    let mut cpus = Vec::new();
+    for _ in 0..rounds {
+        let cpu0 = cpu();
+        let t0 = Instant::now();
+        let failed_now = status().await;
+        walls.push(t0.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cpus.push((cpu() - cpu0) * 1000.0);
+        assert_eq!(failed_now, 0, "power status failed for some nodes");
+    }
+    println!(
+        "\n== power status: {n} Redfish nodes (20 ms BMC latency, {} BMC ports), {conductors} conductors, median of {rounds}",
+        ports.len()
+    );
+    println!("first call (shards settling): {failed} failures");
+    let (wall, cpu_ms) = (median(walls), median(cpus));
+    println!(
+        "wall {wall:.0} ms; CPU of api + conductors {cpu_ms:.0} ms ({:.1} µs/node)",
+        cpu_ms * 1000.0 / f64::from(n)
+    );
+
+    // Takeover: kill one conductor and time until the others own every shard.
+    let mut list_client = cluster.conductors().await;
+    let t0 = Instant::now();
+    cluster.kill_conductor("c0").await.unwrap();
+    loop {
+        let list = list_client
+            .list_conductors(pb::ListConductorsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let gone = list.conductors.iter().all(|c| c.id != "c0");
+        let owned: usize = list.conductors.iter().map(|c| c.shards.len()).sum();
+        if gone && owned == list.shards as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "takeover after SIGKILL of a conductor: {:.2} s (lease TTL {ttl} s)",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = match args.first().map(String::as_str) {
+        Some("power") | Some("inventory") => args.remove(0),
+        _ => "inventory".into(),
+    };
+    let mut args = args.into_iter();
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    let has_pg = std::env::var_os("XCAT3_TEST_POSTGRES_URL").is_some();
+    if mode == "power" {
+        if has_pg {
+            power(n, 4, rounds).await;
+        } else {
+            println!(
+                "the power benchmark needs PostgreSQL: XCAT3_TEST_POSTGRES_URL (scripts/bench.sh sets it)"
+            );
+        }
+        return;
+    }
     run(Backend::Sqlite, n, rounds).await;
-    if std::env::var_os("XCAT3_TEST_POSTGRES_URL").is_some() {
+    if has_pg {
         run(Backend::Postgres, n, rounds).await;
     } else {
         println!(
