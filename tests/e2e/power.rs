@@ -190,3 +190,64 @@ async fn redfish_over_https_verifies_the_certificate_unless_told_otherwise() {
     let out = s.cli(&["power", "tls1", "status"]).await.ok();
     assert!(out.stdout.contains("tls1: off"), "{out:?}");
 }
+
+/// mgt=kvm: ssh (a real sshd on loopback, key login, host key checked) to a hypervisor whose
+/// `virsh` drives a real libvirtd (started by scripts/libvirt.sh in its own network namespace;
+/// TCG domains, since KVM is unusable on these machines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvm_power_and_boot_device_over_ssh_and_libvirt() {
+    let sshd = xcat3_tests::TestSshd::start().await.unwrap();
+    let dom =
+        xcat3_tests::TestDomain::define(&format!("xcat3-test-{}", std::process::id())).unwrap();
+    let known_hosts = sshd.known_hosts.display().to_string();
+    let opts = ServerOptions {
+        extra_args: vec!["--ssh-known-hosts".into(), known_hosts],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let control = format!(
+        "ssh_address=127.0.0.1,ssh_port={},ssh_username=root,ssh_key_filename={},ssh_virt_type=virsh,domain={}",
+        sshd.port,
+        sshd.client_key.display(),
+        dom.name
+    );
+    s.cli(&["create", "vm1", "mgt=kvm", "--control", &control])
+        .await
+        .ok();
+    let out = s.cli(&["power", "vm1", "status"]).await.ok();
+    assert!(out.stdout.contains("vm1: off"), "{out:?}");
+    let out = s.cli(&["power", "vm1", "on"]).await.ok();
+    assert!(out.stdout.contains("vm1: on"), "{out:?}");
+    assert_eq!(dom.state(), "running");
+    let out = s.cli(&["power", "vm1", "reset"]).await.ok();
+    assert!(out.stdout.contains("vm1: on"), "{out:?}");
+    let out = s.cli(&["bootdev", "vm1", "net"]).await.ok();
+    assert!(out.stdout.contains("vm1: net"), "{out:?}");
+    assert!(dom.xml().contains("<boot dev='network'/>"), "{}", dom.xml());
+    let out = s.cli(&["bootdev", "vm1", "status"]).await.ok();
+    assert!(out.stdout.contains("vm1: net"), "{out:?}");
+    let out = s.cli(&["power", "vm1", "off"]).await.ok();
+    assert!(out.stdout.contains("vm1: off"), "{out:?}");
+    assert_eq!(dom.state(), "shut off");
+
+    // A hypervisor whose host key is not known is refused.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let opts = ServerOptions {
+        extra_args: vec![
+            "--ssh-known-hosts".into(),
+            empty.path().display().to_string(),
+        ],
+        ..Default::default()
+    };
+    let strict = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    strict
+        .cli(&["create", "vm1", "mgt=kvm", "--control", &control])
+        .await
+        .ok();
+    let out = strict.cli(&["power", "vm1", "status"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("vm1: Error: hypervisor 127.0.0.1"),
+        "{out:?}"
+    );
+}

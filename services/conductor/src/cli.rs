@@ -29,6 +29,13 @@ pub struct DriverArgs {
     /// IPMI cipher suite for ipmitool (3 or 17).
     #[arg(long, env = "XCAT3_IPMI_CIPHER_SUITE", default_value_t = 3)]
     pub ipmi_cipher_suite: u8,
+    /// Known-hosts file that hypervisors' ssh host keys are checked against (mgt=kvm)
+    /// [default: ssh's own, ~/.ssh/known_hosts].
+    #[arg(long, env = "XCAT3_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+    /// Accept hypervisors' host keys that are not known: turns off host verification.
+    #[arg(long)]
+    pub ssh_accept_unknown_host_keys: bool,
 }
 
 impl DriverArgs {
@@ -39,6 +46,8 @@ impl DriverArgs {
         config.limits.per_driver = self.per_driver_concurrency.max(1);
         config.limits.per_bmc = self.per_bmc_concurrency.max(1);
         config.ipmi.cipher_suite = self.ipmi_cipher_suite;
+        config.kvm.known_hosts = self.ssh_known_hosts.clone();
+        config.kvm.accept_unknown_host_keys = self.ssh_accept_unknown_host_keys;
     }
 }
 

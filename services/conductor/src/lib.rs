@@ -49,6 +49,7 @@ pub struct ConductorConfig {
     /// How often to read the power state of every owned node and record drift (zero: never).
     pub power_sync_interval: Duration,
     pub ipmi: driver::ipmi::Ipmi,
+    pub kvm: driver::kvm::KvmConfig,
 }
 
 impl ConductorConfig {
@@ -64,6 +65,7 @@ impl ConductorConfig {
             limits: LimitsConfig::default(),
             power_sync_interval: Duration::from_secs(60),
             ipmi: driver::ipmi::Ipmi::default(),
+            kvm: driver::kvm::KvmConfig::default(),
         }
     }
 }
@@ -169,6 +171,7 @@ impl Conductor {
             drivers: Drivers {
                 ipmi: self.config.ipmi.clone(),
                 redfish: driver::redfish::Redfish::default(),
+                kvm: driver::kvm::Kvm::new(self.config.kvm.clone()),
             },
             limits: Limits::new(self.config.limits.clone()),
             shards: self.coordinator.shards(),

@@ -4,6 +4,7 @@
 //! and one per BMC address), so a driver only has to do the operation itself.
 
 pub mod ipmi;
+pub mod kvm;
 pub mod redfish;
 
 use std::fmt;
@@ -120,6 +121,7 @@ impl DriverError {
 pub struct Drivers {
     pub ipmi: ipmi::Ipmi,
     pub redfish: redfish::Redfish,
+    pub kvm: kvm::Kvm,
 }
 
 impl Drivers {
@@ -141,7 +143,7 @@ impl Drivers {
         match node.mgt {
             Some(Mgt::Ipmi) => self.ipmi.power(node, action).await,
             Some(Mgt::Redfish) => self.redfish.power(node, action).await,
-            Some(other) => Err(not_yet(other)),
+            Some(Mgt::Kvm) => self.kvm.power(node, action).await,
             None => Err(unmanaged()),
         }
     }
@@ -154,7 +156,7 @@ impl Drivers {
         match node.mgt {
             Some(Mgt::Ipmi) => self.ipmi.boot_device(node, target).await,
             Some(Mgt::Redfish) => self.redfish.boot_device(node, target).await,
-            Some(other) => Err(not_yet(other)),
+            Some(Mgt::Kvm) => self.kvm.boot_device(node, target).await,
             None => Err(unmanaged()),
         }
     }
@@ -164,12 +166,5 @@ fn unmanaged() -> DriverError {
     DriverError::Config {
         field: "mgt".into(),
         reason: "the node has no management driver; set mgt=ipmi|redfish|kvm".into(),
-    }
-}
-
-fn not_yet(mgt: Mgt) -> DriverError {
-    DriverError::Config {
-        field: "mgt".into(),
-        reason: format!("power control through mgt={mgt} is not available in this release yet"),
     }
 }
