@@ -91,3 +91,157 @@ async fn a_conductor_killed_mid_operation_still_leaves_one_result_per_node() {
         "the killed conductor's nodes were retried"
     );
 }
+
+/// Asks every conductor process what it owns, over and over, and records any shard two of them
+/// claim at the same time.
+struct Checker {
+    stop: tokio_util::sync::CancellationToken,
+    violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    addrs: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Checker {
+    fn start() -> Checker {
+        let c = Checker {
+            stop: Default::default(),
+            violations: Default::default(),
+            rounds: Default::default(),
+            addrs: Default::default(),
+        };
+        let (stop, violations, rounds, addrs) = (
+            c.stop.clone(),
+            c.violations.clone(),
+            c.rounds.clone(),
+            c.addrs.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let list = addrs.lock().unwrap().clone();
+                let mut seen: std::collections::BTreeMap<u32, String> = Default::default();
+                for (id, addr) in list {
+                    for shard in TestCluster::owned_by(&addr).await.unwrap_or_default() {
+                        if let Some(other) = seen.insert(shard, id.clone()) {
+                            violations
+                                .lock()
+                                .unwrap()
+                                .push(format!("shard {shard}: {other} and {id}"));
+                        }
+                    }
+                }
+                rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        });
+        c
+    }
+
+    fn follow(&self, cluster: &TestCluster) {
+        *self.addrs.lock().unwrap() = cluster.conductor_addrs.clone();
+    }
+}
+
+/// Waits until the live conductors listed by the api own every shard, each ⌊64/n⌋ or ⌈64/n⌉.
+async fn wait_balanced(cluster: &TestCluster, ids: &[&str]) {
+    let client = cluster.conductors().await;
+    xcat3_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "balanced ownership",
+        || {
+            let mut client = client.clone();
+            async move {
+                let list = client
+                    .list_conductors(pb::ListConductorsRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                let mut live: Vec<&str> = list.conductors.iter().map(|c| c.id.as_str()).collect();
+                live.sort();
+                let n = ids.len() as u32;
+                let fair = list.conductors.iter().all(|c| {
+                    c.shards.len() as u32 == 64 / n || c.shards.len() as u32 == 64_u32.div_ceil(n)
+                });
+                let total: usize = list.conductors.iter().map(|c| c.shards.len()).sum();
+                (live == ids && fair && total == 64).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
+    let mut cluster = TestCluster::start(1, 3, &["--power-sync-interval-secs", "0"])
+        .await
+        .unwrap();
+    let checker = Checker::start();
+    checker.follow(&cluster);
+    wait_balanced(&cluster, &["c0"]).await;
+    for id in ["c1", "c2", "c3"] {
+        cluster
+            .add_conductor(id, &["--power-sync-interval-secs", "0"])
+            .await
+            .unwrap();
+    }
+    checker.follow(&cluster);
+    wait_balanced(&cluster, &["c0", "c1", "c2", "c3"]).await;
+    // Scale down: SIGTERM hands the shards over and exits cleanly.
+    for id in ["c3", "c2"] {
+        let status = cluster.stop_conductor(id).await.unwrap();
+        assert!(
+            status.success(),
+            "{id} exited with {status}: {}",
+            cluster.log(id)
+        );
+    }
+    wait_balanced(&cluster, &["c0", "c1"]).await;
+
+    // A conductor reaching etcd through a proxy that the test then cuts.
+    let target = cluster
+        .etcd
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = xcat3_tests::TcpProxy::start(target).await.unwrap();
+    cluster
+        .add_conductor_via(
+            "cut",
+            &format!("http://{}", proxy.addr),
+            &["--power-sync-interval-secs", "0"],
+        )
+        .await
+        .unwrap();
+    checker.follow(&cluster);
+    wait_balanced(&cluster, &["c0", "c1", "cut"]).await;
+    let cut_addr = cluster
+        .conductor_addrs
+        .iter()
+        .find(|(id, _)| id == "cut")
+        .unwrap()
+        .1
+        .clone();
+    proxy.cut();
+    xcat3_tests::wait_for(
+        std::time::Duration::from_secs(3),
+        "the cut-off conductor drops its shards",
+        || {
+            let addr = cut_addr.clone();
+            async move {
+                TestCluster::owned_by(&addr)
+                    .await
+                    .filter(|s| s.is_empty())
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    wait_balanced(&cluster, &["c0", "c1"]).await;
+    checker.stop.cancel();
+    let rounds = checker.rounds.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(rounds > 50, "the checker ran {rounds} rounds");
+    let v = checker.violations.lock().unwrap();
+    assert!(v.is_empty(), "two owners seen: {:?}", &v[..v.len().min(10)]);
+}

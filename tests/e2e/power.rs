@@ -251,3 +251,53 @@ async fn kvm_power_and_boot_device_over_ssh_and_libvirt() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_power_sync_records_drift() {
+    let bmc = TestBmc::start().await.unwrap();
+    let opts = ServerOptions {
+        extra_args: vec!["--power-sync-interval-secs".into(), "1".into()],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    s.cli(&["create", "drift1", "mgt=ipmi", "--control", &bmc.control()])
+        .await
+        .ok();
+    s.cli(&["power", "drift1", "status"]).await.ok();
+    // Someone switches the machine on behind xcat3's back.
+    let out = tokio::process::Command::new("ipmitool")
+        .args([
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &bmc.port.to_string(),
+            "-U",
+            "admin",
+            "-P",
+        ])
+        .arg(TestBmc::PASSWORD)
+        .args(["power", "on"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    xcat3_tests::wait_for(
+        std::time::Duration::from_secs(15),
+        "a drift event",
+        || async {
+            s.cli(&["events", "drift1"])
+                .await
+                .stdout
+                .contains("power is on (was off)")
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let out = s.cli(&["show", "drift1", "-o", "json"]).await.ok();
+    assert!(out.stdout.contains("\"power_state\": \"on\""), "{out:?}");
+}

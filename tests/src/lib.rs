@@ -707,6 +707,8 @@ pub struct TestCluster {
     pub database_url: String,
     pub lease_ttl_secs: u64,
     conductors: Vec<(String, Child)>,
+    /// gRPC address of every conductor started, by id.
+    pub conductor_addrs: Vec<(String, String)>,
     _api: Option<Child>,
     dir: tempfile::TempDir,
     _pg: PgDatabase,
@@ -726,6 +728,7 @@ impl TestCluster {
             database_url,
             lease_ttl_secs,
             conductors: Vec::new(),
+            conductor_addrs: Vec::new(),
             _api: None,
             etcd,
             dir,
@@ -762,6 +765,17 @@ impl TestCluster {
 
     /// Starts conductor `id`.
     pub async fn add_conductor(&mut self, id: &str, args: &[&str]) -> anyhow::Result<()> {
+        let endpoint = self.etcd.endpoint.clone();
+        self.add_conductor_via(id, &endpoint, args).await
+    }
+
+    /// Starts conductor `id` reaching etcd at `etcd_endpoint` (a [`TcpProxy`] to cut it off).
+    pub async fn add_conductor_via(
+        &mut self,
+        id: &str,
+        etcd_endpoint: &str,
+        args: &[&str],
+    ) -> anyhow::Result<()> {
         let log = self.dir.path().join(format!("{id}.log"));
         let mut cmd = Command::new(bin("xcat3-server"));
         cmd.args([
@@ -776,7 +790,7 @@ impl TestCluster {
         ])
         .arg(&self.database_url)
         .arg("--etcd-endpoints")
-        .arg(&self.etcd.endpoint)
+        .arg(etcd_endpoint)
         .arg("--lease-ttl-secs")
         .arg(self.lease_ttl_secs.to_string())
         .args(args)
@@ -785,9 +799,52 @@ impl TestCluster {
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true);
-        let (child, _) = spawn_ready(cmd, "xcat3 conductor ready", &log).await?;
+        let (child, ready) = spawn_ready(cmd, "xcat3 conductor ready", &log).await?;
         self.conductors.push((id.to_owned(), child));
+        self.conductor_addrs.push((
+            id.to_owned(),
+            format!("http://{}", ready_field(&ready, "grpc=")?),
+        ));
         Ok(())
+    }
+
+    /// Stops conductor `id` with SIGTERM and waits for it to exit; returns its exit status.
+    pub async fn stop_conductor(&mut self, id: &str) -> anyhow::Result<std::process::ExitStatus> {
+        let i = self
+            .conductors
+            .iter()
+            .position(|(c, _)| c == id)
+            .context("no such conductor")?;
+        let (_, mut child) = self.conductors.remove(i);
+        let pid = child.id().context("already exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(tokio::time::timeout(Duration::from_secs(60), child.wait()).await??)
+    }
+
+    /// The shards conductor `addr` says it owns, or `None` if it does not answer within a second.
+    pub async fn owned_by(addr: &str) -> Option<Vec<u32>> {
+        let channel = Channel::from_shared(addr.to_owned())
+            .ok()?
+            .connect_timeout(Duration::from_secs(1));
+        let channel = tokio::time::timeout(Duration::from_secs(1), channel.connect())
+            .await
+            .ok()?
+            .ok()?;
+        let auth = Auth(Some(format!("Bearer {CLUSTER_TOKEN}").parse().ok()?));
+        let mut client = xcat3_proto::internal::conductor_client::ConductorClient::new(
+            InterceptedService::new(channel, auth),
+        );
+        let status = tokio::time::timeout(
+            Duration::from_secs(1),
+            client.get_status(xcat3_proto::internal::GetStatusRequest {}),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(status.into_inner().shards)
     }
 
     /// Process ids: the api's, then each conductor's.

@@ -110,6 +110,52 @@ async fn duplicate_names_are_a_conflict(db: Db) {
     );
 }
 
+async fn stale_conductors_are_fenced(db: Db) {
+    use xcat3_store::NodeUpdate;
+    use xcat3_types::PowerState;
+    let s = &db.store;
+    s.create_nodes(&nodes(&["f"])).await.unwrap();
+    let update = |state| NodeUpdate {
+        node: "f".into(),
+        power_state: Some(state),
+        event: Some(("power".into(), format!("{state}"))),
+    };
+    assert!(s.claim_shard(7, 10, "a").await.unwrap());
+    s.conductor_write(7, 10, "a", &[update(PowerState::On)])
+        .await
+        .unwrap();
+    // b claims the shard with a newer token: a's writes are refused from then on.
+    assert!(s.claim_shard(7, 20, "b").await.unwrap());
+    let err = s
+        .conductor_write(7, 10, "a", &[update(PowerState::Off)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Fenced {
+                shard: 7,
+                token: 10,
+                epoch: 20
+            }
+        ),
+        "{err:?}"
+    );
+    // An older claim arriving late changes nothing.
+    assert!(!s.claim_shard(7, 15, "c").await.unwrap());
+    s.conductor_write(7, 20, "b", &[update(PowerState::Off)])
+        .await
+        .unwrap();
+    let node = s.get_nodes(&["f".into()]).await.unwrap().remove(0).node;
+    assert_eq!(node.power_state, PowerState::Off);
+    let events = s.node_events(&["f".into()], 10).await.unwrap();
+    let who: Vec<&str> = events.iter().map(|e| e.conductor.as_str()).collect();
+    assert_eq!(who, ["a", "b"], "the fenced write left no event");
+    // Deleting the node deletes its history.
+    s.delete_nodes(&["f".into()]).await.unwrap();
+    assert!(s.node_events(&["f".into()], 10).await.unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($($test:ident),+) => {
         mod on_sqlite {
@@ -122,6 +168,7 @@ macro_rules! suite {
 }
 
 suite!(
+    stale_conductors_are_fenced,
     revisions_guard_against_lost_updates,
     inventory_updates_leave_conductor_state_alone,
     duplicate_names_are_a_conflict
