@@ -54,6 +54,7 @@ async fn a_conductor_killed_mid_operation_still_leaves_one_result_per_node() {
         .power(pb::PowerRequest {
             noderange: "all".into(),
             action: "status".into(),
+            no_wait: false,
         })
         .await
         .unwrap()

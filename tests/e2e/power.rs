@@ -301,3 +301,27 @@ async fn the_power_sync_records_drift() {
     let out = s.cli(&["show", "drift1", "-o", "json"]).await.ok();
     assert!(out.stdout.contains("\"power_state\": \"on\""), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_answers_accepted_and_the_outcome_lands_in_events() {
+    let bmc = TestBmc::start().await.unwrap();
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.cli(&["create", "async1", "mgt=ipmi", "--control", &bmc.control()])
+        .await
+        .ok();
+    s.cli(&["create", "async2"]).await.ok();
+    let out = s.cli(&["power", "async1,async2", "on", "--no-wait"]).await;
+    assert!(out.stdout.contains("async1: accepted"), "{out:?}");
+    assert!(out.stdout.contains("async2: accepted"), "{out:?}");
+    xcat3_tests::wait_for(
+        std::time::Duration::from_secs(15),
+        "the outcome in the events",
+        || async {
+            let out = s.cli(&["events", "async1,async2"]).await.stdout;
+            (out.contains("power on: now on") && out.contains("power on failed")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(bmc.is_on());
+}

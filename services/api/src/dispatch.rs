@@ -25,15 +25,16 @@ use xcat3_types::Secret;
 /// What to ask the conductors.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Power(String),
-    BootDevice(String),
+    /// Action, and whether to answer "accepted" without waiting for the BMCs.
+    Power(String, bool),
+    BootDevice(String, bool),
 }
 
 impl Op {
     fn repeatable(&self) -> bool {
         match self {
-            Op::Power(a) => matches!(a.as_str(), "on" | "off" | "status"),
-            Op::BootDevice(_) => true,
+            Op::Power(a, _) => matches!(a.as_str(), "on" | "off" | "status"),
+            Op::BootDevice(..) => true,
         }
     }
 }
@@ -207,21 +208,21 @@ async fn call(
         Err(e) => Some(e),
         Ok(mut client) => {
             let started = match &op {
-                Op::Power(action) => {
-                    client
-                        .power(internal::PowerRequest {
-                            names,
-                            action: action.clone(),
-                        })
-                        .await
+                Op::Power(action, no_wait) => {
+                    let req = internal::PowerRequest {
+                        names,
+                        action: action.clone(),
+                        no_wait: *no_wait,
+                    };
+                    client.power(req).await
                 }
-                Op::BootDevice(device) => {
-                    client
-                        .boot_device(internal::BootDeviceRequest {
-                            names,
-                            device: device.clone(),
-                        })
-                        .await
+                Op::BootDevice(device, no_wait) => {
+                    let req = internal::BootDeviceRequest {
+                        names,
+                        device: device.clone(),
+                        no_wait: *no_wait,
+                    };
+                    client.boot_device(req).await
                 }
             };
             match started {

@@ -107,6 +107,9 @@ pub struct PowerArgs {
     pub noderange: String,
     #[arg(value_parser = ["on", "off", "reset", "cycle", "status", "boot"])]
     pub action: String,
+    /// Return once the conductors have accepted the work; follow it with `xcat3 events`.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +117,9 @@ pub struct BootdevArgs {
     pub noderange: String,
     #[arg(value_parser = ["net", "disk", "cdrom", "status"])]
     pub device: String,
+    /// Return once the conductors have accepted the work.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Args, Debug)]

@@ -276,6 +276,7 @@ pub async fn power(conn: &Connection, a: PowerArgs) -> anyhow::Result<ExitCode> 
     let req = pb::PowerRequest {
         noderange: a.noderange,
         action: a.action,
+        no_wait: a.no_wait,
     };
     let stream = conn.nodes().await?.power(req).await?.into_inner();
     output::results(stream, "power", ShowOk::All).await
@@ -285,6 +286,7 @@ pub async fn bootdev(conn: &Connection, a: BootdevArgs) -> anyhow::Result<ExitCo
     let req = pb::BootDeviceRequest {
         noderange: a.noderange,
         device: a.device,
+        no_wait: a.no_wait,
     };
     let stream = conn.nodes().await?.boot_device(req).await?.into_inner();
     output::results(stream, "bootdev", ShowOk::All).await

@@ -9,7 +9,9 @@ use tonic::{Request, Response, Status};
 use xcat3_proto::{internal, pb};
 
 use crate::driver::{BootDevice, PowerAction};
-use crate::work::{Executor, Operation};
+use xcat3_coord::shard_of;
+
+use crate::work::{Executor, Operation, err, ok};
 
 pub struct ConductorService {
     pub executor: Arc<Executor>,
@@ -18,7 +20,10 @@ pub struct ConductorService {
 type Results = ReceiverStream<Result<pb::NodeResults, Status>>;
 
 impl ConductorService {
-    fn start(&self, names: Vec<String>, op: Operation) -> Results {
+    fn start(&self, names: Vec<String>, op: Operation, no_wait: bool) -> Results {
+        if no_wait {
+            return self.accept(names, op);
+        }
         let (tx, mut rx) = mpsc::channel::<Vec<pb::NodeResult>>(16);
         let (out_tx, out_rx) = mpsc::channel(16);
         let total = names.len() as u64;
@@ -45,6 +50,42 @@ impl ConductorService {
     }
 }
 
+impl ConductorService {
+    /// Answers "accepted" for the nodes of shards this conductor owns (the others get the usual
+    /// "not owned" error, so the api sends them elsewhere), then does the work in the background;
+    /// its outcome is recorded in the nodes' state and events.
+    fn accept(&self, names: Vec<String>, op: Operation) -> Results {
+        let (out_tx, out_rx) = mpsc::channel(4);
+        let executor = self.executor.clone();
+        tokio::spawn(async move {
+            let owned = executor.membership.owned();
+            let (mine, others): (Vec<String>, Vec<String>) = names
+                .into_iter()
+                .partition(|n| owned.contains_key(&shard_of(n, executor.shards)));
+            let mut results: Vec<pb::NodeResult> = mine.iter().map(|n| ok(n, "accepted")).collect();
+            results.extend(others.iter().map(|n| {
+                let shard = shard_of(n, executor.shards);
+                err(
+                    n,
+                    "unavailable",
+                    "",
+                    format!(
+                        "shard {shard} is not owned by conductor {}; retry",
+                        executor.id
+                    ),
+                )
+            }));
+            let total = results.len() as u64;
+            let _ = out_tx.send(Ok(pb::NodeResults { results, total })).await;
+            // The work outlives the call; its results go to the database, not to the caller.
+            let (tx, mut rx) = mpsc::channel(16);
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            executor.run(mine, op, tx).await;
+        });
+        ReceiverStream::new(out_rx)
+    }
+}
+
 #[tonic::async_trait]
 impl internal::conductor_server::Conductor for ConductorService {
     type PowerStream = Results;
@@ -60,9 +101,11 @@ impl internal::conductor_server::Conductor for ConductorService {
             .parse()
             .map_err(|e| Status::invalid_argument(format!("action: {e}")))?;
         tracing::info!(nodes = req.names.len(), %action, "power");
-        Ok(Response::new(
-            self.start(req.names, Operation::Power(action)),
-        ))
+        Ok(Response::new(self.start(
+            req.names,
+            Operation::Power(action),
+            req.no_wait,
+        )))
     }
 
     async fn boot_device(
@@ -78,9 +121,11 @@ impl internal::conductor_server::Conductor for ConductorService {
             ),
         };
         tracing::info!(nodes = req.names.len(), device = %req.device, "boot device");
-        Ok(Response::new(
-            self.start(req.names, Operation::BootDevice(target)),
-        ))
+        Ok(Response::new(self.start(
+            req.names,
+            Operation::BootDevice(target),
+            req.no_wait,
+        )))
     }
 
     async fn get_status(

@@ -44,7 +44,7 @@ pub struct Executor {
     pub in_flight: AtomicU64,
 }
 
-fn ok(name: &str, what: &str) -> pb::NodeResult {
+pub fn ok(name: &str, what: &str) -> pb::NodeResult {
     pb::NodeResult {
         name: name.to_owned(),
         outcome: Some(pb::node_result::Outcome::Ok(what.to_owned())),

@@ -233,6 +233,7 @@ async fn power(n: u32, conductors: usize, rounds: usize) {
         let req = pb::PowerRequest {
             noderange: "all".into(),
             action: "status".into(),
+            no_wait: false,
         };
         let stream = client.power(req).await.unwrap().into_inner();
         let results = collect_results(stream).await.unwrap();

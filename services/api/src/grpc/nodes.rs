@@ -157,7 +157,8 @@ impl pb::node_service_server::NodeService for NodeService {
             )));
         }
         tracing::info!(noderange = %req.noderange, action = %req.action, "power");
-        self.dispatch(&req.noderange, Op::Power(req.action)).await
+        self.dispatch(&req.noderange, Op::Power(req.action, req.no_wait))
+            .await
     }
 
     async fn boot_device(
@@ -173,7 +174,7 @@ impl pb::node_service_server::NodeService for NodeService {
             )));
         }
         tracing::info!(noderange = %req.noderange, device = %req.device, "boot device");
-        self.dispatch(&req.noderange, Op::BootDevice(req.device))
+        self.dispatch(&req.noderange, Op::BootDevice(req.device, req.no_wait))
             .await
     }
 
