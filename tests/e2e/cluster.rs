@@ -94,7 +94,7 @@ async fn a_conductor_killed_mid_operation_still_leaves_one_result_per_node() {
 }
 
 /// Asks every conductor process what it owns, over and over, and records any shard two of them
-/// claim at the same time.
+/// held at the same time.
 struct Checker {
     stop: tokio_util::sync::CancellationToken,
     violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -119,14 +119,38 @@ impl Checker {
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 let list = addrs.lock().unwrap().clone();
-                let mut seen: std::collections::BTreeMap<u32, String> = Default::default();
-                for (id, addr) in list {
-                    for shard in TestCluster::owned_by(&addr).await.unwrap_or_default() {
-                        if let Some(other) = seen.insert(shard, id.clone()) {
+                // Two passes over the conductors, one after the other. Answers are not taken at the
+                // same instant, so "X owns S" then "Y owns S" may just be a hand-over between the
+                // two questions; but if X owns S in both passes and Y owns it in between (Y's
+                // answer in pass 1 comes after X's in pass 1 and before X's in pass 2), both held
+                // it at once.
+                let mut passes: Vec<Vec<std::collections::BTreeSet<u32>>> = Vec::new();
+                for _ in 0..2 {
+                    let mut pass = Vec::new();
+                    for (_, addr) in &list {
+                        pass.push(
+                            TestCluster::owned_by(addr)
+                                .await
+                                .unwrap_or_default()
+                                .into_iter()
+                                .collect(),
+                        );
+                    }
+                    passes.push(pass);
+                }
+                for i in 0..list.len() {
+                    for j in i + 1..list.len() {
+                        let x_then_y = passes[0][i]
+                            .iter()
+                            .filter(|s| passes[1][i].contains(s) && passes[0][j].contains(s));
+                        let y_then_x = passes[0][j]
+                            .iter()
+                            .filter(|s| passes[1][j].contains(s) && passes[1][i].contains(s));
+                        for shard in x_then_y.chain(y_then_x) {
                             violations
                                 .lock()
                                 .unwrap()
-                                .push(format!("shard {shard}: {other} and {id}"));
+                                .push(format!("shard {shard}: {} and {}", list[i].0, list[j].0));
                         }
                     }
                 }
@@ -242,7 +266,7 @@ async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
     wait_balanced(&cluster, &["c0", "c1"]).await;
     checker.stop.cancel();
     let rounds = checker.rounds.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(rounds > 50, "the checker ran {rounds} rounds");
+    assert!(rounds > 20, "the checker ran {rounds} rounds");
     let v = checker.violations.lock().unwrap();
     assert!(v.is_empty(), "two owners seen: {:?}", &v[..v.len().min(10)]);
 }

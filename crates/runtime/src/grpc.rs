@@ -26,3 +26,25 @@ pub fn reflection(
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
+
+/// Binds a service's gRPC listener and, if asked, its metrics listener, before anything else
+/// starts, so a taken port fails the start with a clear message.
+pub async fn bind(
+    what: &str,
+    listen: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(tokio::net::TcpListener, Option<tokio::net::TcpListener>)> {
+    use anyhow::Context as _;
+    let grpc = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind the {what} listener on {listen}"))?;
+    let metrics = match metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind the metrics listener on {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok((grpc, metrics))
+}

@@ -92,17 +92,8 @@ impl Api {
                 "no token configured: set XCAT3_ADMIN_TOKEN (and optionally XCAT3_READONLY_TOKEN), or pass --insecure for local development"
             );
         }
-        let grpc_listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("bind gRPC listener on {}", config.listen))?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("bind metrics listener on {addr}"))?,
-            ),
-            None => None,
-        };
+        let (grpc_listener, metrics_listener) =
+            xcat3_runtime::grpc::bind("gRPC", config.listen, config.metrics_listen).await?;
         let store = Store::connect(&config.database_url)
             .await
             .context("open the database")?;

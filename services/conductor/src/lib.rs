@@ -93,17 +93,8 @@ impl Conductor {
                 "no token configured: set XCAT3_ADMIN_TOKEN (the api calls conductors with it), or pass --insecure"
             );
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("bind conductor listener on {}", config.listen))?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("bind metrics listener on {addr}"))?,
-            ),
-            None => None,
-        };
+        let (listener, metrics_listener) =
+            xcat3_runtime::grpc::bind("conductor", config.listen, config.metrics_listen).await?;
         let store = Store::connect(&config.database_url)
             .await
             .context("open the database")?;

@@ -75,6 +75,18 @@ impl NodeService {
 const POWER_ACTIONS: &[&str] = &["on", "off", "reset", "cycle", "status", "boot"];
 const BOOT_DEVICES: &[&str] = &["net", "disk", "cdrom", "status"];
 
+/// Checks that `value` is one of `words`, naming `field` if not.
+fn one_of(field: &str, value: &str, words: &[&str]) -> Result<(), Status> {
+    if words.contains(&value) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{field}: {value:?} is not one of: {}",
+            words.join(", ")
+        )))
+    }
+}
+
 fn outcome_to_pb(o: Outcome) -> pb::NodeResult {
     pb::NodeResult {
         name: o.name,
@@ -149,13 +161,7 @@ impl pb::node_service_server::NodeService for NodeService {
         request: Request<pb::PowerRequest>,
     ) -> Result<Response<ResultStream>, Status> {
         let req = request.into_inner();
-        if !POWER_ACTIONS.contains(&req.action.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "action: {:?} is not one of: {}",
-                req.action,
-                POWER_ACTIONS.join(", ")
-            )));
-        }
+        one_of("action", &req.action, POWER_ACTIONS)?;
         tracing::info!(noderange = %req.noderange, action = %req.action, "power");
         self.dispatch(&req.noderange, Op::Power(req.action, req.no_wait))
             .await
@@ -166,13 +172,7 @@ impl pb::node_service_server::NodeService for NodeService {
         request: Request<pb::BootDeviceRequest>,
     ) -> Result<Response<ResultStream>, Status> {
         let req = request.into_inner();
-        if !BOOT_DEVICES.contains(&req.device.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "device: {:?} is not one of: {}",
-                req.device,
-                BOOT_DEVICES.join(", ")
-            )));
-        }
+        one_of("device", &req.device, BOOT_DEVICES)?;
         tracing::info!(noderange = %req.noderange, device = %req.device, "boot device");
         self.dispatch(&req.noderange, Op::BootDevice(req.device, req.no_wait))
             .await
