@@ -270,3 +270,39 @@ async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
     let v = checker.violations.lock().unwrap();
     assert!(v.is_empty(), "two owners seen: {:?}", &v[..v.len().min(10)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_live_conductor_each_node_gets_a_clear_error_at_once() {
+    let cluster = TestCluster::start(0, 3, &[]).await.unwrap();
+    let mut client = cluster.nodes().await;
+    let nodes = (0..5)
+        .map(|i| pb::Node {
+            name: format!("lonely{i}"),
+            mgt: "ipmi".into(),
+            ..Default::default()
+        })
+        .collect();
+    let req = pb::CreateNodesRequest {
+        nodes,
+        ..Default::default()
+    };
+    collect_results(client.create_nodes(req).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    let req = pb::PowerRequest {
+        noderange: "lonely[0-4]".into(),
+        action: "status".into(),
+        no_wait: false,
+    };
+    let results = collect_results(client.power(req).await.unwrap().into_inner())
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        let e = error_of(r).expect("no conductor, no success");
+        assert!(
+            e.reason.starts_with("no live conductor owns shard"),
+            "{e:?}"
+        );
+    }
+}
