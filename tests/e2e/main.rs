@@ -7,6 +7,7 @@
 
 mod cli;
 mod cluster;
+mod helm;
 mod inventory;
 mod power;
 mod security;

@@ -1,0 +1,229 @@
+//! The Helm chart (`deploy/helm/xcat3`): `helm lint --strict`, `helm template` with the default,
+//! HA and external values, every manifest validated against the Kubernetes 1.30 schemas
+//! (kubernetes-validate --strict), and the chart's invariants checked on the rendered objects.
+
+use std::path::PathBuf;
+
+use serde_yaml::Value;
+
+fn chart() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/xcat3")
+}
+
+fn tool(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with scripts/test.sh, which installs it")
+    })
+}
+
+fn helm(args: &[&str]) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(tool("XCAT3_TEST_HELM"))
+        .args(args)
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Renders the chart with `values` (a file under the chart's ci/), validates it against the
+/// Kubernetes schemas, and returns the objects.
+fn render(values: Option<&str>) -> Vec<Value> {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let mut args = vec![
+        "template",
+        "rel",
+        chart,
+        "--namespace",
+        "prov",
+        "--kube-version",
+        "1.30.0",
+    ];
+    let file;
+    if let Some(v) = values {
+        file = format!("{chart}/ci/{v}");
+        args.extend(["-f", &file]);
+    }
+    let text = helm(&args);
+    let rendered = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rendered.path(), &text).unwrap();
+    let out = std::process::Command::new(tool("XCAT3_TEST_KUBE_VALIDATE"))
+        .args(["--strict", "-k", "1.30.0"])
+        .arg(rendered.path())
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate ({values:?}): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn named<'a>(objects: &'a [Value], kind_: &str, suffix: &str) -> Option<&'a Value> {
+    kind(objects, kind_).into_iter().find(|o| {
+        o["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(suffix))
+    })
+}
+
+fn containers(workload: &Value) -> Vec<&Value> {
+    workload["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default()
+}
+
+/// Invariants that hold for every set of values.
+fn check_invariants(objects: &[Value]) {
+    let workloads: Vec<&Value> = ["Deployment", "StatefulSet", "DaemonSet"]
+        .iter()
+        .flat_map(|k| kind(objects, k))
+        .collect();
+    assert!(!workloads.is_empty());
+    for w in &workloads {
+        let name = w["metadata"]["name"].as_str().unwrap_or("?");
+        for c in containers(w) {
+            assert!(
+                c["readinessProbe"].is_mapping(),
+                "{name}: no readiness probe"
+            );
+            assert!(
+                c["resources"]["limits"].is_mapping() && c["resources"]["requests"].is_mapping(),
+                "{name}: no resources"
+            );
+            let sc = &c["securityContext"];
+            assert_eq!(
+                sc["runAsNonRoot"],
+                Value::Bool(true),
+                "{name}: may run as root"
+            );
+            assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{name}");
+            // Secrets reach containers only through secretKeyRef, never as literal values.
+            for env in c["env"].as_sequence().into_iter().flatten() {
+                let var = env["name"].as_str().unwrap_or("");
+                if var.contains("TOKEN") || var.contains("PASSWORD") || var.contains("DATABASE_URL")
+                {
+                    assert!(
+                        env["valueFrom"]["secretKeyRef"].is_mapping(),
+                        "{name}: {var} is not from a Secret"
+                    );
+                }
+            }
+        }
+        let xcat3 = containers(w)
+            .iter()
+            .any(|c| c["image"].as_str().is_some_and(|i| i.contains("xcat3")));
+        if xcat3 {
+            for c in containers(w) {
+                assert!(
+                    c["livenessProbe"]["grpc"].is_mapping(),
+                    "{name}: no gRPC liveness probe"
+                );
+                assert_eq!(
+                    c["securityContext"]["readOnlyRootFilesystem"],
+                    Value::Bool(true),
+                    "{name}"
+                );
+            }
+        }
+    }
+    // No secret in a ConfigMap.
+    for cm in kind(objects, "ConfigMap") {
+        for (k, v) in cm["data"].as_mapping().into_iter().flatten() {
+            let text = format!("{k:?}{v:?}").to_lowercase();
+            assert!(
+                !text.contains("token") && !text.contains("password"),
+                "secret-looking data in a ConfigMap: {k:?}"
+            );
+        }
+    }
+    // Conductors: time to hand over on SIGTERM, a disruption budget, and each one advertises itself.
+    let conductor = named(objects, "Deployment", "-conductor").expect("a conductor Deployment");
+    let grace = conductor["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        grace >= 30,
+        "grace period {grace}s is too short to hand shards over"
+    );
+    assert!(named(objects, "PodDisruptionBudget", "-conductor").is_some());
+    let args = format!("{:?}", containers(conductor)[0]["args"]);
+    assert!(args.contains("--advertise=http://$(POD_IP)"), "{args}");
+    assert!(named(objects, "Service", "-api").is_some());
+}
+
+#[test]
+fn the_chart_lints_renders_validates_and_keeps_its_invariants() {
+    let chart = chart();
+    helm(&["lint", "--strict", chart.to_str().unwrap()]);
+
+    let default = render(None);
+    check_invariants(&default);
+    assert!(
+        named(&default, "StatefulSet", "-etcd").is_some(),
+        "bundled etcd by default"
+    );
+    assert!(
+        named(&default, "StatefulSet", "-postgresql").is_some(),
+        "bundled PostgreSQL by default"
+    );
+    assert_eq!(
+        kind(&default, "Secret").len(),
+        2,
+        "the generated token and database secrets"
+    );
+
+    let ha = render(Some("ha-values.yaml"));
+    check_invariants(&ha);
+    let conductor = named(&ha, "Deployment", "-conductor").unwrap();
+    assert_eq!(conductor["spec"]["replicas"], Value::from(4));
+    let etcd = named(&ha, "StatefulSet", "-etcd").unwrap();
+    assert_eq!(etcd["spec"]["replicas"], Value::from(3));
+    let cmd = format!("{:?}", containers(etcd)[0]["command"]);
+    assert_eq!(
+        cmd.matches(":2380").count(),
+        3 + 2,
+        "three members in --initial-cluster: {cmd}"
+    );
+
+    let external = render(Some("external-values.yaml"));
+    check_invariants(&external);
+    assert!(
+        kind(&external, "StatefulSet").is_empty(),
+        "nothing bundled with external etcd and PostgreSQL"
+    );
+    assert!(
+        kind(&external, "Secret").is_empty(),
+        "the operator's secrets are used"
+    );
+    let env = format!(
+        "{:?}",
+        containers(named(&external, "Deployment", "-api").unwrap())[0]["env"]
+    );
+    assert!(
+        env.contains("xcat3-tokens") && env.contains("xcat3-database"),
+        "{env}"
+    );
+    assert!(
+        env.contains("https://etcd-a.example:2379,https://etcd-b.example:2379"),
+        "{env}"
+    );
+}
