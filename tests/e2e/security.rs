@@ -1,6 +1,5 @@
 //! Authentication, secrets that never leak, health, reflection and metrics.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use xcat3_proto::pb;
 use xcat3_tests::{Backend, ServerOptions, TestServer, bin, collect_results, get_all};
 
@@ -175,12 +174,7 @@ async fn health_reflection_and_metrics_need_no_token() {
 
     s.cli(&["list"]).await.ok();
     s.cli(&["network-list"]).await.ok();
-    let mut conn = tokio::net::TcpStream::connect(s.metrics).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).await.unwrap();
+    let text = s.metrics_text().await;
     assert!(
         text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
         "{text}"

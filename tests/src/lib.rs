@@ -261,6 +261,20 @@ impl TestServer {
         &self.dir
     }
 
+    /// The server's `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut conn = tokio::net::TcpStream::connect(self.metrics)
+            .await
+            .expect("connect to /metrics");
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .expect("send");
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.expect("read /metrics");
+        text
+    }
+
     /// Everything the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

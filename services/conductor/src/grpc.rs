@@ -1,7 +1,6 @@
 //! `xcat3.internal.v1.Conductor`: what the api calls.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -136,7 +135,7 @@ impl internal::conductor_server::Conductor for ConductorService {
         Ok(Response::new(internal::ConductorStatus {
             id: e.id.clone(),
             shards: e.membership.owned().into_keys().collect(),
-            in_flight: e.in_flight.load(Ordering::Relaxed),
+            in_flight: e.metrics.in_flight.get().max(0) as u64,
         }))
     }
 }

@@ -11,11 +11,11 @@ pub mod cli;
 pub mod driver;
 pub mod grpc;
 pub mod limits;
+pub mod metrics;
 pub mod work;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -154,6 +154,7 @@ impl Conductor {
         };
         let membership = self.coordinator.join(member, shutdown.clone()).await?;
         let claimed = Claimed::default();
+        let conductor_metrics = metrics::ConductorMetrics::register(&self.metrics);
         let executor = Arc::new(Executor {
             id: self.id.clone(),
             store: self.store.clone(),
@@ -166,7 +167,7 @@ impl Conductor {
             },
             limits: Limits::new(self.config.limits.clone()),
             shards: self.coordinator.shards(),
-            in_flight: AtomicU64::new(0),
+            metrics: conductor_metrics.clone(),
         });
         let claims = tokio::spawn(record_claims(
             self.store.clone(),
@@ -175,6 +176,7 @@ impl Conductor {
             self.id.clone(),
             shutdown.clone(),
             ready,
+            conductor_metrics,
         ));
         let sync = tokio::spawn(power_sync(
             executor.clone(),
@@ -229,6 +231,7 @@ async fn record_claims(
     id: String,
     shutdown: CancellationToken,
     mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+    metrics: metrics::ConductorMetrics,
 ) {
     let mut owned = membership.watch();
     loop {
@@ -242,6 +245,7 @@ async fn record_claims(
             match store.claim_shard(*shard, token.0, &id).await {
                 Ok(true) => {
                     known.insert(*shard, *token);
+                    metrics.shard_claims.inc();
                 }
                 Ok(false) => tracing::warn!(
                     shard,
@@ -253,6 +257,7 @@ async fn record_claims(
                 }
             }
         }
+        metrics.owned_shards.set(known.len() as i64);
         let missing = now.len() != known.len();
         drop(known);
         if !missing

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{RwLock, mpsc};
 use tokio::task::JoinSet;
@@ -41,7 +40,7 @@ pub struct Executor {
     pub drivers: Drivers,
     pub limits: Limits,
     pub shards: u32,
-    pub in_flight: AtomicU64,
+    pub metrics: crate::metrics::ConductorMetrics,
 }
 
 pub fn ok(name: &str, what: &str) -> pb::NodeResult {
@@ -114,11 +113,9 @@ impl Executor {
         if self.claimed.read().await.get(&shard) != Some(&guard.token) {
             return moved("is still being taken over by");
         }
-        self.in_flight
-            .fetch_add(names.len() as u64, Ordering::Relaxed);
+        self.metrics.in_flight.inc_by(names.len() as i64);
         let results = self.run_owned(shard, guard.token, &names, op).await;
-        self.in_flight
-            .fetch_sub(names.len() as u64, Ordering::Relaxed);
+        self.metrics.in_flight.dec_by(names.len() as i64);
         drop(guard);
         results
     }
@@ -152,6 +149,7 @@ impl Executor {
             };
             let me = self.clone();
             calls.spawn(async move {
+                let started = std::time::Instant::now();
                 let endpoint = Drivers::endpoint(&node);
                 let outcome = me
                     .limits
@@ -168,6 +166,7 @@ impl Executor {
                         }
                     })
                     .await;
+                me.observe(&node, op, outcome.is_ok(), started.elapsed());
                 (node, outcome)
             });
         }
@@ -208,6 +207,35 @@ impl Executor {
             })),
         }
         results
+    }
+}
+
+impl Executor {
+    /// Counts and times one driver operation.
+    fn observe(&self, node: &Node, op: Operation, ok: bool, took: std::time::Duration) {
+        use crate::metrics::{DriverLabels, OperationLabels};
+        let driver = node.mgt.map_or("none", |m| m.as_str()).to_owned();
+        let operation = match op {
+            Operation::Power(a) => format!("power-{a}"),
+            Operation::BootDevice(Some(_)) => "bootdev-set".to_owned(),
+            Operation::BootDevice(None) => "bootdev-status".to_owned(),
+        };
+        let result = if ok { "ok" } else { "error" }.to_owned();
+        self.metrics
+            .durations
+            .get_or_create(&DriverLabels {
+                driver: driver.clone(),
+                operation: operation.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.metrics
+            .operations
+            .get_or_create(&OperationLabels {
+                driver,
+                operation,
+                result,
+            })
+            .inc();
     }
 }
 
