@@ -96,11 +96,7 @@ impl Ipmi {
             },
         };
         self.run(node, &["power", verb]).await?;
-        Ok(if action == PowerAction::Off {
-            PowerState::Off
-        } else {
-            PowerState::On
-        })
+        Ok(action.resulting_state())
     }
 
     pub async fn boot_device(

@@ -177,11 +177,7 @@ impl Kvm {
                 self.virsh(node, &["start", dom], None).await?;
             }
         }
-        Ok(if action == PowerAction::Off {
-            PowerState::Off
-        } else {
-            PowerState::On
-        })
+        Ok(action.resulting_state())
     }
 
     pub async fn boot_device(

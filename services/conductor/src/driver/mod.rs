@@ -27,6 +27,16 @@ pub enum PowerAction {
 impl PowerAction {
     pub const WORDS: &'static [&'static str] = &["on", "off", "reset", "cycle", "status", "boot"];
 
+    /// The power state a node is in once the action has been carried out (`status` excepted:
+    /// it reads the state instead).
+    pub fn resulting_state(self) -> PowerState {
+        if self == PowerAction::Off {
+            PowerState::Off
+        } else {
+            PowerState::On
+        }
+    }
+
     /// Whether running it twice does no more harm than once (so it may be retried elsewhere).
     pub fn is_idempotent(self) -> bool {
         matches!(

@@ -199,11 +199,7 @@ impl Redfish {
                 _ => self.reset(&t, &system, "On").await?,
             },
         }
-        Ok(if action == PowerAction::Off {
-            PowerState::Off
-        } else {
-            PowerState::On
-        })
+        Ok(action.resulting_state())
     }
 
     pub async fn boot_device(
