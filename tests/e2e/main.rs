@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod helm;
 mod inventory;
+mod network;
 mod power;
 mod security;
 

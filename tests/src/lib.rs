@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bmcsim;
+pub mod netns;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -196,6 +197,7 @@ impl TestServer {
             .open(dir.join("server.log"))?;
         let mut cmd = Command::new(bin("xcat3-server"));
         cmd.arg("all-in-one")
+            .arg("--no-network-agent")
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])

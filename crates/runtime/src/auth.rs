@@ -213,3 +213,23 @@ mod tests {
         assert!(!constant_time_eq(b"", b"a"));
     }
 }
+
+/// The client side: a tonic interceptor that sends `authorization: Bearer <token>` on every call
+/// (nothing when there is no token).
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(token: Option<&Secret>) -> Self {
+        Bearer(token.and_then(|t| format!("Bearer {}", t.expose()).parse().ok()))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}

@@ -14,6 +14,7 @@
 mod conductors;
 mod entity;
 mod misc;
+mod netboot;
 mod networks;
 mod nodes;
 
@@ -27,6 +28,7 @@ use xcat3_migrations::{Migrator, MigratorTrait};
 
 pub use conductors::{EventRecord, NodeUpdate};
 pub use misc::{OsImage, PasswdRecord, ServiceRecord};
+pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord};
 pub use nodes::NodeRecord;
 
 /// Largest number of rows one INSERT carries (keeps under SQLite's and PostgreSQL's parameter limits).
@@ -82,6 +84,8 @@ pub fn now_ms() -> i64 {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Counts this process's inventory writes (see [`Store::subscribe_writes`]).
+    writes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -108,7 +112,10 @@ impl Store {
         }
         let db = Database::connect(opts).await?;
         Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            writes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
     }
 
     /// `sqlite` or `postgres`.

@@ -56,7 +56,7 @@ impl Store {
         network::Entity::insert(to_active(n, now, now))
             .exec_without_returning(&txn)
             .await?;
-        txn.commit().await?;
+        self.commit_inventory(txn).await?;
         Ok(())
     }
 
@@ -66,7 +66,7 @@ impl Store {
         let mut row = to_active(n, 0, now_ms());
         row.created_at = sea_orm::ActiveValue::NotSet;
         network::Entity::update(row).exec(&txn).await?;
-        txn.commit().await?;
+        self.commit_inventory(txn).await?;
         Ok(())
     }
 
@@ -76,7 +76,7 @@ impl Store {
         let res = network::Entity::delete_by_id(name.to_owned())
             .exec(&txn)
             .await?;
-        txn.commit().await?;
+        self.commit_inventory(txn).await?;
         Ok(res.rows_affected > 0)
     }
 
@@ -89,9 +89,16 @@ impl Store {
     }
 
     pub async fn list_networks(&self) -> Result<Vec<Network>> {
+        self.list_networks_in(&self.db).await
+    }
+
+    pub(crate) async fn list_networks_in<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+    ) -> Result<Vec<Network>> {
         network::Entity::find()
             .order_by_asc(network::Column::Name)
-            .all(&self.db)
+            .all(db)
             .await?
             .into_iter()
             .map(from_row)

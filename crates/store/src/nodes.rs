@@ -137,7 +137,7 @@ impl Store {
     pub async fn create_nodes(&self, nodes: &[Node]) -> Result<()> {
         let txn = self.begin_write().await?;
         insert_node_rows(&txn, nodes, now_ms()).await?;
-        txn.commit().await?;
+        self.commit_inventory(txn).await?;
         Ok(())
     }
 
@@ -207,7 +207,7 @@ impl Store {
             let written: Vec<Node> = fresh.iter().map(|(n, _)| n.clone()).collect();
             insert_nic_rows(&txn, &written).await?;
         }
-        txn.commit().await?;
+        self.commit_inventory(txn).await?;
         Ok(conflicts)
     }
 
@@ -224,7 +224,7 @@ impl Store {
                 .await?
                 .rows_affected;
         }
-        txn.commit().await?;
+        self.commit_inventory(txn).await?;
         Ok(deleted)
     }
 

@@ -14,12 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use xcat3_coord::{Coordinator, Snapshot, shard_of};
 use xcat3_proto::{internal, pb};
+use xcat3_runtime::auth::Bearer;
 use xcat3_types::Secret;
 
 /// What to ask the conductors.
@@ -39,25 +38,13 @@ impl Op {
     }
 }
 
-#[derive(Clone)]
-pub(crate) struct Auth(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
-}
-
 pub(crate) type Client =
-    internal::conductor_client::ConductorClient<InterceptedService<Channel, Auth>>;
+    internal::conductor_client::ConductorClient<InterceptedService<Channel, Bearer>>;
 
 /// The api's link to the conductors.
 pub struct Dispatcher {
     coordinator: Arc<dyn Coordinator>,
-    auth: Auth,
+    auth: Bearer,
     clients: Mutex<HashMap<String, Client>>,
     /// How long to wait for a shard without a live owner to be taken over before giving up.
     takeover_wait: Duration,
@@ -81,7 +68,7 @@ impl Dispatcher {
         token: Option<&Secret>,
         takeover_wait: Duration,
     ) -> Self {
-        let auth = Auth(token.and_then(|t| format!("Bearer {}", t.expose()).parse().ok()));
+        let auth = Bearer::new(token);
         Self {
             coordinator,
             auth,

@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod grpc;
 pub mod index;
 pub mod inventory;
+pub mod netboot;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub struct ApiConfig {
     pub heartbeat_interval: Duration,
     /// How long a many-node operation waits for the shards of a failed conductor to be taken over.
     pub takeover_wait: Duration,
+    /// How often the boot feed checks for inventory changes made by other api processes (changes
+    /// made by this one go out at once).
+    pub netboot_poll: Duration,
 }
 
 impl ApiConfig {
@@ -65,6 +69,7 @@ impl ApiConfig {
             noderange_limit: xcat3_noderange::DEFAULT_LIMIT,
             heartbeat_interval: Duration::from_secs(10),
             takeover_wait: Duration::from_secs(15),
+            netboot_poll: Duration::from_millis(500),
         }
     }
 }
@@ -149,6 +154,11 @@ impl Api {
         health.set_serving::<pb::passwd_service_server::PasswdServiceServer<grpc::misc::PasswdService>>().await;
         health.set_serving::<pb::service_registry_server::ServiceRegistryServer<grpc::misc::ServiceRegistry>>().await;
         health.set_serving::<pb::conductor_service_server::ConductorServiceServer<grpc::conductors::ConductorService>>().await;
+        health
+            .set_serving::<xcat3_proto::internal::netboot_config_server::NetbootConfigServer<
+                grpc::netboot::NetbootConfig,
+            >>()
+            .await;
         let (reflection_v1, reflection_v1alpha) =
             xcat3_runtime::grpc::reflection(&[xcat3_proto::FILE_DESCRIPTOR_SET])?;
 
@@ -174,6 +184,11 @@ impl Api {
         let passwds = pb::passwd_service_server::PasswdServiceServer::new(
             grpc::misc::PasswdService::new(store.clone()),
         );
+        let feed = netboot::BootFeed::new();
+        let netboot = xcat3_proto::internal::netboot_config_server::NetbootConfigServer::new(
+            grpc::netboot::NetbootConfig::new(store.clone(), feed.clone()),
+        )
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let registry = pb::service_registry_server::ServiceRegistryServer::new(
             grpc::misc::ServiceRegistry::new(store.clone(), config.heartbeat_interval),
         );
@@ -192,13 +207,16 @@ impl Api {
             .add_service(osimages)
             .add_service(passwds)
             .add_service(registry)
-            .add_service(conductors);
+            .add_service(conductors)
+            .add_service(netboot);
 
         let heartbeat = tokio::spawn(heartbeat(
             store.clone(),
             config.heartbeat_interval,
             shutdown.clone(),
         ));
+        let feed_task =
+            tokio::spawn(feed.run(store.clone(), config.netboot_poll, shutdown.clone()));
         let metrics_task =
             metrics_listener.map(|l| tokio::spawn(metrics.clone().serve(l, shutdown.clone())));
         tracing::info!(addr = %grpc_listener.local_addr()?, backend = store.backend_name(), "api serving");
@@ -211,6 +229,7 @@ impl Api {
             .await;
         shutdown.cancel();
         let _ = heartbeat.await;
+        let _ = feed_task.await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }

@@ -83,6 +83,9 @@ pub enum Command {
     NetworkDelete(NameArg),
     NetworkList(OutputArgs),
     NetworkShow(NameOutputArgs),
+    /// Machines that asked the network agents for an address and are not nodes yet
+    /// (`xcat3 create NAME mac=...` adopts one).
+    DiscoveredList(OutputArgs),
     OsimageList(OutputArgs),
     OsimageShow(NameOutputArgs),
     /// Store a named credential: `passwd-create KEY [username=..] [password=..] [crypt_method=sha512|sha256]`;

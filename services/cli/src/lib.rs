@@ -65,6 +65,7 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         C::PasswdList(a) => others::passwd_list(&conn, a).await,
         C::PasswdDelete(a) => others::passwd_delete(&conn, a).await,
         C::ServiceList(a) => others::service_list(&conn, a).await,
+        C::DiscoveredList(a) => others::discovered_list(&conn, a).await,
         C::Power(a) => nodes::power(&conn, a).await,
         C::Bootdev(a) => nodes::bootdev(&conn, a).await,
         C::ConductorList(a) => others::conductor_list(&conn, a).await,

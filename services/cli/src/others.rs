@@ -175,6 +175,64 @@ pub async fn network_show(conn: &Connection, a: NameOutputArgs) -> anyhow::Resul
 }
 
 #[derive(Serialize)]
+struct DiscoveredDoc {
+    mac: String,
+    ip: String,
+    network: String,
+    agent: String,
+    client_arch: i32,
+    vendor_class: String,
+    first_seen: i64,
+    last_seen: i64,
+}
+
+pub async fn discovered_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
+    let reply = conn
+        .networks()
+        .await?
+        .list_discovered(pb::ListDiscoveredRequest {})
+        .await?;
+    let docs: Vec<DiscoveredDoc> = reply
+        .into_inner()
+        .machines
+        .into_iter()
+        .map(|m| DiscoveredDoc {
+            first_seen: m.first_seen.map_or(0, |t| t.seconds),
+            last_seen: m.last_seen.map_or(0, |t| t.seconds),
+            mac: m.mac,
+            ip: m.ip,
+            network: m.network,
+            agent: m.agent,
+            client_arch: m.client_arch,
+            vendor_class: m.vendor_class,
+        })
+        .collect();
+    output::records(
+        a.format,
+        &["MAC", "IP", "NETWORK", "ARCH", "VENDOR CLASS", "AGENT"],
+        &docs,
+        |d| {
+            let arch = match d.client_arch {
+                -1 => "-".to_owned(),
+                0 => "bios".to_owned(),
+                6 | 7 | 9 => "uefi-x86".to_owned(),
+                11 => "uefi-arm64".to_owned(),
+                n => n.to_string(),
+            };
+            vec![
+                d.mac.clone(),
+                d.ip.clone(),
+                d.network.clone(),
+                arch,
+                d.vendor_class.clone(),
+                d.agent.clone(),
+            ]
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
 struct OsImageDoc {
     name: String,
     distro: String,

@@ -24,6 +24,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Role {
     /// Every service in one process, SQLite by default, no etcd.
     AllInOne {
@@ -34,6 +35,11 @@ enum Role {
         /// Number of shards.
         #[arg(long, env = "XCAT3_SHARDS", default_value_t = xcat3_coord::DEFAULT_SHARDS)]
         shards: u32,
+        #[command(flatten)]
+        network: xcat3_network::cli::NetworkArgs,
+        /// Run without the network agent (no DHCP, TFTP or boot HTTP in this process).
+        #[arg(long, env = "XCAT3_NO_NETWORK_AGENT")]
+        no_network_agent: bool,
     },
     /// The public gRPC api.
     Api {
@@ -41,6 +47,11 @@ enum Role {
         api: xcat3_api::cli::ApiArgs,
         #[command(flatten)]
         coord: CoordArgs,
+    },
+    /// A network agent (DHCP, ProxyDHCP, TFTP, iPXE HTTP), fed by the api.
+    Network {
+        #[command(flatten)]
+        network: xcat3_network::cli::NetworkArgs,
     },
     /// A conductor.
     Conductor {
@@ -57,7 +68,10 @@ fn main() -> std::process::ExitCode {
             api,
             drivers,
             shards,
-        } => all_in_one(api, drivers, shards),
+            network,
+            no_network_agent,
+        } => all_in_one(api, drivers, shards, (!no_network_agent).then_some(network)),
+        Role::Network { network } => xcat3_network::cli::main(network),
         Role::Api { api, coord } => xcat3_api::cli::main(api, coord),
         Role::Conductor { conductor, coord } => xcat3_conductor::cli::main(conductor, coord),
     }
@@ -67,6 +81,7 @@ fn all_in_one(
     api: xcat3_api::cli::ApiArgs,
     drivers: xcat3_conductor::cli::DriverArgs,
     shards: u32,
+    network: Option<xcat3_network::cli::NetworkArgs>,
 ) -> std::process::ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
@@ -106,11 +121,41 @@ fn all_in_one(
                 std::io::Error::other("the conductor stopped before it was ready").into(),
             ));
         }
+        let agent = match network {
+            Some(args) => {
+                let mut agent = args
+                    .resolve(env, Some(resolved.data_dir.clone()))
+                    .map_err(Failure::Config)?;
+                agent.api = format!("http://{}", resolved.config.listen);
+                agent.token = resolved.config.tokens.admin.clone();
+                agent.metrics_listen = None; // its metrics show on the api's /metrics
+                let metrics = metrics.clone();
+                let token = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    let r = xcat3_network::serve(agent, metrics, token.clone()).await;
+                    token.cancel();
+                    r
+                }))
+            }
+            None => None,
+        };
         let api = xcat3_api::serve(resolved.config, coordinator, metrics, shutdown.clone()).await;
         shutdown.cancel();
         let conductor = conductor.await;
+        if let Some(agent) = agent {
+            agent.await??;
+        }
         api?;
         conductor??;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_of_every_role_are_distinct() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
 }

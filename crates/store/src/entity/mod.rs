@@ -1,5 +1,7 @@
 //! sea-orm entities. Private to the store: nothing outside this crate sees a row type.
 
+pub(crate) mod discovered;
+pub(crate) mod dynamic_block;
 pub(crate) mod network;
 pub(crate) mod nic;
 pub(crate) mod node;

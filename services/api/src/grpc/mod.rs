@@ -2,6 +2,7 @@
 
 pub mod conductors;
 pub mod misc;
+pub mod netboot;
 pub mod networks;
 pub mod nodes;
 

@@ -205,4 +205,30 @@ impl pb::network_service_server::NetworkService for NetworkService {
             networks: networks.iter().map(network_to_pb).collect(),
         }))
     }
+
+    async fn list_discovered(
+        &self,
+        _: Request<pb::ListDiscoveredRequest>,
+    ) -> Result<Response<pb::ListDiscoveredResponse>, Status> {
+        let machines = self
+            .store
+            .list_discovered()
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListDiscoveredResponse {
+            machines: machines
+                .into_iter()
+                .map(|m| pb::DiscoveredMachine {
+                    mac: m.mac,
+                    ip: m.ip,
+                    network: m.network,
+                    agent: m.agent,
+                    client_arch: m.client_arch,
+                    vendor_class: m.vendor_class,
+                    first_seen: xcat3_proto::convert::timestamp(m.first_seen),
+                    last_seen: xcat3_proto::convert::timestamp(m.last_seen),
+                })
+                .collect(),
+        }))
+    }
 }

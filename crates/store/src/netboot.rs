@@ -1,0 +1,316 @@
+//! What the network agents answer: the boot table (networks and every NIC), the inventory
+//! revision that tells when it changed, claims on blocks of the dynamic ranges, and machines
+//! discovered by DHCP.
+
+use std::net::Ipv4Addr;
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+use xcat3_types::{IpRange, Network, ProvisionState};
+
+use crate::entity::{discovered, dynamic_block, nic, node};
+use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
+
+/// One NIC of a node, with what the agents need of its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootHostRecord {
+    pub mac: String,
+    pub ip: Option<Ipv4Addr>,
+    pub node: String,
+    pub nic: String,
+    pub primary: bool,
+    pub arch: String,
+    pub netboot: String,
+    pub osimage: Option<String>,
+    pub provision_state: ProvisionState,
+}
+
+/// Everything the agents answer from, read in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct BootTable {
+    pub revision: i64,
+    pub networks: Vec<Network>,
+    pub hosts: Vec<BootHostRecord>,
+}
+
+/// A block of a network's dynamic range claimed by one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub range: IpRange,
+    pub expires_at: i64,
+}
+
+/// A machine that asked for an address and is not in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredRecord {
+    pub mac: String,
+    pub ip: String,
+    pub network: String,
+    pub agent: String,
+    pub client_arch: i32,
+    pub vendor_class: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+async fn read_revision<C: ConnectionTrait>(db: &C) -> Result<i64> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT value FROM inventory_revision WHERE id = 1",
+        ))
+        .await?
+        .ok_or_else(|| corrupt("inventory revision", "the row is missing"))?;
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+impl Store {
+    /// Commits an inventory write, raising the inventory revision in the same transaction, and
+    /// tells this process's [`Store::subscribe_writes`] listeners.
+    pub(crate) async fn commit_inventory(&self, txn: DatabaseTransaction) -> Result<()> {
+        txn.execute_unprepared("UPDATE inventory_revision SET value = value + 1 WHERE id = 1")
+            .await?;
+        txn.commit().await?;
+        self.writes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Fires after every inventory write made through this store (this process only; other
+    /// processes' writes show in [`Store::inventory_revision`]).
+    pub fn subscribe_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writes.subscribe()
+    }
+
+    /// The inventory revision: it grows with every change to what the network agents answer.
+    pub async fn inventory_revision(&self) -> Result<i64> {
+        read_revision(&self.db).await
+    }
+
+    /// The networks and every NIC with its node's boot attributes, consistent with one revision.
+    pub async fn boot_table(&self) -> Result<BootTable> {
+        let txn = self.db.begin().await?;
+        let revision = read_revision(&txn).await?;
+        let networks = self.list_networks_in(&txn).await?;
+        let nodes: Vec<(String, String, String, Option<String>, String)> = node::Entity::find()
+            .select_only()
+            .column(node::Column::Name)
+            .column(node::Column::Arch)
+            .column(node::Column::Netboot)
+            .column(node::Column::Osimage)
+            .column(node::Column::ProvisionState)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let nics = nic::Entity::find()
+            .order_by_asc(nic::Column::Node)
+            .order_by_asc(nic::Column::Position)
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        let by_name: std::collections::HashMap<&str, _> = nodes
+            .iter()
+            .map(|(name, arch, netboot, osimage, state)| {
+                (name.as_str(), (arch, netboot, osimage, state))
+            })
+            .collect();
+        let mut hosts = Vec::with_capacity(nics.len());
+        for n in nics {
+            let Some((arch, netboot, osimage, state)) = by_name.get(n.node.as_str()) else {
+                continue;
+            };
+            let what = || format!("NIC {} of node {}", n.mac, n.node);
+            hosts.push(BootHostRecord {
+                ip: n
+                    .ip
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| corrupt(what(), e))?,
+                provision_state: state.parse().map_err(|e| corrupt(what(), e))?,
+                mac: n.mac,
+                node: n.node,
+                nic: n.name,
+                primary: n.is_primary,
+                arch: (*arch).clone(),
+                netboot: (*netboot).clone(),
+                osimage: (*osimage).clone(),
+            });
+        }
+        Ok(BootTable {
+            revision,
+            networks,
+            hosts,
+        })
+    }
+
+    /// Renews every live block `agent` holds in `network`'s dynamic range until `ttl_ms` from now
+    /// and, with `claim`, claims one more free (or expired) block of `block_size` addresses.
+    /// Returns the agent's live blocks.
+    pub async fn agent_blocks(
+        &self,
+        agent: &str,
+        network: &str,
+        range: IpRange,
+        block_size: u32,
+        ttl_ms: i64,
+        claim: bool,
+    ) -> Result<Vec<Block>> {
+        let now = now_ms();
+        let expires = now + ttl_ms;
+        let txn = self.begin_write().await?;
+        let mine = Condition::all()
+            .add(dynamic_block::Column::Network.eq(network))
+            .add(dynamic_block::Column::Agent.eq(agent))
+            .add(dynamic_block::Column::ExpiresAt.gt(now));
+        dynamic_block::Entity::update_many()
+            .col_expr(dynamic_block::Column::ExpiresAt, Expr::value(expires))
+            .filter(mine.clone())
+            .exec(&txn)
+            .await?;
+        if claim {
+            let taken: Vec<(i64, i64, i64)> = dynamic_block::Entity::find()
+                .select_only()
+                .column(dynamic_block::Column::First)
+                .column(dynamic_block::Column::Last)
+                .column(dynamic_block::Column::ExpiresAt)
+                .filter(dynamic_block::Column::Network.eq(network))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            let start = i64::from(u32::from(range.start));
+            let end = i64::from(u32::from(range.end));
+            let mut first = start;
+            while first <= end {
+                let last = (first + i64::from(block_size) - 1).min(end);
+                let row = taken.iter().find(|(f, _, _)| *f == first);
+                match row {
+                    None => {
+                        dynamic_block::Entity::insert(dynamic_block::ActiveModel {
+                            network: Set(network.to_owned()),
+                            first: Set(first),
+                            last: Set(last),
+                            agent: Set(agent.to_owned()),
+                            expires_at: Set(expires),
+                        })
+                        .exec_without_returning(&txn)
+                        .await?;
+                        break;
+                    }
+                    Some((_, _, at)) if *at <= now => {
+                        // An expired claim: take it over only if nobody renewed it meanwhile.
+                        let res = dynamic_block::Entity::update_many()
+                            .col_expr(dynamic_block::Column::Agent, Expr::value(agent))
+                            .col_expr(dynamic_block::Column::Last, Expr::value(last))
+                            .col_expr(dynamic_block::Column::ExpiresAt, Expr::value(expires))
+                            .filter(dynamic_block::Column::Network.eq(network))
+                            .filter(dynamic_block::Column::First.eq(first))
+                            .filter(dynamic_block::Column::ExpiresAt.lte(now))
+                            .exec(&txn)
+                            .await?;
+                        if res.rows_affected == 1 {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                }
+                first = last + 1;
+            }
+        }
+        let rows = dynamic_block::Entity::find()
+            .filter(mine)
+            .order_by_asc(dynamic_block::Column::First)
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        let ip = |v: i64| {
+            u32::try_from(v)
+                .map(Ipv4Addr::from)
+                .map_err(|e| corrupt(format!("dynamic block of {network}"), e))
+        };
+        rows.into_iter()
+            .filter(|r| r.first >= i64::from(u32::from(range.start)))
+            .filter(|r| r.last <= i64::from(u32::from(range.end)))
+            .map(|r| {
+                Ok(Block {
+                    range: IpRange {
+                        start: ip(r.first)?,
+                        end: ip(r.last)?,
+                    },
+                    expires_at: r.expires_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Records machines seen by the agents (by MAC: the latest sighting wins, the first is kept).
+    pub async fn record_discovered(&self, machines: &[DiscoveredRecord]) -> Result<()> {
+        let txn = self.begin_write().await?;
+        for chunk in machines.chunks(ROWS_PER_STATEMENT) {
+            let rows = chunk.iter().map(|m| discovered::ActiveModel {
+                mac: Set(m.mac.clone()),
+                ip: Set(m.ip.clone()),
+                network: Set(m.network.clone()),
+                agent: Set(m.agent.clone()),
+                client_arch: Set(m.client_arch),
+                vendor_class: Set(m.vendor_class.clone()),
+                first_seen: Set(m.first_seen),
+                last_seen: Set(m.last_seen),
+            });
+            discovered::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::column(discovered::Column::Mac)
+                        .update_columns([
+                            discovered::Column::Ip,
+                            discovered::Column::Network,
+                            discovered::Column::Agent,
+                            discovered::Column::ClientArch,
+                            discovered::Column::VendorClass,
+                            discovered::Column::LastSeen,
+                        ])
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Discovered machines whose MAC no node has (yet), oldest first.
+    pub async fn list_discovered(&self) -> Result<Vec<DiscoveredRecord>> {
+        let rows = discovered::Entity::find()
+            .order_by_asc(discovered::Column::FirstSeen)
+            .order_by_asc(discovered::Column::Mac)
+            .all(&self.db)
+            .await?;
+        let macs: Vec<String> = rows.iter().map(|r| r.mac.clone()).collect();
+        let mut adopted = std::collections::HashSet::new();
+        for chunk in macs.chunks(KEYS_PER_QUERY) {
+            let found: Vec<String> = nic::Entity::find()
+                .select_only()
+                .column(nic::Column::Mac)
+                .filter(nic::Column::Mac.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            adopted.extend(found);
+        }
+        Ok(rows
+            .into_iter()
+            .filter(|r| !adopted.contains(&r.mac))
+            .map(|m| DiscoveredRecord {
+                mac: m.mac,
+                ip: m.ip,
+                network: m.network,
+                agent: m.agent,
+                client_arch: m.client_arch,
+                vendor_class: m.vendor_class,
+                first_seen: m.first_seen,
+                last_seen: m.last_seen,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,209 @@
+//! The boot feed: what the network agents answer, kept as a table in memory and sent to them as a
+//! snapshot followed by changes (`xcat3.internal.v1.NetbootConfig.Watch`).
+//!
+//! The table is rebuilt from the store when the inventory revision moves: at once after a write
+//! made by this process ([`Store::subscribe_writes`]), and by polling the revision (one cheap read)
+//! for writes made by other api processes. Each rebuild is compared with the previous table and only
+//! the differences are broadcast. The feed speaks the internal protocol's messages because it exists
+//! only to feed that stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use xcat3_proto::convert::network_to_pb;
+use xcat3_proto::internal::{self, boot_host::Action};
+use xcat3_store::{BootHostRecord, BootTable, OsImage, Store};
+use xcat3_types::ProvisionState;
+
+/// Changes kept for watchers that fall behind; a watcher further behind gets a new snapshot.
+const BACKLOG: usize = 64;
+
+/// The boot table at one revision.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Table {
+    pub revision: u64,
+    pub networks: BTreeMap<String, xcat3_proto::pb::Network>,
+    pub hosts: HashMap<String, internal::BootHost>,
+}
+
+impl Table {
+    /// Builds the table from the store's rows; `osimages` gives the installers of deploying nodes.
+    pub fn build(rows: BootTable, osimages: &[OsImage]) -> Table {
+        let images: HashMap<&str, &OsImage> =
+            osimages.iter().map(|i| (i.name.as_str(), i)).collect();
+        Table {
+            revision: u64::try_from(rows.revision).unwrap_or(0),
+            networks: rows
+                .networks
+                .iter()
+                .map(|n| (n.name.clone(), network_to_pb(n)))
+                .collect(),
+            hosts: rows
+                .hosts
+                .into_iter()
+                .map(|h| (h.mac.clone(), boot_host(h, &images)))
+                .collect(),
+        }
+    }
+
+    /// The whole table as one message.
+    pub fn snapshot(&self) -> internal::BootUpdate {
+        let mut hosts: Vec<_> = self.hosts.values().cloned().collect();
+        hosts.sort_by(|a, b| a.mac.cmp(&b.mac));
+        internal::BootUpdate {
+            revision: self.revision,
+            snapshot: true,
+            networks: self.networks.values().cloned().collect(),
+            removed_networks: Vec::new(),
+            hosts,
+            removed_macs: Vec::new(),
+        }
+    }
+
+    /// What changed from `self` to `new`, or none if nothing an agent sees did.
+    pub fn diff(&self, new: &Table) -> Option<internal::BootUpdate> {
+        let mut update = internal::BootUpdate {
+            revision: new.revision,
+            ..Default::default()
+        };
+        for (name, n) in &new.networks {
+            if self.networks.get(name) != Some(n) {
+                update.networks.push(n.clone());
+            }
+        }
+        for name in self.networks.keys() {
+            if !new.networks.contains_key(name) {
+                update.removed_networks.push(name.clone());
+            }
+        }
+        for (mac, h) in &new.hosts {
+            if self.hosts.get(mac) != Some(h) {
+                update.hosts.push(h.clone());
+            }
+        }
+        for mac in self.hosts.keys() {
+            if !new.hosts.contains_key(mac) {
+                update.removed_macs.push(mac.clone());
+            }
+        }
+        let empty = update.networks.is_empty()
+            && update.removed_networks.is_empty()
+            && update.hosts.is_empty()
+            && update.removed_macs.is_empty();
+        (!empty).then_some(update)
+    }
+}
+
+/// What a NIC's iPXE script does: install while a deploy waits for the node, local disk otherwise.
+fn boot_host(h: BootHostRecord, images: &HashMap<&str, &OsImage>) -> internal::BootHost {
+    let installing = matches!(
+        h.provision_state,
+        ProvisionState::Deploying | ProvisionState::WaitCallback
+    );
+    let image = h
+        .osimage
+        .as_deref()
+        .filter(|_| installing)
+        .and_then(|name| images.get(name));
+    let action = match image {
+        Some(i) => Action::Install(internal::InstallBoot {
+            osimage: i.name.clone(),
+            kernel: i.kernel.clone(),
+            initrds: vec![i.initrd.clone()],
+            cmdline: String::new(),
+        }),
+        None => Action::Local(internal::LocalBoot {}),
+    };
+    internal::BootHost {
+        mac: h.mac,
+        ip: h.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        node: h.node,
+        nic: h.nic,
+        primary: h.primary,
+        arch: h.arch,
+        netboot: h.netboot,
+        action: Some(action),
+    }
+}
+
+/// The current table and the stream of its changes. Cheap to clone.
+#[derive(Clone)]
+pub struct BootFeed {
+    current: watch::Sender<Arc<Table>>,
+    changes: broadcast::Sender<Arc<internal::BootUpdate>>,
+}
+
+impl Default for BootFeed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BootFeed {
+    pub fn new() -> Self {
+        BootFeed {
+            current: watch::Sender::new(Arc::new(Table::default())),
+            changes: broadcast::channel(BACKLOG).0,
+        }
+    }
+
+    /// The current table and a receiver of every change after it.
+    pub fn subscribe(&self) -> (Arc<Table>, broadcast::Receiver<Arc<internal::BootUpdate>>) {
+        // Subscribe first: a change applied between the two steps arrives with a revision the
+        // watcher already has, and is skipped there.
+        let rx = self.changes.subscribe();
+        (self.current.borrow().clone(), rx)
+    }
+
+    /// Waits until the table has been loaded at least once.
+    pub async fn ready(&self) {
+        let mut rx = self.current.subscribe();
+        let _ = rx.wait_for(|t| t.revision > 0).await;
+    }
+
+    /// Rebuilds the table if the inventory revision moved; returns whether anything changed.
+    pub async fn refresh(&self, store: &Store) -> xcat3_store::Result<bool> {
+        let known = self.current.borrow().revision;
+        let revision = u64::try_from(store.inventory_revision().await?).unwrap_or(0);
+        if revision == known {
+            return Ok(false);
+        }
+        let rows = store.boot_table().await?;
+        let images = store.list_osimages().await?;
+        let new = Table::build(rows, &images);
+        let old = self.current.borrow().clone();
+        let update = old.diff(&new);
+        self.current.send_replace(Arc::new(new));
+        if let Some(update) = update {
+            tracing::debug!(
+                revision = update.revision,
+                hosts = update.hosts.len(),
+                removed = update.removed_macs.len(),
+                networks = update.networks.len(),
+                "boot table changed"
+            );
+            let _ = self.changes.send(Arc::new(update));
+        }
+        Ok(true)
+    }
+
+    /// Keeps the table current until `shutdown`: after every local write, and every `poll`.
+    pub async fn run(self, store: Store, poll: Duration, shutdown: CancellationToken) {
+        let mut writes = store.subscribe_writes();
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(e) = self.refresh(&store).await {
+                tracing::warn!(error = %e, "reading the boot table failed; agents keep the last one");
+            }
+            tokio::select! {
+                _ = writes.changed() => {}
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

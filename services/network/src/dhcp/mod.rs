@@ -1,0 +1,214 @@
+//! The DHCP (and ProxyDHCP) server: one UDP socket per served interface, bound to it with
+//! `SO_BINDTODEVICE`, so a reply leaves through the interface its request came in on and the agent
+//! never answers on an interface it was not told to serve.
+//!
+//! [`answer`] decides; this module only receives, decodes, encodes and sends.
+
+pub mod answer;
+pub mod pool;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dhcproto::{Decodable as _, Decoder, Encodable as _, Encoder, v4::Message};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use crate::State;
+use answer::{Answer, Arrival, Destination};
+
+/// How often the interface list is read again (new addresses, new interfaces).
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// Largest datagram read; DHCP messages are at most 576 bytes unless the client says otherwise.
+const MAX_PACKET: usize = 4096;
+
+/// Which interfaces to serve.
+#[derive(Debug, Clone, Default)]
+pub struct InterfaceFilter {
+    /// Names to serve; empty means every interface except loopback.
+    pub names: Vec<String>,
+}
+
+impl InterfaceFilter {
+    fn selects(&self, name: &str, loopback: bool) -> bool {
+        if self.names.is_empty() {
+            !loopback
+        } else {
+            self.names.iter().any(|n| n == name)
+        }
+    }
+}
+
+/// The IPv4 addresses of the selected interfaces, by interface name.
+fn scan(filter: &InterfaceFilter) -> HashMap<String, Vec<Ipv4Addr>> {
+    let mut out: HashMap<String, Vec<Ipv4Addr>> = HashMap::new();
+    match if_addrs::get_if_addrs() {
+        Ok(list) => {
+            for i in list {
+                if let if_addrs::IfAddr::V4(v4) = &i.addr
+                    && filter.selects(&i.name, i.is_loopback())
+                {
+                    out.entry(i.name.clone()).or_default().push(v4.ip);
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing interfaces failed"),
+    }
+    out
+}
+
+/// A UDP socket on `port` of every address, bound to interface `name`.
+fn interface_socket(name: &str, port: u16) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.bind_device(Some(name.as_bytes()))?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// Serves DHCP on the selected interfaces until `shutdown`, following interfaces as they come and
+/// go.
+pub async fn serve(state: Arc<State>, filter: InterfaceFilter, shutdown: CancellationToken) {
+    let mut running: HashMap<String, (Vec<Ipv4Addr>, CancellationToken)> = HashMap::new();
+    let ports: &[u16] = if state.settings.proxy {
+        &[67, 4011]
+    } else {
+        &[67]
+    };
+    let mut tick = tokio::time::interval(RESCAN);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let now = scan(&filter);
+        running.retain(|name, (addrs, stop)| {
+            let keep = now.get(name) == Some(addrs) && !stop.is_cancelled();
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (name, addrs) in now {
+            if running.contains_key(&name) {
+                continue;
+            }
+            let stop = shutdown.child_token();
+            let mut opened = 0;
+            for &port in ports {
+                match interface_socket(&name, port) {
+                    Ok(sock) => {
+                        opened += 1;
+                        tokio::spawn(receive(
+                            state.clone(),
+                            sock,
+                            addrs.clone(),
+                            port,
+                            stop.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(interface = %name, port, error = %e, "cannot listen for DHCP")
+                    }
+                }
+            }
+            if opened > 0 {
+                tracing::info!(interface = %name, addresses = ?addrs, "serving DHCP");
+            }
+            running.insert(name, (addrs, stop));
+        }
+    }
+}
+
+async fn receive(
+    state: Arc<State>,
+    sock: UdpSocket,
+    local: Vec<Ipv4Addr>,
+    port: u16,
+    stop: CancellationToken,
+) {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        let (len, _from) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "DHCP socket failed; reopening");
+                    stop.cancel();
+                    return;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let Some((bytes, to)) = handle(&state, &buf[..len], &local, port, &mut out) else {
+            continue;
+        };
+        let dest = match to {
+            Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
+            Destination::Unicast(ip, p) => SocketAddrV4::new(ip, p),
+        };
+        if let Err(e) = sock.send_to(bytes, dest).await {
+            state.metrics.dhcp_send_errors.inc();
+            tracing::debug!(error = %e, %dest, "sending a DHCP reply failed");
+        }
+    }
+}
+
+/// Decodes one datagram, decides, and encodes the reply into `out`.
+pub fn handle<'o>(
+    state: &State,
+    packet: &[u8],
+    local: &[Ipv4Addr],
+    port: u16,
+    out: &'o mut Vec<u8>,
+) -> Option<(&'o [u8], Destination)> {
+    let Ok(req) = Message::decode(&mut Decoder::new(packet)) else {
+        state.metrics.dhcp_ignored("malformed");
+        return None;
+    };
+    let table = state.table();
+    let at = Arrival {
+        local,
+        port,
+        now_ms: crate::now_ms(),
+    };
+    let decided = {
+        let mut pool = state.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let a = answer::answer(&req, at, &table, &mut pool, &state.settings);
+        if !pool.wishes_empty() {
+            state.blocks_wanted.notify_one();
+        }
+        a
+    };
+    match decided {
+        Answer::Ignore(reason) => {
+            state.metrics.dhcp_ignored(reason);
+            None
+        }
+        Answer::Reply {
+            message,
+            to,
+            kind,
+            sighting,
+        } => {
+            if let Some(s) = sighting {
+                state.discovered(s);
+            }
+            out.clear();
+            let mut enc = Encoder::new(out);
+            if let Err(e) = message.encode(&mut enc) {
+                tracing::error!(error = %e, "encoding a DHCP reply failed");
+                return None;
+            }
+            state.metrics.dhcp_answered(kind);
+            Some((out.as_slice(), to))
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Dynamic addresses: the blocks of each network's dynamic range this agent holds, and the leases
+//! it gave out of them.
+//!
+//! Blocks are claimed through the api (`NetbootConfig.Blocks`), which gives each block to one agent
+//! at a time: two agents on a segment never offer the same dynamic address. Leases are appended to
+//! a log file as they change and replayed at start, so a restart does not hand out an address that
+//! is in use. The log is rewritten with only the live entries when the agent starts.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use xcat3_types::{IpRange, MacAddr};
+
+/// How long an offered address is held for the client's REQUEST.
+pub const OFFER_HOLD_MS: i64 = 60_000;
+/// How long a declined address is kept out of use.
+pub const DECLINE_HOLD_MS: i64 = 3_600_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub expires_ms: i64,
+    pub bound: bool,
+}
+
+#[derive(Debug, Default)]
+struct NetPool {
+    blocks: Vec<(IpRange, i64)>,
+    by_mac: HashMap<MacAddr, Lease>,
+    by_ip: HashMap<Ipv4Addr, MacAddr>,
+    declined: HashMap<Ipv4Addr, i64>,
+    /// Set when no free address was left: the block claimer asks for another block.
+    wants_block: bool,
+}
+
+impl NetPool {
+    fn owns(&self, ip: Ipv4Addr, now: i64) -> bool {
+        self.blocks
+            .iter()
+            .any(|(r, valid)| *valid > now && r.contains(ip))
+    }
+
+    fn is_free(&self, ip: Ipv4Addr, mac: MacAddr, now: i64) -> bool {
+        if self.declined.get(&ip).is_some_and(|until| *until > now) {
+            return false;
+        }
+        match self.by_ip.get(&ip) {
+            None => true,
+            Some(m) if *m == mac => true,
+            Some(m) => self.by_mac.get(m).is_none_or(|l| l.expires_ms <= now),
+        }
+    }
+
+    fn put(&mut self, lease: Lease) {
+        if let Some(old) = self.by_mac.insert(lease.mac, lease)
+            && old.ip != lease.ip
+            && self.by_ip.get(&old.ip) == Some(&lease.mac)
+        {
+            self.by_ip.remove(&old.ip);
+        }
+        if let Some(prev) = self.by_ip.insert(lease.ip, lease.mac)
+            && prev != lease.mac
+        {
+            self.by_mac.remove(&prev);
+        }
+    }
+
+    fn remove(&mut self, mac: MacAddr) -> Option<Lease> {
+        let lease = self.by_mac.remove(&mac)?;
+        if self.by_ip.get(&lease.ip) == Some(&mac) {
+            self.by_ip.remove(&lease.ip);
+        }
+        Some(lease)
+    }
+}
+
+/// Every network's dynamic leases, with the log that persists them.
+#[derive(Debug, Default)]
+pub struct Pool {
+    nets: HashMap<String, NetPool>,
+    log: Option<File>,
+}
+
+impl Pool {
+    /// A pool that keeps nothing on disk (tests, benchmarks).
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// Opens the lease log at `path`, replays it and rewrites it with the live entries.
+    pub fn open(path: &Path, now: i64) -> std::io::Result<Self> {
+        let mut pool = Pool::default();
+        if let Ok(f) = File::open(path) {
+            for line in BufReader::new(f).lines() {
+                pool.replay(&line?);
+            }
+        }
+        for net in pool.nets.values_mut() {
+            net.blocks.retain(|(_, valid)| *valid > now);
+            let dead: Vec<MacAddr> = net
+                .by_mac
+                .values()
+                .filter(|l| l.expires_ms <= now)
+                .map(|l| l.mac)
+                .collect();
+            for mac in dead {
+                net.remove(mac);
+            }
+            net.declined.retain(|_, until| *until > now);
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            for (name, net) in &pool.nets {
+                for (r, valid) in &net.blocks {
+                    writeln!(f, "block {name} {} {} {valid}", r.start, r.end)?;
+                }
+                for l in net.by_mac.values().filter(|l| l.bound) {
+                    writeln!(f, "bind {name} {} {} {}", l.mac, l.ip, l.expires_ms)?;
+                }
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        pool.log = Some(OpenOptions::new().append(true).open(path)?);
+        Ok(pool)
+    }
+
+    fn replay(&mut self, line: &str) {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f.as_slice() {
+            ["block", net, first, last, valid] => {
+                if let (Ok(start), Ok(end), Ok(valid)) =
+                    (first.parse(), last.parse(), valid.parse::<i64>())
+                {
+                    let pool = self.nets.entry((*net).to_owned()).or_default();
+                    let range = IpRange { start, end };
+                    pool.blocks.retain(|(r, _)| *r != range);
+                    pool.blocks.push((range, valid));
+                }
+            }
+            ["bind", net, mac, ip, expires] => {
+                if let (Ok(mac), Ok(ip), Ok(expires_ms)) =
+                    (mac.parse(), ip.parse(), expires.parse())
+                {
+                    self.nets.entry((*net).to_owned()).or_default().put(Lease {
+                        mac,
+                        ip,
+                        expires_ms,
+                        bound: true,
+                    });
+                }
+            }
+            ["free", net, mac] => {
+                if let (Some(pool), Ok(mac)) = (self.nets.get_mut(*net), mac.parse()) {
+                    pool.remove(mac);
+                }
+            }
+            _ => tracing::warn!(line, "ignoring an unreadable line of the lease log"),
+        }
+    }
+
+    fn append(&mut self, line: std::fmt::Arguments<'_>) {
+        if let Some(f) = &mut self.log
+            && let Err(e) = writeln!(f, "{line}")
+        {
+            tracing::error!(error = %e, "writing the lease log failed");
+        }
+    }
+
+    /// Replaces the blocks held in `net` (as the api last confirmed them).
+    pub fn set_blocks(&mut self, net: &str, blocks: Vec<(IpRange, i64)>) {
+        for (r, valid) in &blocks {
+            self.append(format_args!("block {net} {} {} {valid}", r.start, r.end));
+        }
+        let pool = self.nets.entry(net.to_owned()).or_default();
+        pool.blocks = blocks;
+        pool.wants_block = false;
+    }
+
+    /// Networks that ran out of addresses since the last call.
+    pub fn take_block_wishes(&mut self) -> Vec<String> {
+        self.nets
+            .iter_mut()
+            .filter(|(_, p)| p.wants_block)
+            .map(|(name, p)| {
+                p.wants_block = false;
+                name.clone()
+            })
+            .collect()
+    }
+
+    /// Whether some network ran out of addresses since the last [`Pool::take_block_wishes`].
+    pub fn wishes_empty(&self) -> bool {
+        !self.nets.values().any(|p| p.wants_block)
+    }
+
+    /// Networks this pool holds blocks in.
+    pub fn networks(&self) -> Vec<String> {
+        self.nets.keys().cloned().collect()
+    }
+
+    /// The current lease of `mac` in `net`, if live.
+    pub fn lease(&self, net: &str, mac: MacAddr, now: i64) -> Option<Lease> {
+        self.nets
+            .get(net)?
+            .by_mac
+            .get(&mac)
+            .filter(|l| l.expires_ms > now)
+            .copied()
+    }
+
+    /// Picks an address for `mac` in `range` (the network's dynamic range) and holds it as an
+    /// offer: its current lease, else the address it asked for, else the first free one of this
+    /// agent's blocks. `reserved` tells addresses the inventory gives to nodes.
+    pub fn offer(
+        &mut self,
+        net: &str,
+        range: IpRange,
+        mac: MacAddr,
+        requested: Option<Ipv4Addr>,
+        reserved: &dyn Fn(Ipv4Addr) -> bool,
+        now: i64,
+    ) -> Option<Ipv4Addr> {
+        let pool = self.nets.entry(net.to_owned()).or_default();
+        let usable = |p: &NetPool, ip: Ipv4Addr| {
+            range.contains(ip) && p.owns(ip, now) && p.is_free(ip, mac, now) && !reserved(ip)
+        };
+        let current = pool.by_mac.get(&mac).map(|l| l.ip);
+        let pick = current
+            .filter(|ip| usable(pool, *ip))
+            .or_else(|| requested.filter(|ip| usable(pool, *ip)))
+            .or_else(|| {
+                pool.blocks
+                    .iter()
+                    .filter(|(_, valid)| *valid > now)
+                    .flat_map(|(r, _)| (u32::from(r.start)..=u32::from(r.end)).map(Ipv4Addr::from))
+                    .find(|ip| usable(pool, *ip))
+            });
+        let Some(ip) = pick else {
+            pool.wants_block = true;
+            return None;
+        };
+        let bound = pool.by_mac.get(&mac).is_some_and(|l| l.bound && l.ip == ip);
+        let expires_ms = pool
+            .by_mac
+            .get(&mac)
+            .filter(|_| bound)
+            .map_or(now + OFFER_HOLD_MS, |l| {
+                l.expires_ms.max(now + OFFER_HOLD_MS)
+            });
+        pool.put(Lease {
+            mac,
+            ip,
+            expires_ms,
+            bound,
+        });
+        Some(ip)
+    }
+
+    /// Binds `ip` to `mac` for `secs` (a REQUEST for it), if this agent may give it out.
+    #[allow(clippy::too_many_arguments)] // the same inputs as `offer`, plus the lease
+    pub fn bind(
+        &mut self,
+        net: &str,
+        range: IpRange,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        secs: u32,
+        reserved: &dyn Fn(Ipv4Addr) -> bool,
+        now: i64,
+    ) -> bool {
+        let Some(pool) = self.nets.get_mut(net) else {
+            return false;
+        };
+        let mine = pool
+            .by_mac
+            .get(&mac)
+            .is_some_and(|l| l.ip == ip && l.expires_ms > now);
+        // A lease we hold keeps being renewable even if its block was lost; a new one needs a block.
+        if !(mine || range.contains(ip) && pool.owns(ip, now) && pool.is_free(ip, mac, now))
+            || reserved(ip)
+        {
+            return false;
+        }
+        let expires_ms = now + i64::from(secs) * 1000;
+        pool.put(Lease {
+            mac,
+            ip,
+            expires_ms,
+            bound: true,
+        });
+        self.append(format_args!("bind {net} {mac} {ip} {expires_ms}"));
+        true
+    }
+
+    /// Forgets the lease of `mac` (RELEASE, or an offer the client did not take).
+    pub fn release(&mut self, net: &str, mac: MacAddr) {
+        let bound = self
+            .nets
+            .get_mut(net)
+            .and_then(|p| p.remove(mac))
+            .is_some_and(|l| l.bound);
+        if bound {
+            self.append(format_args!("free {net} {mac}"));
+        }
+    }
+
+    /// Keeps `ip` out of use for a while (a DECLINE: something else answers at that address).
+    pub fn decline(&mut self, net: &str, mac: MacAddr, ip: Ipv4Addr, now: i64) {
+        self.release(net, mac);
+        if let Some(pool) = self.nets.get_mut(net) {
+            pool.declined.insert(ip, now + DECLINE_HOLD_MS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    fn range(a: u8, b: u8) -> IpRange {
+        IpRange {
+            start: Ipv4Addr::new(10, 0, 0, a),
+            end: Ipv4Addr::new(10, 0, 0, b),
+        }
+    }
+
+    const NOW: i64 = 1_000_000;
+
+    #[test]
+    fn offers_only_from_held_blocks_and_asks_for_more() {
+        let mut p = Pool::in_memory();
+        let none = |_| false;
+        assert_eq!(
+            p.offer("n", range(100, 200), mac(1), None, &none, NOW),
+            None
+        );
+        assert_eq!(p.take_block_wishes(), vec!["n".to_owned()]);
+        p.set_blocks("n", vec![(range(100, 101), NOW + 10_000)]);
+        let a = p
+            .offer("n", range(100, 200), mac(1), None, &none, NOW)
+            .unwrap();
+        let b = p
+            .offer("n", range(100, 200), mac(2), None, &none, NOW)
+            .unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            p.offer("n", range(100, 200), mac(3), None, &none, NOW),
+            None
+        );
+        // The same client gets the same address again.
+        assert_eq!(
+            p.offer("n", range(100, 200), mac(1), None, &none, NOW),
+            Some(a)
+        );
+    }
+
+    #[test]
+    fn reserved_and_declined_addresses_are_skipped() {
+        let mut p = Pool::in_memory();
+        p.set_blocks("n", vec![(range(100, 103), NOW + 10_000)]);
+        let reserved = |ip: Ipv4Addr| ip == Ipv4Addr::new(10, 0, 0, 100);
+        let a = p
+            .offer("n", range(100, 200), mac(1), None, &reserved, NOW)
+            .unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 0, 0, 101));
+        p.decline("n", mac(1), a, NOW);
+        let b = p
+            .offer("n", range(100, 200), mac(1), None, &reserved, NOW)
+            .unwrap();
+        assert_eq!(b, Ipv4Addr::new(10, 0, 0, 102));
+    }
+
+    #[test]
+    fn bound_leases_survive_a_restart_and_released_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases");
+        let none = |_| false;
+        let (a, b) = {
+            let mut p = Pool::open(&path, NOW).unwrap();
+            p.set_blocks("n", vec![(range(100, 115), NOW + 100_000)]);
+            let a = p
+                .offer("n", range(100, 200), mac(1), None, &none, NOW)
+                .unwrap();
+            assert!(p.bind("n", range(100, 200), mac(1), a, 3600, &none, NOW));
+            let b = p
+                .offer("n", range(100, 200), mac(2), None, &none, NOW)
+                .unwrap();
+            assert!(p.bind("n", range(100, 200), mac(2), b, 3600, &none, NOW));
+            p.release("n", mac(2));
+            (a, b)
+        };
+        let mut p = Pool::open(&path, NOW + 1).unwrap();
+        assert_eq!(p.lease("n", mac(1), NOW + 1).map(|l| l.ip), Some(a));
+        assert_eq!(p.lease("n", mac(2), NOW + 1), None);
+        // A new client never gets the address still leased to mac(1).
+        let c = p
+            .offer("n", range(100, 200), mac(3), None, &none, NOW + 1)
+            .unwrap();
+        assert_ne!(c, a);
+        assert_eq!(c, b);
+    }
+
+    #[test]
+    fn expired_blocks_give_nothing_new() {
+        let mut p = Pool::in_memory();
+        let none = |_| false;
+        p.set_blocks("n", vec![(range(100, 115), NOW - 1)]);
+        assert_eq!(
+            p.offer("n", range(100, 200), mac(1), None, &none, NOW),
+            None
+        );
+    }
+}

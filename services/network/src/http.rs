@@ -1,0 +1,132 @@
+//! The boot HTTP server: per-NIC iPXE scripts (`/boot/<mac>.ipxe`) and the files of the TFTP root
+//! (for UEFI HTTP boot and for iPXE fetching its binaries over HTTP).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use xcat3_types::MacAddr;
+
+use crate::State;
+use crate::metrics::ScriptLabel;
+use crate::table::{BootAction, Host};
+use crate::tftp::{FileCache, PathError, resolve};
+
+#[derive(Clone)]
+struct Ctx {
+    state: Arc<State>,
+    root: Arc<PathBuf>,
+    cache: Arc<FileCache>,
+}
+
+pub fn router(state: Arc<State>, root: PathBuf) -> axum::Router {
+    let ctx = Ctx {
+        state,
+        root: Arc::new(root),
+        cache: Arc::new(FileCache::default()),
+    };
+    axum::Router::new()
+        .route("/boot/{file}", get(script))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(get(file))
+        .with_state(ctx)
+}
+
+/// The iPXE script of a host.
+pub fn host_script(h: &Host) -> String {
+    match &h.action {
+        BootAction::LocalDisk => format!(
+            "#!ipxe\n\
+             echo xcat3: {node} boots from its local disk\n\
+             iseq ${{platform}} efi && exit ||\n\
+             sanboot --no-describe --drive 0x80 || exit\n",
+            node = h.node
+        ),
+        BootAction::Install {
+            osimage,
+            kernel,
+            initrds,
+            cmdline,
+        } => {
+            let mut s = format!("#!ipxe\necho xcat3: installing {osimage} on {}\n", h.node);
+            let names: Vec<String> = (0..initrds.len()).map(|i| format!("initrd{i}")).collect();
+            let initrd_args: String = names.iter().map(|n| format!(" initrd={n}")).collect();
+            s.push_str(&format!(
+                "kernel --name kernel {kernel} {cmdline}{initrd_args}\n"
+            ));
+            for (url, name) in initrds.iter().zip(&names) {
+                s.push_str(&format!("initrd --name {name} {url}\n"));
+            }
+            s.push_str("boot\n");
+            s
+        }
+    }
+}
+
+/// The script for a machine the inventory does not know: say so, then ask again every minute, so
+/// it boots as soon as an operator adopts it.
+pub fn discovery_script(mac: MacAddr) -> String {
+    format!(
+        "#!ipxe\n\
+         echo xcat3: {mac} is not in the inventory; it is listed by 'xcat3 discovered-list'\n\
+         echo xcat3: create a node with this MAC to provision it; asking again in 60 s\n\
+         sleep 60\n\
+         chain --autofree --replace ${{0}}\n"
+    )
+}
+
+async fn script(AxumState(ctx): AxumState<Ctx>, UrlPath(file): UrlPath<String>) -> Response {
+    let Some(mac) = file
+        .strip_suffix(".ipxe")
+        .and_then(|m| m.parse::<MacAddr>().ok())
+    else {
+        return (StatusCode::NOT_FOUND, "expected /boot/<mac>.ipxe\n").into_response();
+    };
+    let table = ctx.state.table();
+    let (kind, body) = match table.hosts.get(&mac) {
+        Some(h) => {
+            let kind = match h.action {
+                BootAction::LocalDisk => "local",
+                BootAction::Install { .. } => "install",
+            };
+            tracing::info!(mac = %mac, node = %h.node, script = kind, "iPXE script served");
+            (kind, host_script(h))
+        }
+        None => {
+            tracing::info!(mac = %mac, script = "discovery", "iPXE script served");
+            ("discovery", discovery_script(mac))
+        }
+    };
+    ctx.state
+        .metrics
+        .http_scripts
+        .get_or_create(&ScriptLabel {
+            script: kind.into(),
+        })
+        .inc();
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+async fn file(AxumState(ctx): AxumState<Ctx>, uri: axum::http::Uri) -> Response {
+    let name = uri.path().trim_start_matches('/').to_owned();
+    let path = match resolve(&ctx.root, &name) {
+        Ok(p) => p,
+        Err(PathError::NotFound) => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        Err(e) => return (StatusCode::FORBIDDEN, format!("{e}\n")).into_response(),
+    };
+    let cache = ctx.cache.clone();
+    match tokio::task::spawn_blocking(move || cache.read(&path)).await {
+        Ok(Ok(data)) => {
+            ctx.state.metrics.http_bytes.inc_by(data.len() as u64);
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                axum::body::Bytes::from_owner(data),
+            )
+                .into_response()
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n").into_response(),
+    }
+}

@@ -1,0 +1,266 @@
+//! The xcat3 network agent: what a booting machine meets first.
+//!
+//! - [`dhcp`]: DHCPv4 (reserved addresses for known NICs, dynamic ones for the rest, relays,
+//!   PXE/iPXE/HTTP-boot answers) and ProxyDHCP;
+//! - [`tftp`]: a read-only TFTP server confined to its root (iPXE binaries);
+//! - [`http`]: per-node iPXE scripts and the files of the TFTP root over HTTP;
+//! - [`table`]: the agent's copy of the boot table, fed by the api's watch stream ([`watch`]) and
+//!   saved to disk, so the agent keeps answering known machines while the api is down.
+//!
+//! The agent never opens the database: it can run as a Kubernetes hostNetwork DaemonSet next to the
+//! provisioning network, one per segment or several for availability.
+
+pub mod cli;
+pub mod dhcp;
+pub mod http;
+pub mod metrics;
+pub mod table;
+pub mod tftp;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use xcat3_runtime::metrics::Metrics;
+use xcat3_types::Secret;
+
+use dhcp::answer::{Settings, Sighting};
+use dhcp::pool::Pool;
+use metrics::AgentMetrics;
+use table::Table;
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Everything the agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Stable name of this agent (block claims and discovery reports carry it).
+    pub id: String,
+    /// The api's gRPC URL, such as `http://127.0.0.1:3010`.
+    pub api: String,
+    pub token: Option<Secret>,
+    /// Where the boot table and the lease log are kept.
+    pub state_dir: PathBuf,
+    pub interfaces: dhcp::InterfaceFilter,
+    /// Serve DHCP at all (off: TFTP and HTTP only, for sites whose DHCP points here).
+    pub dhcp: bool,
+    pub settings: Settings,
+    /// TFTP address, or none.
+    pub tftp_listen: Option<SocketAddr>,
+    /// Files served over TFTP and HTTP.
+    pub tftp_root: PathBuf,
+    /// Where iPXE binaries are copied from into the TFTP root at start (Debian's `ipxe` package).
+    pub ipxe_dir: Option<PathBuf>,
+    /// HTTP address of the iPXE scripts.
+    pub http_listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl AgentConfig {
+    pub fn new(id: impl Into<String>, api: impl Into<String>, state_dir: PathBuf) -> Self {
+        let tftp_root = state_dir.join("tftp");
+        Self {
+            id: id.into(),
+            api: api.into(),
+            token: None,
+            state_dir,
+            interfaces: dhcp::InterfaceFilter::default(),
+            dhcp: true,
+            settings: Settings::default(),
+            tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
+            tftp_root,
+            ipxe_dir: Some(PathBuf::from("/usr/lib/ipxe")),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9330))),
+        }
+    }
+}
+
+/// What the agent's tasks share.
+pub struct State {
+    pub id: String,
+    table: RwLock<Arc<Table>>,
+    pub pool: Mutex<Pool>,
+    pub settings: Settings,
+    pub metrics: AgentMetrics,
+    /// Signalled when a network ran out of dynamic addresses.
+    pub blocks_wanted: Notify,
+    sightings: mpsc::Sender<Sighting>,
+}
+
+impl State {
+    /// The current boot table.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_table(&self, t: Arc<Table>) {
+        self.metrics
+            .table_revision
+            .set(i64::try_from(t.revision).unwrap_or(i64::MAX));
+        self.metrics
+            .table_hosts
+            .set(i64::try_from(t.hosts.len()).unwrap_or(i64::MAX));
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// Queues an unknown machine for the next discovery report (dropped if the queue is full).
+    pub fn discovered(&self, s: Sighting) {
+        let _ = self.sightings.try_send(s);
+    }
+
+    /// A state for tests and benchmarks: no lease log, no api.
+    pub fn for_tests(table: Table, pool: Pool, settings: Settings) -> Arc<State> {
+        let (tx, _rx) = mpsc::channel(1);
+        Arc::new(State {
+            id: "test".into(),
+            table: RwLock::new(Arc::new(table)),
+            pool: Mutex::new(pool),
+            settings,
+            metrics: AgentMetrics::default(),
+            blocks_wanted: Notify::new(),
+            sightings: tx,
+        })
+    }
+}
+
+/// Starts every part of the agent; prints the ready line (`xcat3 network ready http=ADDR
+/// tftp=ADDR metrics=ADDR`) and serves until `shutdown`.
+pub async fn serve(
+    config: AgentConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("create the state directory {}", config.state_dir.display()))?;
+    std::fs::create_dir_all(&config.tftp_root)
+        .with_context(|| format!("create the TFTP root {}", config.tftp_root.display()))?;
+    if let Some(dir) = &config.ipxe_dir {
+        tftp::install_ipxe(dir, &config.tftp_root);
+    }
+    let table_file = config.state_dir.join("boot-table.pb");
+    let table = match Table::load(&table_file) {
+        Ok(Some(t)) => {
+            tracing::info!(
+                revision = t.revision,
+                hosts = t.hosts.len(),
+                "boot table loaded from disk"
+            );
+            t
+        }
+        Ok(None) => Table::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, file = %table_file.display(), "the saved boot table is unreadable; starting empty");
+            Table::default()
+        }
+    };
+    let pool =
+        Pool::open(&config.state_dir.join("leases.log"), now_ms()).context("open the lease log")?;
+    let agent_metrics = AgentMetrics::register(&metrics);
+    let (sightings_tx, sightings_rx) = mpsc::channel(4096);
+    let state = Arc::new(State {
+        id: config.id.clone(),
+        table: RwLock::new(Arc::new(Table::default())),
+        pool: Mutex::new(pool),
+        settings: config.settings.clone(),
+        metrics: agent_metrics,
+        blocks_wanted: Notify::new(),
+        sightings: sightings_tx,
+    });
+    state.set_table(Arc::new(table));
+
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("listen for HTTP on {}", config.http_listen))?;
+    let tftp_socket = match config.tftp_listen {
+        Some(addr) => Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("listen for TFTP on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "xcat3 network ready http={} tftp={} metrics={}",
+            http_listener.local_addr()?,
+            show(tftp_socket.as_ref().and_then(|s| s.local_addr().ok())),
+            show(metrics_listener.as_ref().and_then(|l| l.local_addr().ok())),
+        );
+    }
+
+    let client = watch::ApiClient::new(&config.api, config.token.as_ref())?;
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(watch::follow(
+        client.clone(),
+        state.clone(),
+        table_file,
+        shutdown.clone(),
+    ));
+    tasks.spawn(watch::keep_blocks(
+        client.clone(),
+        state.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(watch::report_discovered(
+        client,
+        state.clone(),
+        sightings_rx,
+        shutdown.clone(),
+    ));
+    if config.dhcp {
+        tasks.spawn(dhcp::serve(
+            state.clone(),
+            config.interfaces.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(sock) = tftp_socket {
+        let server = tftp::TftpServer::new(config.tftp_root.clone(), state.clone());
+        tasks.spawn(server.serve(sock, shutdown.clone()));
+    }
+    let http = http::router(state.clone(), config.tftp_root.clone());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "the boot HTTP server failed");
+        }
+    });
+    if let Some(l) = metrics_listener {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let _ = metrics.serve(l, token).await;
+        });
+    }
+    shutdown.cancelled().await;
+    // Give tasks a moment to finish their current step.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tracing::info!("network agent stopped");
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Network namespaces for the network agent's tests: a "switch" namespace with a bridge, and host
+//! namespaces plugged into it with veth pairs. Nothing touches the machine's own interfaces; every
+//! namespace (and every process still in it) is removed when its value is dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+use crate::{bin, spawn_ready};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip ARGS`, failing with its error output.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("run ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A network namespace made by the test, deleted (with its processes) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(role: &str) -> anyhow::Result<Netns> {
+        let name = format!(
+            "x3t{}-{}{role}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.run(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs a command in the namespace to completion, failing with its output.
+    pub fn run(&self, cmd: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .with_context(|| format!("run {cmd:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "{cmd:?} in {}: {}{}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A command that will run in the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name])
+            .arg(program)
+            .kill_on_drop(true);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
+            }
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A layer-2 segment: a bridge in its own namespace that hosts plug into.
+pub struct Segment {
+    pub switch: Netns,
+    ports: AtomicU32,
+}
+
+impl Segment {
+    pub fn create() -> anyhow::Result<Segment> {
+        let switch = Netns::create("sw")?;
+        switch.run(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        // No STP delay: ports forward at once.
+        switch.run(&[
+            "ip",
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        switch.run(&["ip", "link", "set", "br0", "up"])?;
+        Ok(Segment {
+            switch,
+            ports: AtomicU32::new(0),
+        })
+    }
+
+    /// Plugs `host` into the segment as interface `ifname`, with `mac` and `cidr` if given.
+    pub fn plug(
+        &self,
+        host: &Netns,
+        ifname: &str,
+        mac: Option<&str>,
+        cidr: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
+        ip(&[
+            "link",
+            "add",
+            ifname,
+            "netns",
+            &host.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch.name,
+        ])?;
+        self.switch
+            .run(&["ip", "link", "set", &port, "master", "br0", "up"])?;
+        if let Some(mac) = mac {
+            host.run(&["ip", "link", "set", ifname, "address", mac])?;
+        }
+        if let Some(cidr) = cidr {
+            host.run(&["ip", "addr", "add", cidr, "dev", ifname])?;
+        }
+        host.run(&["ip", "link", "set", ifname, "up"])?;
+        Ok(())
+    }
+}
+
+/// Forwards a Unix socket to a TCP address on the test's loopback, so a process in another network
+/// namespace (which has its own loopback) can reach the api: Unix sockets live in the file system.
+pub struct UnixProxy {
+    pub path: PathBuf,
+    stop: tokio_util::sync::CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl UnixProxy {
+    pub fn start(target: std::net::SocketAddr) -> anyhow::Result<UnixProxy> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("api.sock");
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = token.cancelled() => return,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    continue;
+                };
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(UnixProxy {
+            path,
+            stop,
+            _dir: dir,
+        })
+    }
+
+    /// Drops every connection and refuses new ones (the api "goes away" for the agent).
+    pub fn cut(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for UnixProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// An `xcat3-server network` agent running in a namespace.
+pub struct TestAgent {
+    child: Child,
+    pub state_dir: PathBuf,
+    log: PathBuf,
+    pub http: String,
+    pub tftp: String,
+}
+
+impl TestAgent {
+    /// Starts an agent in `ns` serving DHCP on `iface`, TFTP and HTTP on `addr`, reaching the api
+    /// through `api_socket` with `token`.
+    pub async fn start(
+        ns: &Netns,
+        iface: &str,
+        addr: &str,
+        api_socket: &Path,
+        token: &str,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<TestAgent> {
+        std::fs::create_dir_all(state_dir)?;
+        let log = state_dir.join("agent.log");
+        let mut cmd = ns.command(bin("xcat3-server"));
+        cmd.arg("network")
+            .args(["--agent-id", &format!("agent-{}", ns.name)])
+            .arg("--api-url")
+            .arg(format!("unix:{}", api_socket.display()))
+            .args(["--dhcp-interfaces", iface])
+            .args(["--tftp-listen", &format!("{addr}:69")])
+            .args(["--http-listen", &format!("{addr}:8080")])
+            .args(["--network-metrics-listen", &format!("{addr}:9330")])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(extra)
+            .env("XCAT3_ADMIN_TOKEN", token)
+            .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        let (child, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await?;
+        Ok(TestAgent {
+            child,
+            state_dir: state_dir.to_owned(),
+            log,
+            http: crate::ready_field(&ready, "http=")?,
+            tftp: crate::ready_field(&ready, "tftp=")?,
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The dhclient/udhcpc hook: writes the variables of a BOUND event into `$OUT`.
+const HOOK: &str = r#"#!/bin/sh
+case "$reason$1" in
+  BOUND*|bound*|RENEW*|REBOOT*) env > "@OUT@.tmp"; echo "event=$reason$1" >> "@OUT@.tmp"; mv "@OUT@.tmp" "@OUT@";;
+esac
+exit 0
+"#;
+
+/// What a DHCP client was given: the variables its hook saw.
+pub type Lease = HashMap<String, String>;
+
+fn hook(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let out = dir.join("lease.env");
+    let script = dir.join("hook.sh");
+    std::fs::write(&script, HOOK.replace("@OUT@", &out.display().to_string()))?;
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()?;
+    let _ = std::fs::remove_file(&out);
+    Ok((script, out))
+}
+
+fn read_lease(out: &Path) -> anyhow::Result<Lease> {
+    let text = std::fs::read_to_string(out).context("the client's hook never ran (no lease)")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+/// Runs ISC `dhclient` once on `iface` in `ns` (one DORA, no daemon); extra lines go into its
+/// config file.
+pub async fn dhclient(ns: &Netns, iface: &str, config: &str) -> anyhow::Result<Lease> {
+    let dir = tempfile::tempdir()?;
+    let (script, out) = hook(dir.path())?;
+    let conf = dir.path().join("dhclient.conf");
+    std::fs::write(&conf, config)?;
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        ns.command("dhclient")
+            .args(["-4", "-1", "-v", "-sf"])
+            .arg(&script)
+            .arg("-cf")
+            .arg(&conf)
+            .arg("-lf")
+            .arg(dir.path().join("leases"))
+            .arg("-pf")
+            .arg(dir.path().join("pid"))
+            .arg(iface)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status(),
+    )
+    .await
+    .context("dhclient did not finish in 30 s")??;
+    if !status.success() {
+        bail!("dhclient got no lease ({status})");
+    }
+    read_lease(&out)
+}
+
+/// Runs busybox `udhcpc` once on `iface` in `ns`, with extra arguments (`-V`, `-x`, `-O`).
+pub async fn udhcpc(ns: &Netns, iface: &str, args: &[&str]) -> anyhow::Result<Lease> {
+    let dir = tempfile::tempdir()?;
+    let (script, out) = hook(dir.path())?;
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        ns.command("udhcpc")
+            .args([
+                "-i", iface, "-n", "-q", "-f", "-t", "4", "-T", "1", "-A", "1", "-s",
+            ])
+            .arg(&script)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status(),
+    )
+    .await
+    .context("udhcpc did not finish in 30 s")??;
+    if !status.success() {
+        bail!("udhcpc got no lease ({status})");
+    }
+    read_lease(&out)
+}
