@@ -369,3 +369,44 @@ async fn network_create_and_delete_start_and_stop_service() {
     .await
     .unwrap();
 }
+
+/// A real PXE boot: QEMU firmware takes our DHCP answer, (UEFI) fetches iPXE over our TFTP, and
+/// iPXE fetches the node's script over our HTTP and runs it.
+async fn pxe_boot(firmware: xcat3_tests::netns::Firmware) {
+    let site = Site::start("dynamic_range=10.77.0.100-10.77.0.149").await;
+    let agent = site.agent(&site.srv, "10.77.0.1", "a1").await;
+    let _ra = xcat3_tests::netns::router_advertiser(&site.srv, "eth0", "fd00:77::").unwrap();
+    let vm =
+        xcat3_tests::netns::TestVm::boot(&site.seg.switch, "br0", RESERVED_MAC, firmware).unwrap();
+    let wanted = "node01 boots from its local disk";
+    let booted = wait_for(
+        Duration::from_secs(150),
+        "the VM runs its iPXE script",
+        || async { vm.console().contains(wanted).then_some(()) },
+    )
+    .await;
+    let console = vm.console();
+    vm.stop().await;
+    let log = agent.log();
+    booted.unwrap_or_else(|e| panic!("{e}\n--- console ---\n{console}\n--- agent ---\n{log}"));
+    assert!(
+        log.contains("iPXE script served") && log.contains("node=node01"),
+        "{log}"
+    );
+    if firmware == xcat3_tests::netns::Firmware::Uefi {
+        assert!(
+            log.contains("TFTP transfer done") && log.contains("file=ipxe.efi"),
+            "{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bios_machine_pxe_boots_into_its_ipxe_script() {
+    pxe_boot(xcat3_tests::netns::Firmware::Bios).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uefi_machine_fetches_ipxe_over_tftp_and_runs_its_script() {
+    pxe_boot(xcat3_tests::netns::Firmware::Uefi).await;
+}

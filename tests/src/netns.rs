@@ -360,3 +360,121 @@ pub async fn udhcpc(ns: &Netns, iface: &str, args: &[&str]) -> anyhow::Result<Le
     }
     read_lease(&out)
 }
+
+/// An IPv6 router advertiser (dnsmasq with DHCP off: `--port=0`, `ra-only`) on `iface` in `ns`.
+/// iPXE waits about 13 s for IPv6 autoconfiguration on every boot when no router answers.
+pub fn router_advertiser(ns: &Netns, iface: &str, prefix: &str) -> anyhow::Result<Child> {
+    ns.run(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{prefix}1/64"),
+        "dev",
+        iface,
+        "nodad",
+    ])?;
+    let child = ns
+        .command("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--port=0",
+            "--no-resolv",
+            "--no-hosts",
+            "--user=root",
+            "--enable-ra",
+        ])
+        .arg(format!("--interface={iface}"))
+        .arg("--bind-interfaces")
+        .arg(format!("--dhcp-range={prefix},ra-only"))
+        .arg("--pid-file=")
+        .arg("--log-facility=-")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(child)
+}
+
+/// Firmware of a test VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS with QEMU's iPXE option ROM: the NIC's PXE is already iPXE.
+    Bios,
+    /// OVMF with EDK2's own PXE client (no option ROM): it fetches iPXE over TFTP.
+    Uefi,
+}
+
+/// A QEMU machine (TCG) network-booting on a tap in `ns`, enslaved to `bridge`, its serial
+/// console in a file. Killed on drop.
+pub struct TestVm {
+    child: Child,
+    pub serial: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestVm {
+    pub fn boot(ns: &Netns, bridge: &str, mac: &str, firmware: Firmware) -> anyhow::Result<TestVm> {
+        let dir = tempfile::tempdir()?;
+        let tap = format!("tap{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        ns.run(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        ns.run(&["ip", "link", "set", &tap, "master", bridge, "up"])?;
+        let serial = dir.path().join("serial.log");
+        let mut cmd = ns.command("qemu-system-x86_64");
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-M",
+            "q35",
+            "-m",
+            "256",
+            "-nographic",
+            "-nodefaults",
+            "-no-reboot",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ]);
+        match firmware {
+            Firmware::Bios => {
+                cmd.args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac}")]);
+            }
+            Firmware::Uefi => {
+                let vars = dir.path().join("vars.fd");
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)?;
+                cmd.args([
+                    "-drive",
+                    "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                ])
+                .arg("-drive")
+                .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+                .args([
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                ]);
+            }
+        }
+        cmd.args(["-boot", "n"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().context("start qemu-system-x86_64")?;
+        Ok(TestVm {
+            child,
+            serial,
+            _dir: dir,
+        })
+    }
+
+    /// What the VM printed on its serial console so far.
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
