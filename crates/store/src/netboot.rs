@@ -171,22 +171,33 @@ impl Store {
             .exec(&txn)
             .await?;
         if claim {
-            let taken: Vec<(i64, i64, i64)> = dynamic_block::Entity::find()
+            let rows: Vec<(i64, String, i64)> = dynamic_block::Entity::find()
                 .select_only()
                 .column(dynamic_block::Column::First)
-                .column(dynamic_block::Column::Last)
+                .column(dynamic_block::Column::Agent)
                 .column(dynamic_block::Column::ExpiresAt)
                 .filter(dynamic_block::Column::Network.eq(network))
                 .into_tuple()
                 .all(&txn)
                 .await?;
+            // Claims double what the agent holds (1, 1, 2, 4, ... up to 64 blocks), so a busy
+            // segment needs few round trips.
+            let held = rows
+                .iter()
+                .filter(|(_, a, at)| a == agent && *at > now)
+                .count();
+            let mut wanted = held.clamp(1, 64);
+            let taken: std::collections::HashMap<i64, i64> =
+                rows.into_iter().map(|(f, _, at)| (f, at)).collect();
             let start = i64::from(u32::from(range.start));
             let end = i64::from(u32::from(range.end));
             let mut first = start;
             while first <= end {
                 let last = (first + i64::from(block_size) - 1).min(end);
-                let row = taken.iter().find(|(f, _, _)| *f == first);
-                match row {
+                if wanted == 0 {
+                    break;
+                }
+                match taken.get(&first) {
                     None => {
                         dynamic_block::Entity::insert(dynamic_block::ActiveModel {
                             network: Set(network.to_owned()),
@@ -197,9 +208,9 @@ impl Store {
                         })
                         .exec_without_returning(&txn)
                         .await?;
-                        break;
+                        wanted -= 1;
                     }
-                    Some((_, _, at)) if *at <= now => {
+                    Some(at) if *at <= now => {
                         // An expired claim: take it over only if nobody renewed it meanwhile.
                         let res = dynamic_block::Entity::update_many()
                             .col_expr(dynamic_block::Column::Agent, Expr::value(agent))
@@ -211,7 +222,7 @@ impl Store {
                             .exec(&txn)
                             .await?;
                         if res.rows_affected == 1 {
-                            break;
+                            wanted -= 1;
                         }
                     }
                     Some(_) => {}

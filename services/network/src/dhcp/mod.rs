@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use dhcproto::{Decodable as _, Decoder, Encodable as _, Encoder, v4::Message};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::State;
@@ -61,15 +60,16 @@ fn scan(filter: &InterfaceFilter) -> HashMap<String, Vec<Ipv4Addr>> {
     out
 }
 
-/// A UDP socket on `port` of every address, bound to interface `name`.
-fn interface_socket(name: &str, port: u16) -> std::io::Result<UdpSocket> {
+/// A UDP socket on `port` of every address, bound to interface `name`. Blocking, with a short
+/// read timeout so its thread notices when to stop.
+fn interface_socket(name: &str, port: u16) -> std::io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
     s.bind_device(Some(name.as_bytes()))?;
-    s.set_nonblocking(true)?;
+    s.set_read_timeout(Some(Duration::from_millis(250)))?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 /// Serves DHCP on the selected interfaces until `shutdown`, following interfaces as they come and
@@ -102,17 +102,14 @@ pub async fn serve(state: Arc<State>, filter: InterfaceFilter, shutdown: Cancell
             let stop = shutdown.child_token();
             let mut opened = 0;
             for &port in ports {
-                match interface_socket(&name, port) {
-                    Ok(sock) => {
-                        opened += 1;
-                        tokio::spawn(receive(
-                            state.clone(),
-                            sock,
-                            addrs.clone(),
-                            port,
-                            stop.clone(),
-                        ));
-                    }
+                let started = interface_socket(&name, port).and_then(|sock| {
+                    let (state, addrs, stop) = (state.clone(), addrs.clone(), stop.clone());
+                    std::thread::Builder::new()
+                        .name(format!("dhcp-{name}"))
+                        .spawn(move || receive(&state, &sock, &addrs, port, &stop))
+                });
+                match started {
+                    Ok(_) => opened += 1,
                     Err(e) => {
                         tracing::error!(interface = %name, port, error = %e, "cannot listen for DHCP")
                     }
@@ -126,35 +123,42 @@ pub async fn serve(state: Arc<State>, filter: InterfaceFilter, shutdown: Cancell
     }
 }
 
-async fn receive(
-    state: Arc<State>,
-    sock: UdpSocket,
-    local: Vec<Ipv4Addr>,
+/// The receive loop of one socket, on its own thread: a request costs one receive, one decision
+/// and one send, with no task switch in between.
+fn receive(
+    state: &State,
+    sock: &std::net::UdpSocket,
+    local: &[Ipv4Addr],
     port: u16,
-    stop: CancellationToken,
+    stop: &CancellationToken,
 ) {
     let mut buf = vec![0u8; MAX_PACKET];
     let mut out = Vec::with_capacity(1024);
-    loop {
-        let (len, _from) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "DHCP socket failed; reopening");
-                    stop.cancel();
-                    return;
-                }
-            },
-            _ = stop.cancelled() => return,
+    while !stop.is_cancelled() {
+        let len = match sock.recv_from(&mut buf) {
+            Ok((len, _)) => len,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DHCP socket failed; reopening");
+                stop.cancel();
+                return;
+            }
         };
-        let Some((bytes, to)) = handle(&state, &buf[..len], &local, port, &mut out) else {
+        let Some((bytes, to)) = handle(state, &buf[..len], local, port, &mut out) else {
             continue;
         };
         let dest = match to {
             Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
             Destination::Unicast(ip, p) => SocketAddrV4::new(ip, p),
         };
-        if let Err(e) = sock.send_to(bytes, dest).await {
+        if let Err(e) = sock.send_to(bytes, dest) {
             state.metrics.dhcp_send_errors.inc();
             tracing::debug!(error = %e, %dest, "sending a DHCP reply failed");
         }

@@ -35,6 +35,9 @@ struct NetPool {
     declined: HashMap<Ipv4Addr, i64>,
     /// Set when no free address was left: the block claimer asks for another block.
     wants_block: bool,
+    /// Where the search for a free address starts (the one after the last given), so handing out
+    /// addresses in order costs O(1) each instead of a scan from the start.
+    cursor: u32,
 }
 
 impl NetPool {
@@ -231,20 +234,29 @@ impl Pool {
             range.contains(ip) && p.owns(ip, now) && p.is_free(ip, mac, now) && !reserved(ip)
         };
         let current = pool.by_mac.get(&mac).map(|l| l.ip);
+        let cursor = pool.cursor;
         let pick = current
             .filter(|ip| usable(pool, *ip))
             .or_else(|| requested.filter(|ip| usable(pool, *ip)))
             .or_else(|| {
-                pool.blocks
-                    .iter()
-                    .filter(|(_, valid)| *valid > now)
-                    .flat_map(|(r, _)| (u32::from(r.start)..=u32::from(r.end)).map(Ipv4Addr::from))
+                let live = || {
+                    pool.blocks
+                        .iter()
+                        .filter(|(_, valid)| *valid > now)
+                        .flat_map(|(r, _)| u32::from(r.start)..=u32::from(r.end))
+                };
+                // From the cursor to the end, then from the start.
+                live()
+                    .filter(|a| *a >= cursor)
+                    .chain(live().filter(|a| *a < cursor))
+                    .map(Ipv4Addr::from)
                     .find(|ip| usable(pool, *ip))
             });
         let Some(ip) = pick else {
             pool.wants_block = true;
             return None;
         };
+        pool.cursor = u32::from(ip).wrapping_add(1);
         let bound = pool.by_mac.get(&mac).is_some_and(|l| l.bound && l.ip == ip);
         let expires_ms = pool
             .by_mac

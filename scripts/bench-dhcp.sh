@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# DHCP benchmark, side by side in one run: the xcat3 network agent (inside `xcat3-server
+# all-in-one`) and Kea 2.2 (memfile), each pinned to one core, loaded by Kea's perfdhcp from a client
+# namespace with 5 s points. Prints, per server and offered rate: completed DORA exchanges per
+# second, loss, and server CPU per exchange (user+sys of the server process / completed DORAs).
+#
+#   bash scripts/bench-dhcp.sh [RATES] [RESERVATIONS]     default "2000 8000 16000" and 10000
+#
+# Installs kea-admin (perfdhcp) and kea-dhcp4-server from Debian. Everything runs in network
+# namespaces it creates (xb-srv, xb-cli) and removes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATES=${1:-"2000 8000 16000"}
+N=${2:-10000}
+command -v perfdhcp >/dev/null && command -v kea-dhcp4 >/dev/null || {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kea-admin kea-dhcp4-server >/dev/null
+}
+cargo build -q --release -p xcat3-server -p xcat3-cli
+BIN=$PWD/target/release
+W=$(mktemp -d)
+cleanup() {
+  for ns in xb-srv xb-cli; do
+    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del $ns 2>/dev/null || true
+  done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+cleanup; W=$(mktemp -d)
+ip netns add xb-srv; ip netns add xb-cli
+ip link add s0 netns xb-srv type veth peer name c0 netns xb-cli
+ip -n xb-srv addr add 10.88.0.1/16 dev s0; ip -n xb-srv link set s0 up; ip -n xb-srv link set lo up
+# perfdhcp sends from the client interface's address (as a relay would not: giaddr stays 0).
+ip -n xb-cli addr add 10.88.0.2/16 dev c0; ip -n xb-cli link set c0 up; ip -n xb-cli link set lo up
+
+# MACs of the reserved machines, and the other machines' (dynamic pool).
+python3 - "$W" "$N" <<'PY'
+import sys, json
+w, n = sys.argv[1], int(sys.argv[2])
+res = [f"02:00:{i>>16 & 255:02x}:{i>>8 & 255:02x}:{i & 255:02x}:01" for i in range(n)]
+dyn = [f"02:00:{i>>16 & 255:02x}:{i>>8 & 255:02x}:{i & 255:02x}:02" for i in range(n)]
+open(f"{w}/reserved.macs", "w").write("\n".join(res) + "\n")
+open(f"{w}/dynamic.macs", "w").write("\n".join(dyn) + "\n")
+ip = lambda i: f"10.88.{1 + i // 250}.{1 + i % 250}"
+nodes = [{"name": f"b{i:05d}", "nics": [{"name": "eth0", "mac": m, "ip": ip(i), "primary": True}]} for i, m in enumerate(res)]
+open(f"{w}/nodes.yaml", "w").write(json.dumps({"nodes": nodes}))
+kea = {"Dhcp4": {
+  "interfaces-config": {"interfaces": ["s0"], "dhcp-socket-type": "raw"},
+  "lease-database": {"type": "memfile", "persist": True, "name": f"{w}/kea-leases.csv", "lfc-interval": 0},
+  "valid-lifetime": 43200, "host-reservation-identifiers": ["hw-address"],
+  "reservations-global": False, "reservations-in-subnet": True,
+  "subnet4": [{"id": 1, "subnet": "10.88.0.0/16", "pools": [{"pool": "10.88.100.1 - 10.88.200.250"}],
+    "option-data": [{"name": "routers", "data": "10.88.0.254"}],
+    "reservations": [{"hw-address": m, "ip-address": ip(i), "hostname": f"b{i:05d}"} for i, m in enumerate(res)]}],
+  "loggers": [{"name": "kea-dhcp4", "severity": "WARN", "output_options": [{"output": f"{w}/kea.log"}]}]}}
+open(f"{w}/kea.json", "w").write(json.dumps(kea))
+PY
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# perfdhcp: one 5 s point at RATE with the MACs in FILE; prints "completed loss_pct cpu_us_per_dora".
+point() {
+  local pid=$1 rate=$2 macs=$3
+  local before after out
+  before=$(cpu_ticks "$pid")
+  out=$(ip netns exec xb-cli taskset -c 0 perfdhcp -4 -l c0 -r "$rate" -p 5 -M "$macs" -R "$N" 2>&1 || true)
+  after=$(cpu_ticks "$pid")
+  python3 - "$before" "$after" "$TCK" "$rate" <<PY "$out"
+import re, sys
+before, after, tck, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out = sys.argv[5]
+sent = [int(x) for x in re.findall(r"sent packets: (\d+)", out)]
+recv = [int(x) for x in re.findall(r"received packets: (\d+)", out)]
+if len(sent) < 2:
+    print(f"{rate} 0 100 0  # perfdhcp: {out[-300:]!r}"); sys.exit()
+done = recv[1]                      # ACKs = completed DORA exchanges
+offered = sent[0]
+loss = 100.0 * (1 - done / offered) if offered else 100
+cpu_us = (after - before) / tck * 1e6 / done if done else 0
+print(f"{rate} {done/5:.0f} {loss:.2f} {cpu_us:.1f}")
+PY
+}
+
+run_points() { # NAME PID MACFILE LABEL
+  for r in $RATES; do
+    printf '%-8s %-12s ' "$1" "$4"; point "$2" "$r" "$3"
+  done
+}
+
+echo "# server  workload     offered/s  DORA/s  loss%  server-CPU-us/DORA"
+
+# --- xcat3 ---
+mkdir -p "$W/x"
+ip netns exec xb-srv taskset -c 1 "$BIN/xcat3-server" all-in-one --insecure --data-dir "$W/x" \
+  --listen 127.0.0.1:3010 --metrics-listen none --dhcp-interfaces s0 --tftp-listen none \
+  --http-listen 10.88.0.1:8080 --lease-time 43200 >"$W/x/out" 2>"$W/x/log" &
+XPID=$!
+for _ in $(seq 100); do grep -q "api ready" "$W/x/out" 2>/dev/null && break; sleep 0.1; done
+X="ip netns exec xb-srv $BIN/xcat3 --url http://127.0.0.1:3010"
+$X network-create bench subnet=10.88.0.0 netmask=255.255.0.0 gateway=10.88.0.254 \
+  dynamic_range=10.88.100.1-10.88.200.250 >/dev/null
+t0=$(date +%s%N)
+$X create -f "$W/nodes.yaml" >/dev/null
+t1=$(date +%s%N)
+echo "# xcat3: $N reservations created in $(( (t1 - t0) / 1000000 )) ms (create request, end to end)"
+sleep 2
+run_points xcat3 "$XPID" "$W/reserved.macs" reserved
+run_points xcat3 "$XPID" "$W/dynamic.macs" dynamic
+kill "$XPID"; wait "$XPID" 2>/dev/null || true
+
+# --- Kea ---
+mkdir -p /run/kea /var/run/kea
+ip netns exec xb-srv taskset -c 1 kea-dhcp4 -c "$W/kea.json" >"$W/kea.out" 2>&1 &
+KPID=$!
+sleep 2
+kill -0 "$KPID" 2>/dev/null || { echo "kea-dhcp4 did not start:"; cat "$W/kea.out"; exit 1; }
+run_points kea "$KPID" "$W/reserved.macs" reserved
+rm -f "$W/kea-leases.csv"*
+run_points kea "$KPID" "$W/dynamic.macs" dynamic
+kill "$KPID"; wait "$KPID" 2>/dev/null || true
