@@ -197,6 +197,27 @@ async fn known_nics_get_their_reservation_and_unknown_ones_are_discovered() {
         .unwrap();
     assert!(stranger.contains("not in the inventory"), "{stranger}");
 
+    // DNS: forward and reverse records of the nodes, nothing else.
+    let dig = |args: &[&str]| {
+        let mut cmd = vec!["dig", "+short", "+time=2", "+tries=1", "@10.77.0.1"];
+        cmd.extend_from_slice(args);
+        site.cli.run(&cmd).unwrap()
+    };
+    assert_eq!(dig(&["node01.cluster.test"]).trim(), "10.77.0.11");
+    assert_eq!(dig(&["-x", "10.77.0.11"]).trim(), "node01.cluster.test.");
+    let status = |name: &str| {
+        let out = site
+            .cli
+            .run(&["dig", "+time=2", "+tries=1", "@10.77.0.1", name])
+            .unwrap();
+        out.lines()
+            .find(|l| l.contains("status:"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(status("nosuch.cluster.test").contains("NXDOMAIN"));
+    assert!(status("example.com").contains("REFUSED"));
+
     // TFTP with curl (blksize 1468) and tftp-hpa: byte-identical iPXE binaries.
     let original = std::fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap();
     let out = site.dir.path().join("got.kpxe");

@@ -247,6 +247,7 @@ impl TestAgent {
             .args(["--dhcp-interfaces", iface])
             .args(["--tftp-listen", &format!("{addr}:69")])
             .args(["--http-listen", &format!("{addr}:8080")])
+            .args(["--dns-listen", &format!("{addr}:53")])
             .args(["--network-metrics-listen", &format!("{addr}:9330")])
             .arg("--state-dir")
             .arg(state_dir)

@@ -64,6 +64,13 @@ pub struct NetworkArgs {
         default_value = "/usr/lib/ipxe"
     )]
     pub ipxe_dir: String,
+    /// DNS address (A and PTR records of the nodes in their networks' domains), or "none".
+    #[arg(
+        long = "dns-listen",
+        env = "XCAT3_DNS_LISTEN",
+        default_value = "0.0.0.0:53"
+    )]
+    pub dns_listen: String,
     /// HTTP address for iPXE scripts and files.
     #[arg(
         long = "http-listen",
@@ -126,6 +133,7 @@ impl NetworkArgs {
             config.tftp_root = root.clone();
         }
         config.ipxe_dir = (self.ipxe_dir != "none").then(|| PathBuf::from(&self.ipxe_dir));
+        config.dns_listen = optional_addr("dns_listen", &self.dns_listen)?;
         config.http_listen = self.http_listen;
         config.metrics_listen =
             optional_addr("network_metrics_listen", &self.network_metrics_listen)?;

@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod dhcp;
+pub mod dns;
 pub mod http;
 pub mod metrics;
 pub mod table;
@@ -60,6 +61,8 @@ pub struct AgentConfig {
     pub tftp_root: PathBuf,
     /// Where iPXE binaries are copied from into the TFTP root at start (Debian's `ipxe` package).
     pub ipxe_dir: Option<PathBuf>,
+    /// DNS address (A and PTR records of the nodes), or none.
+    pub dns_listen: Option<SocketAddr>,
     /// HTTP address of the iPXE scripts.
     pub http_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
@@ -79,6 +82,7 @@ impl AgentConfig {
             tftp_listen: Some(SocketAddr::from(([0, 0, 0, 0], 69))),
             tftp_root,
             ipxe_dir: Some(PathBuf::from("/usr/lib/ipxe")),
+            dns_listen: Some(SocketAddr::from(([0, 0, 0, 0], 53))),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9330))),
         }
@@ -190,6 +194,14 @@ pub async fn serve(
         ),
         None => None,
     };
+    let dns_socket = match config.dns_listen {
+        Some(addr) => Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("listen for DNS on {addr}"))?,
+        ),
+        None => None,
+    };
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -202,9 +214,10 @@ pub async fn serve(
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "xcat3 network ready http={} tftp={} metrics={}",
+            "xcat3 network ready http={} tftp={} dns={} metrics={}",
             http_listener.local_addr()?,
             show(tftp_socket.as_ref().and_then(|s| s.local_addr().ok())),
+            show(dns_socket.as_ref().and_then(|s| s.local_addr().ok())),
             show(metrics_listener.as_ref().and_then(|l| l.local_addr().ok())),
         );
     }
@@ -238,6 +251,9 @@ pub async fn serve(
     if let Some(sock) = tftp_socket {
         let server = tftp::TftpServer::new(config.tftp_root.clone(), state.clone());
         tasks.spawn(server.serve(sock, shutdown.clone()));
+    }
+    if let Some(sock) = dns_socket {
+        tasks.spawn(dns::serve(state.clone(), sock, shutdown.clone()));
     }
     let http = http::router(state.clone(), config.tftp_root.clone());
     let token = shutdown.clone();

@@ -35,6 +35,7 @@ pub struct AgentMetrics {
     pub table_revision: Gauge,
     pub table_hosts: Gauge,
     pub api_connected: Gauge,
+    dns_queries: Counter,
 }
 
 impl AgentMetrics {
@@ -90,7 +91,12 @@ impl AgentMetrics {
             "1 while the agent follows the api's watch stream",
             m.api_connected.clone(),
         );
+        metrics.register("dns_queries", "DNS queries answered", m.dns_queries.clone());
         m
+    }
+
+    pub fn dns_answered(&self) {
+        self.dns_queries.inc();
     }
 
     pub fn dhcp_answered(&self, kind: MessageType) {
