@@ -151,12 +151,10 @@ pub async fn serve(state: Arc<State>, sock: UdpSocket, shutdown: CancellationTok
             _ = shutdown.cancelled() => return,
         };
         let table = state.table();
-        match answer(&table, &buf[..len]) {
-            Some(reply) => {
-                state.metrics.dns_answered();
-                let _ = sock.send_to(&reply, peer).await;
-            }
-            None => {} // not a DNS query: no answer
+        // Packets that are not DNS queries get no answer.
+        if let Some(reply) = answer(&table, &buf[..len]) {
+            state.metrics.dns_answered();
+            let _ = sock.send_to(&reply, peer).await;
         }
     }
 }
