@@ -59,17 +59,25 @@ PY
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
-# perfdhcp: one 5 s point at RATE with the MACs in FILE; prints "completed loss_pct cpu_us_per_dora".
+# CPU ticks a process uses in 5 s of doing nothing (timers, polls), subtracted in the last column.
+idle_ticks() {
+  local a b
+  a=$(cpu_ticks "$1"); sleep 5; b=$(cpu_ticks "$1")
+  echo $((b - a))
+}
+
+# perfdhcp: one 5 s point at RATE with the MACs in FILE; prints
+# "offered completed/s loss% cpu_us_per_dora cpu_us_per_dora_minus_idle".
 point() {
-  local pid=$1 rate=$2 macs=$3
+  local pid=$1 rate=$2 macs=$3 idle=$4
   local before after out
   before=$(cpu_ticks "$pid")
   out=$(ip netns exec xb-cli taskset -c 0 perfdhcp -4 -l c0 -r "$rate" -p 5 -M "$macs" -R "$N" 2>&1 || true)
   after=$(cpu_ticks "$pid")
-  python3 - "$before" "$after" "$TCK" "$rate" <<PY "$out"
+  python3 - "$before" "$after" "$TCK" "$rate" "$idle" <<PY "$out"
 import re, sys
-before, after, tck, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-out = sys.argv[5]
+before, after, tck, rate, idle = (int(a) for a in sys.argv[1:6])
+out = sys.argv[6]
 sent = [int(x) for x in re.findall(r"sent packets: (\d+)", out)]
 recv = [int(x) for x in re.findall(r"received packets: (\d+)", out)]
 if len(sent) < 2:
@@ -78,23 +86,26 @@ done = recv[1]                      # ACKs = completed DORA exchanges
 offered = sent[0]
 loss = 100.0 * (1 - done / offered) if offered else 100
 cpu_us = (after - before) / tck * 1e6 / done if done else 0
-print(f"{rate} {done/5:.0f} {loss:.2f} {cpu_us:.1f}")
+busy_us = max(0, after - before - idle) / tck * 1e6 / done if done else 0
+print(f"{rate} {done/5:.0f} {loss:.2f} {cpu_us:.1f} {busy_us:.1f}")
 PY
 }
 
 run_points() { # NAME PID MACFILE LABEL
+  local idle
+  idle=$(idle_ticks "$2")
   for r in $RATES; do
-    printf '%-8s %-12s ' "$1" "$4"; point "$2" "$r" "$3"
+    printf '%-8s %-12s ' "$1" "$4"; point "$2" "$r" "$3" "$idle"
   done
 }
 
-echo "# server  workload     offered/s  DORA/s  loss%  server-CPU-us/DORA"
+echo "# server  workload     offered/s  DORA/s  loss%  server-CPU-us/DORA  (minus idle)"
 
 # --- xcat3 ---
 mkdir -p "$W/x"
 ip netns exec xb-srv taskset -c 1 "$BIN/xcat3-server" all-in-one --insecure --data-dir "$W/x" \
   --listen 127.0.0.1:3010 --metrics-listen none --dhcp-interfaces s0 --tftp-listen none \
-  --http-listen 10.88.0.1:8080 --lease-time 43200 >"$W/x/out" 2>"$W/x/log" &
+  --http-listen 10.88.0.1:8080 --dns-listen none --lease-time 43200 >"$W/x/out" 2>"$W/x/log" &
 XPID=$!
 for _ in $(seq 100); do grep -q "api ready" "$W/x/out" 2>/dev/null && break; sleep 0.1; done
 X="ip netns exec xb-srv $BIN/xcat3 --url http://127.0.0.1:3010"

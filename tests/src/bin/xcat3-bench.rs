@@ -289,17 +289,110 @@ async fn power(n: u32, conductors: usize, rounds: usize) {
     );
 }
 
+/// CPU cost of the DHCP decision alone (decode, decide, encode; no sockets): N reserved NICs,
+/// then N unknown machines on a dynamic range, each doing DISCOVER and REQUEST.
+fn dhcp_decisions(n: u32, rounds: usize) {
+    use dhcproto::Encodable as _;
+    use dhcproto::v4::{DhcpOption, Message, MessageType};
+    use std::net::Ipv4Addr;
+    use xcat3_network::dhcp::answer::Settings;
+    use xcat3_network::dhcp::pool::Pool;
+    use xcat3_proto::internal::{BootHost, BootUpdate};
+    let ip = |i: u32| Ipv4Addr::new(10, 88, 1 + (i / 250) as u8, 1 + (i % 250) as u8);
+    let mac = |i: u32, kind: u8| [2, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8, kind];
+    let mut table = xcat3_network::table::Table::default();
+    table
+        .apply(&BootUpdate {
+            revision: 1,
+            snapshot: true,
+            networks: vec![pb::Network {
+                name: "bench".into(),
+                subnet: "10.88.0.0".into(),
+                netmask: "255.255.0.0".into(),
+                gateway: "10.88.0.254".into(),
+                dynamic_range: "10.88.100.1-10.88.200.250".into(),
+                ..Default::default()
+            }],
+            hosts: (0..n)
+                .map(|i| BootHost {
+                    mac: xcat3_types::MacAddr(mac(i, 1)).to_string(),
+                    ip: ip(i).to_string(),
+                    node: format!("b{i:05}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    let local = [Ipv4Addr::new(10, 88, 0, 1)];
+    let packets = |kind: u8, server: Ipv4Addr| -> Vec<Vec<u8>> {
+        let z = Ipv4Addr::UNSPECIFIED;
+        (0..n)
+            .flat_map(|i| {
+                let mut d = Message::new_with_id(i, z, z, z, z, &mac(i, kind));
+                d.opts_mut()
+                    .insert(DhcpOption::MessageType(MessageType::Discover));
+                let mut r = Message::new_with_id(i, z, z, z, z, &mac(i, kind));
+                r.opts_mut()
+                    .insert(DhcpOption::MessageType(MessageType::Request));
+                r.opts_mut().insert(DhcpOption::ServerIdentifier(server));
+                let want = if kind == 1 {
+                    ip(i)
+                } else {
+                    Ipv4Addr::new(10, 88, 100 + (i / 250) as u8, 1 + (i % 250) as u8)
+                };
+                r.opts_mut().insert(DhcpOption::RequestedIpAddress(want));
+                [d.to_vec().unwrap(), r.to_vec().unwrap()]
+            })
+            .collect()
+    };
+    for (label, kind) in [("reserved", 1u8), ("dynamic", 2u8)] {
+        let pkts = packets(kind, local[0]);
+        for round in 0..rounds {
+            let mut pool = Pool::in_memory();
+            let range = |a: Ipv4Addr, b: Ipv4Addr| xcat3_types::IpRange { start: a, end: b };
+            pool.set_blocks(
+                "bench",
+                vec![(
+                    range(
+                        Ipv4Addr::new(10, 88, 100, 1),
+                        Ipv4Addr::new(10, 88, 200, 250),
+                    ),
+                    i64::MAX,
+                )],
+            );
+            let state = xcat3_network::State::for_tests(table.clone(), pool, Settings::default());
+            let mut out = Vec::new();
+            let t0 = Instant::now();
+            let mut replies = 0;
+            for p in &pkts {
+                if xcat3_network::dhcp::handle(&state, p, &local, 67, &mut out).is_some() {
+                    replies += 1;
+                }
+            }
+            let us = t0.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+            println!(
+                "dhcp decisions, {label}, round {round}: {n} DORA, {replies} replies, {us:.2} us of CPU per DORA (no sockets)"
+            );
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some("power") | Some("inventory") => args.remove(0),
+        Some("power") | Some("inventory") | Some("dhcp") => args.remove(0),
         _ => "inventory".into(),
     };
     let mut args = args.into_iter();
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let has_pg = std::env::var_os("XCAT3_TEST_POSTGRES_URL").is_some();
+    if mode == "dhcp" {
+        dhcp_decisions(n, rounds);
+        return;
+    }
     if mode == "power" {
         if has_pg {
             power(n, 4, rounds).await;

@@ -230,32 +230,50 @@ impl Pool {
         now: i64,
     ) -> Option<Ipv4Addr> {
         let pool = self.nets.entry(net.to_owned()).or_default();
-        let usable = |p: &NetPool, ip: Ipv4Addr| {
-            range.contains(ip) && p.owns(ip, now) && p.is_free(ip, mac, now) && !reserved(ip)
+        let free = |p: &NetPool, ip: Ipv4Addr| {
+            range.contains(ip) && p.is_free(ip, mac, now) && !reserved(ip)
         };
+        let usable = |p: &NetPool, ip: Ipv4Addr| p.owns(ip, now) && free(p, ip);
         let current = pool.by_mac.get(&mac).map(|l| l.ip);
         let cursor = pool.cursor;
         let pick = current
             .filter(|ip| usable(pool, *ip))
             .or_else(|| requested.filter(|ip| usable(pool, *ip)))
             .or_else(|| {
-                let live = || {
-                    pool.blocks
-                        .iter()
-                        .filter(|(_, valid)| *valid > now)
-                        .flat_map(|(r, _)| u32::from(r.start)..=u32::from(r.end))
-                };
-                // From the cursor to the end, then from the start.
-                live()
-                    .filter(|a| *a >= cursor)
-                    .chain(live().filter(|a| *a < cursor))
+                // The live blocks from the cursor on, then from the start; ownership is implied.
+                let live: Vec<(u32, u32)> = pool
+                    .blocks
+                    .iter()
+                    .filter(|(_, valid)| *valid > now)
+                    .map(|(r, _)| (u32::from(r.start), u32::from(r.end)))
+                    .collect();
+                let after = live
+                    .iter()
+                    .filter(|(_, end)| *end >= cursor)
+                    .flat_map(|&(start, end)| start.max(cursor)..=end);
+                let before = live
+                    .iter()
+                    .filter(|(start, _)| *start < cursor)
+                    .flat_map(|&(start, end)| start..=end.min(cursor.saturating_sub(1)));
+                after
+                    .chain(before)
                     .map(Ipv4Addr::from)
-                    .find(|ip| usable(pool, *ip))
+                    .find(|ip| free(pool, *ip))
             });
         let Some(ip) = pick else {
             pool.wants_block = true;
             return None;
         };
+        // Ask for more before running out: when three quarters of what is held is in use.
+        let held: u64 = pool
+            .blocks
+            .iter()
+            .filter(|(_, valid)| *valid > now)
+            .map(|(r, _)| r.len())
+            .sum();
+        if (pool.by_mac.len() as u64 + 1) * 4 >= held * 3 {
+            pool.wants_block = true;
+        }
         pool.cursor = u32::from(ip).wrapping_add(1);
         let bound = pool.by_mac.get(&mac).is_some_and(|l| l.bound && l.ip == ip);
         let expires_ms = pool
