@@ -110,11 +110,28 @@ fn check_invariants(objects: &[Value]) {
                 "{name}: no resources"
             );
             let sc = &c["securityContext"];
-            assert_eq!(
-                sc["runAsNonRoot"],
-                Value::Bool(true),
-                "{name}: may run as root"
-            );
+            if name.ends_with("-network") {
+                // The network agent is the one container that runs as root: it binds ports 53,
+                // 67 and 69 and its sockets to interfaces. It keeps only those two capabilities.
+                assert_eq!(
+                    sc["capabilities"]["drop"],
+                    serde_yaml::from_str::<Value>("[ALL]").unwrap(),
+                    "{name}"
+                );
+                let added = format!("{:?}", sc["capabilities"]["add"]);
+                assert!(
+                    added.contains("NET_BIND_SERVICE")
+                        && added.contains("NET_RAW")
+                        && !added.contains("SYS_ADMIN"),
+                    "{name}: {added}"
+                );
+            } else {
+                assert_eq!(
+                    sc["runAsNonRoot"],
+                    Value::Bool(true),
+                    "{name}: may run as root"
+                );
+            }
             assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false), "{name}");
             // Secrets reach containers only through secretKeyRef, never as literal values.
             for env in c["env"].as_sequence().into_iter().flatten() {
@@ -133,9 +150,11 @@ fn check_invariants(objects: &[Value]) {
             .any(|c| c["image"].as_str().is_some_and(|i| i.contains("xcat3")));
         if xcat3 {
             for c in containers(w) {
+                // gRPC services are probed over gRPC health; the network agent over HTTP.
                 assert!(
-                    c["livenessProbe"]["grpc"].is_mapping(),
-                    "{name}: no gRPC liveness probe"
+                    c["livenessProbe"]["grpc"].is_mapping()
+                        || name.ends_with("-network") && c["livenessProbe"]["httpGet"].is_mapping(),
+                    "{name}: no liveness probe"
                 );
                 assert_eq!(
                     c["securityContext"]["readOnlyRootFilesystem"],
@@ -168,6 +187,16 @@ fn check_invariants(objects: &[Value]) {
     let args = format!("{:?}", containers(conductor)[0]["args"]);
     assert!(args.contains("--advertise=http://$(POD_IP)"), "{args}");
     assert!(named(objects, "Service", "-api").is_some());
+    // The network agent answers DHCP on the hosts' interfaces and needs no database.
+    let agent = named(objects, "DaemonSet", "-network").expect("a network agent DaemonSet");
+    let spec = &agent["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], Value::Bool(true));
+    assert_eq!(spec["dnsPolicy"].as_str(), Some("ClusterFirstWithHostNet"));
+    let env = format!("{:?}", containers(agent)[0]["env"]);
+    assert!(
+        !env.contains("DATABASE_URL") && !env.contains("ETCD"),
+        "{env}"
+    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ use xcat3_migrations::{Migrator, MigratorTrait};
 
 pub use conductors::{EventRecord, NodeUpdate};
 pub use misc::{OsImage, PasswdRecord, ServiceRecord};
-pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord};
+pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite};
 pub use nodes::NodeRecord;
 
 /// Largest number of rows one INSERT carries (keeps under SQLite's and PostgreSQL's parameter limits).
@@ -85,7 +85,7 @@ pub fn now_ms() -> i64 {
 pub struct Store {
     db: DatabaseConnection,
     /// Counts this process's inventory writes (see [`Store::subscribe_writes`]).
-    writes: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    writes: tokio::sync::broadcast::Sender<std::sync::Arc<InventoryWrite>>,
 }
 
 impl Store {
@@ -114,7 +114,7 @@ impl Store {
         Migrator::up(&db, None).await?;
         Ok(Store {
             db,
-            writes: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            writes: tokio::sync::broadcast::channel(1024).0,
         })
     }
 

@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use xcat3_types::{IpRange, Network, ProvisionState};
 
-use crate::entity::{discovered, dynamic_block, nic, node};
+use crate::entity::{discovered, dynamic_block, nic};
 use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
 
 /// One NIC of a node, with what the agents need of its node.
@@ -26,6 +26,16 @@ pub struct BootHostRecord {
     pub netboot: String,
     pub osimage: Option<String>,
     pub provision_state: ProvisionState,
+}
+
+/// One committed inventory write: the revision it made and what it touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryWrite {
+    pub revision: i64,
+    /// Nodes created, changed or deleted.
+    pub nodes: Vec<String>,
+    /// Whether networks changed.
+    pub networks: bool,
 }
 
 /// Everything the agents answer from, read in one transaction.
@@ -67,20 +77,102 @@ async fn read_revision<C: ConnectionTrait>(db: &C) -> Result<i64> {
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
+/// The NICs with their nodes' boot attributes: all of them, or those of the `only` nodes. One
+/// join read as plain rows: it runs after inventory writes.
+async fn boot_hosts<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&[String]>,
+) -> Result<Vec<BootHostRecord>> {
+    const SELECT: &str = "SELECT nics.mac, nics.node, nics.name, nics.ip, nics.is_primary, nodes.arch, \
+         nodes.netboot, nodes.osimage, nodes.provision_state \
+         FROM nics JOIN nodes ON nodes.name = nics.node";
+    let backend = db.get_database_backend();
+    let mut rows = Vec::new();
+    match only {
+        None => {
+            rows = db
+                .query_all_raw(Statement::from_string(backend, SELECT))
+                .await?
+        }
+        Some(names) => {
+            for chunk in names.chunks(KEYS_PER_QUERY) {
+                let marks: Vec<String> = (1..=chunk.len())
+                    .map(|i| {
+                        if backend == sea_orm::DbBackend::Postgres {
+                            format!("${i}")
+                        } else {
+                            "?".to_owned()
+                        }
+                    })
+                    .collect();
+                let sql = format!("{SELECT} WHERE nics.node IN ({})", marks.join(","));
+                let values: Vec<sea_orm::Value> = chunk.iter().map(|n| n.clone().into()).collect();
+                rows.extend(
+                    db.query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+                        .await?,
+                );
+            }
+        }
+    }
+    let mut hosts = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mac: String = row.try_get_by_index(0)?;
+        let node: String = row.try_get_by_index(1)?;
+        let ip: Option<String> = row.try_get_by_index(3)?;
+        let state: String = row.try_get_by_index(8)?;
+        let what = || format!("NIC {mac} of node {node}");
+        hosts.push(BootHostRecord {
+            ip: ip
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| corrupt(what(), e))?,
+            provision_state: state.parse().map_err(|e| corrupt(what(), e))?,
+            nic: row.try_get_by_index(2)?,
+            primary: row.try_get_by_index(4)?,
+            arch: row.try_get_by_index(5)?,
+            netboot: row.try_get_by_index(6)?,
+            osimage: row.try_get_by_index(7)?,
+            mac,
+            node,
+        });
+    }
+    Ok(hosts)
+}
+
 impl Store {
     /// Commits an inventory write, raising the inventory revision in the same transaction, and
-    /// tells this process's [`Store::subscribe_writes`] listeners.
-    pub(crate) async fn commit_inventory(&self, txn: DatabaseTransaction) -> Result<()> {
-        txn.execute_unprepared("UPDATE inventory_revision SET value = value + 1 WHERE id = 1")
-            .await?;
+    /// tells this process's [`Store::subscribe_writes`] listeners which nodes (or networks) it
+    /// changed and which revision it made.
+    pub(crate) async fn commit_inventory(
+        &self,
+        txn: DatabaseTransaction,
+        nodes: Vec<String>,
+        networks: bool,
+    ) -> Result<()> {
+        let row = txn
+            .query_one_raw(Statement::from_string(
+                txn.get_database_backend(),
+                "UPDATE inventory_revision SET value = value + 1 WHERE id = 1 RETURNING value",
+            ))
+            .await?
+            .ok_or_else(|| corrupt("inventory revision", "the row is missing"))?;
+        let revision: i64 = row.try_get_by_index(0)?;
         txn.commit().await?;
-        self.writes.send_modify(|n| *n += 1);
+        // Nobody listening is fine.
+        let _ = self.writes.send(std::sync::Arc::new(InventoryWrite {
+            revision,
+            nodes,
+            networks,
+        }));
         Ok(())
     }
 
-    /// Fires after every inventory write made through this store (this process only; other
-    /// processes' writes show in [`Store::inventory_revision`]).
-    pub fn subscribe_writes(&self) -> tokio::sync::watch::Receiver<u64> {
+    /// Every inventory write made through this store, after it committed (this process only;
+    /// other processes' writes show in [`Store::inventory_revision`]).
+    pub fn subscribe_writes(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<InventoryWrite>> {
         self.writes.subscribe()
     }
 
@@ -94,56 +186,18 @@ impl Store {
         let txn = self.db.begin().await?;
         let revision = read_revision(&txn).await?;
         let networks = self.list_networks_in(&txn).await?;
-        let nodes: Vec<(String, String, String, Option<String>, String)> = node::Entity::find()
-            .select_only()
-            .column(node::Column::Name)
-            .column(node::Column::Arch)
-            .column(node::Column::Netboot)
-            .column(node::Column::Osimage)
-            .column(node::Column::ProvisionState)
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        let nics = nic::Entity::find()
-            .order_by_asc(nic::Column::Node)
-            .order_by_asc(nic::Column::Position)
-            .all(&txn)
-            .await?;
+        let hosts = boot_hosts(&txn, None).await?;
         txn.commit().await?;
-        let by_name: std::collections::HashMap<&str, _> = nodes
-            .iter()
-            .map(|(name, arch, netboot, osimage, state)| {
-                (name.as_str(), (arch, netboot, osimage, state))
-            })
-            .collect();
-        let mut hosts = Vec::with_capacity(nics.len());
-        for n in nics {
-            let Some((arch, netboot, osimage, state)) = by_name.get(n.node.as_str()) else {
-                continue;
-            };
-            let what = || format!("NIC {} of node {}", n.mac, n.node);
-            hosts.push(BootHostRecord {
-                ip: n
-                    .ip
-                    .as_deref()
-                    .map(str::parse)
-                    .transpose()
-                    .map_err(|e| corrupt(what(), e))?,
-                provision_state: state.parse().map_err(|e| corrupt(what(), e))?,
-                mac: n.mac,
-                node: n.node,
-                nic: n.name,
-                primary: n.is_primary,
-                arch: (*arch).clone(),
-                netboot: (*netboot).clone(),
-                osimage: (*osimage).clone(),
-            });
-        }
         Ok(BootTable {
             revision,
             networks,
             hosts,
         })
+    }
+
+    /// The NICs of `nodes` (those that still exist), for patching a boot table after a write.
+    pub async fn boot_hosts_of(&self, nodes: &[String]) -> Result<Vec<BootHostRecord>> {
+        boot_hosts(&self.db, Some(nodes)).await
     }
 
     /// Renews every live block `agent` holds in `network`'s dynamic range until `ttl_ms` from now

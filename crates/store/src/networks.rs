@@ -56,7 +56,7 @@ impl Store {
         network::Entity::insert(to_active(n, now, now))
             .exec_without_returning(&txn)
             .await?;
-        self.commit_inventory(txn).await?;
+        self.commit_inventory(txn, Vec::new(), true).await?;
         Ok(())
     }
 
@@ -66,7 +66,7 @@ impl Store {
         let mut row = to_active(n, 0, now_ms());
         row.created_at = sea_orm::ActiveValue::NotSet;
         network::Entity::update(row).exec(&txn).await?;
-        self.commit_inventory(txn).await?;
+        self.commit_inventory(txn, Vec::new(), true).await?;
         Ok(())
     }
 
@@ -76,7 +76,7 @@ impl Store {
         let res = network::Entity::delete_by_id(name.to_owned())
             .exec(&txn)
             .await?;
-        self.commit_inventory(txn).await?;
+        self.commit_inventory(txn, Vec::new(), true).await?;
         Ok(res.rows_affected > 0)
     }
 

@@ -137,7 +137,8 @@ impl Store {
     pub async fn create_nodes(&self, nodes: &[Node]) -> Result<()> {
         let txn = self.begin_write().await?;
         insert_node_rows(&txn, nodes, now_ms()).await?;
-        self.commit_inventory(txn).await?;
+        let names = nodes.iter().map(|n| n.name.clone()).collect();
+        self.commit_inventory(txn, names, false).await?;
         Ok(())
     }
 
@@ -207,7 +208,8 @@ impl Store {
             let written: Vec<Node> = fresh.iter().map(|(n, _)| n.clone()).collect();
             insert_nic_rows(&txn, &written).await?;
         }
-        self.commit_inventory(txn).await?;
+        let names = fresh.iter().map(|(n, _)| n.name.clone()).collect();
+        self.commit_inventory(txn, names, false).await?;
         Ok(conflicts)
     }
 
@@ -224,7 +226,7 @@ impl Store {
                 .await?
                 .rows_affected;
         }
-        self.commit_inventory(txn).await?;
+        self.commit_inventory(txn, names.to_vec(), false).await?;
         Ok(deleted)
     }
 

@@ -7,7 +7,7 @@
 //! the differences are broadcast. The feed speaks the internal protocol's messages because it exists
 //! only to feed that stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use xcat3_proto::convert::network_to_pb;
 use xcat3_proto::internal::{self, boot_host::Action};
-use xcat3_store::{BootHostRecord, BootTable, OsImage, Store};
+use xcat3_store::{BootHostRecord, BootTable, InventoryWrite, OsImage, Store};
 use xcat3_types::ProvisionState;
 
 /// Changes kept for watchers that fall behind; a watcher further behind gets a new snapshot.
@@ -164,16 +164,70 @@ impl BootFeed {
         let _ = rx.wait_for(|t| t.revision > 0).await;
     }
 
-    /// Rebuilds the table if the inventory revision moved; returns whether anything changed.
-    pub async fn refresh(&self, store: &Store) -> xcat3_store::Result<bool> {
+    /// Rebuilds the whole table if the inventory revision moved (a write by another process).
+    pub async fn refresh(&self, store: &Store) -> xcat3_store::Result<()> {
         let known = self.current.borrow().revision;
         let revision = u64::try_from(store.inventory_revision().await?).unwrap_or(0);
         if revision == known {
-            return Ok(false);
+            return Ok(());
         }
+        let started = std::time::Instant::now();
         let rows = store.boot_table().await?;
         let images = store.list_osimages().await?;
         let new = Table::build(rows, &images);
+        tracing::debug!(
+            hosts = new.hosts.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "boot table rebuilt"
+        );
+        self.publish(new);
+        Ok(())
+    }
+
+    /// Applies a write made by this process: re-reads only the nodes it touched (and the networks
+    /// if they changed), if it is the revision right after the table's; otherwise rebuilds.
+    pub async fn patch(&self, store: &Store, write: &InventoryWrite) -> xcat3_store::Result<()> {
+        let old = self.current.borrow().clone();
+        let revision = u64::try_from(write.revision).unwrap_or(0);
+        if revision <= old.revision {
+            return Ok(()); // already in the table (a rebuild read it)
+        }
+        if revision != old.revision + 1 {
+            return self.refresh(store).await;
+        }
+        let started = std::time::Instant::now();
+        let mut new = (*old).clone();
+        new.revision = revision;
+        if write.networks {
+            new.networks = store
+                .list_networks()
+                .await?
+                .iter()
+                .map(|n| (n.name.clone(), network_to_pb(n)))
+                .collect();
+        }
+        if !write.nodes.is_empty() {
+            let touched: HashSet<&str> = write.nodes.iter().map(String::as_str).collect();
+            new.hosts.retain(|_, h| !touched.contains(h.node.as_str()));
+            let rows = store.boot_hosts_of(&write.nodes).await?;
+            let images = store.list_osimages().await?;
+            let images: HashMap<&str, &OsImage> =
+                images.iter().map(|i| (i.name.as_str(), i)).collect();
+            for h in rows {
+                new.hosts.insert(h.mac.clone(), boot_host(h, &images));
+            }
+        }
+        tracing::debug!(
+            nodes = write.nodes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "boot table patched"
+        );
+        self.publish(new);
+        Ok(())
+    }
+
+    /// Makes `new` current and broadcasts what changed.
+    fn publish(&self, new: Table) {
         let old = self.current.borrow().clone();
         let update = old.diff(&new);
         self.current.send_replace(Arc::new(new));
@@ -187,7 +241,6 @@ impl BootFeed {
             );
             let _ = self.changes.send(Arc::new(update));
         }
-        Ok(true)
     }
 
     /// Keeps the table current until `shutdown`: after every local write, and every `poll`.
@@ -196,13 +249,17 @@ impl BootFeed {
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(e) = self.refresh(&store).await {
-                tracing::warn!(error = %e, "reading the boot table failed; agents keep the last one");
-            }
-            tokio::select! {
-                _ = writes.changed() => {}
-                _ = tick.tick() => {}
+            let result = tokio::select! {
+                w = writes.recv() => match w {
+                    Ok(write) => self.patch(&store, &write).await,
+                    // Missed some writes: read everything.
+                    Err(_) => self.refresh(&store).await,
+                },
+                _ = tick.tick() => self.refresh(&store).await,
                 _ = shutdown.cancelled() => return,
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "reading the boot table failed; agents keep the last one");
             }
         }
     }

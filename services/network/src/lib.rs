@@ -280,3 +280,36 @@ pub async fn serve(
     tracing::info!("network agent stopped");
     Ok(())
 }
+
+/// A small boot table (two networks, a few hosts) for the fuzz targets and benchmarks.
+pub fn fuzz_table() -> Table {
+    use xcat3_proto::internal::{BootHost, BootUpdate};
+    let mut t = Table::default();
+    let update = BootUpdate {
+        revision: 1,
+        snapshot: true,
+        networks: vec![xcat3_proto::pb::Network {
+            name: "local".into(),
+            subnet: "10.0.0.0".into(),
+            netmask: "255.255.255.0".into(),
+            gateway: "10.0.0.254".into(),
+            dynamic_range: "10.0.0.100-10.0.0.199".into(),
+            domain: "cluster".into(),
+            ..Default::default()
+        }],
+        hosts: (1..=8u8)
+            .map(|i| BootHost {
+                mac: format!("52:54:00:00:00:{i:02x}"),
+                ip: format!("10.0.0.{}", 10 + i),
+                node: format!("n{i}"),
+                primary: true,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Err(e) = t.apply(&update) {
+        tracing::error!(error = %e, "the built-in table is invalid");
+    }
+    t
+}

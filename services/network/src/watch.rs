@@ -87,6 +87,7 @@ pub async fn follow(api: ApiClient, state: Arc<State>, file: PathBuf, shutdown: 
                     match next {
                         Ok(Some(update)) => {
                             backoff = Duration::from_millis(200);
+                            let started = std::time::Instant::now();
                             if let Err(e) = table.apply(&update) {
                                 tracing::error!(error = %e, "ignoring a bad boot update; asking for a snapshot");
                                 break;
@@ -96,6 +97,7 @@ pub async fn follow(api: ApiClient, state: Arc<State>, file: PathBuf, shutdown: 
                             tracing::debug!(
                                 revision = table.revision,
                                 hosts = table.hosts.len(),
+                                apply_ms = started.elapsed().as_millis() as u64,
                                 "boot table updated"
                             );
                             let file = file.clone();

@@ -289,6 +289,146 @@ async fn power(n: u32, conductors: usize, rounds: usize) {
     );
 }
 
+/// Reads one gauge from a Prometheus endpoint.
+async fn gauge(addr: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+/// How long a change of 1,000 nodes takes to reach a network agent: N nodes exist, 1,000 more are
+/// created (then deleted) in one request; the time runs from the request to the agent's table
+/// holding the change (its `netboot_table_hosts` gauge, polled every millisecond).
+async fn netboot(n: u32, rounds: usize) {
+    use std::process::Stdio;
+    use xcat3_tests::{bin, ready_field, spawn_ready};
+    let server = TestServer::start(Backend::Sqlite).await;
+    server
+        .networks()
+        .await
+        .create_network(big_network())
+        .await
+        .unwrap();
+    let create = |from: u32, count: u32| {
+        let nodes: Vec<pb::Node> = (from..from + count)
+            .map(|i| numbered_node("nb", i))
+            .collect();
+        pb::CreateNodesRequest {
+            nodes,
+            all_or_nothing: false,
+            ..Default::default()
+        }
+    };
+    let results = collect_results(
+        server
+            .nodes()
+            .await
+            .create_nodes(create(0, n))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert!(results.iter().all(|r| error_of(r).is_none()));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
+    cmd.args([
+        "network",
+        "--no-dhcp",
+        "--tftp-listen",
+        "none",
+        "--dns-listen",
+        "none",
+        "--ipxe-dir",
+        "none",
+    ])
+    .args([
+        "--http-listen",
+        "127.0.0.1:0",
+        "--network-metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--api-url")
+    .arg(server.url())
+    .arg("--state-dir")
+    .arg(dir.path())
+    .env("XCAT3_ADMIN_TOKEN", &server.token)
+    .env("RUST_LOG", "info,xcat3_network=debug")
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .kill_on_drop(true);
+    let (_agent, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap();
+    let metrics = ready_field(&ready, "metrics=").unwrap();
+    let hosts = "xcat3_netboot_table_hosts";
+    let wait_hosts = |want: f64| {
+        let metrics = metrics.clone();
+        async move {
+            loop {
+                if gauge(&metrics, hosts).await == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    wait_hosts(f64::from(n)).await;
+    println!("netboot: agent holds {n} NICs; changing 1,000 nodes");
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let results = collect_results(
+            server
+                .nodes()
+                .await
+                .create_nodes(create(n, 1000))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await
+        .unwrap();
+        assert!(results.iter().all(|r| error_of(r).is_none()));
+        let answered = t0.elapsed();
+        wait_hosts(f64::from(n + 1000)).await;
+        let created = t0.elapsed();
+        let t0 = Instant::now();
+        let req = pb::DeleteNodesRequest {
+            noderange: format!("nb[{:05}-{:05}]", n, n + 999),
+            all_or_nothing: false,
+        };
+        collect_results(
+            server
+                .nodes()
+                .await
+                .delete_nodes(req)
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await
+        .unwrap();
+        wait_hosts(f64::from(n)).await;
+        let deleted = t0.elapsed();
+        println!(
+            "round {round}: create 1,000 -> in the agent's table {:.0} ms (api answered in {:.0} ms); delete 1,000 -> {:.0} ms",
+            created.as_secs_f64() * 1e3,
+            answered.as_secs_f64() * 1e3,
+            deleted.as_secs_f64() * 1e3
+        );
+    }
+    if std::env::var_os("XCAT3_BENCH_LOGS").is_some() {
+        println!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        println!("{}", server.log());
+    }
+}
+
 /// CPU cost of the DHCP decision alone (decode, decide, encode; no sockets): N reserved NICs,
 /// then N unknown machines on a dynamic range, each doing DISCOVER and REQUEST.
 fn dhcp_decisions(n: u32, rounds: usize) {
@@ -382,13 +522,17 @@ fn dhcp_decisions(n: u32, rounds: usize) {
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some("power") | Some("inventory") | Some("dhcp") => args.remove(0),
+        Some("power") | Some("inventory") | Some("dhcp") | Some("netboot") => args.remove(0),
         _ => "inventory".into(),
     };
     let mut args = args.into_iter();
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let has_pg = std::env::var_os("XCAT3_TEST_POSTGRES_URL").is_some();
+    if mode == "netboot" {
+        netboot(n, rounds).await;
+        return;
+    }
     if mode == "dhcp" {
         dhcp_decisions(n, rounds);
         return;
