@@ -250,10 +250,10 @@ impl TftpServer {
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 let name = req.name.clone();
-                let result = tokio::select! {
-                    r = transfer(root, cache, req, peer) => r,
-                    _ = stop.cancelled() => Err(TransferEnd::Failed("shutting down".into())),
-                };
+                let result =
+                    tokio::task::spawn_blocking(move || transfer(&root, &cache, req, peer, &stop))
+                        .await
+                        .unwrap_or_else(|e| Err(TransferEnd::Failed(e.to_string())));
                 let (reason, sent) = match result {
                     Ok(sent) => ("sent", sent),
                     Err(TransferEnd::Refused(why)) => {
@@ -300,46 +300,45 @@ enum TransferEnd {
     Failed(String),
 }
 
-/// Sends `req`'s file to `peer` from a new socket; returns the bytes sent.
-async fn transfer(
-    root: PathBuf,
-    cache: Arc<FileCache>,
+/// Sends `req`'s file to `peer` from a new socket; returns the bytes sent. Blocking: it runs on
+/// its own thread (`spawn_blocking`), which keeps the lock-step exchange of small datagrams as
+/// cheap as a plain loop of system calls.
+fn transfer(
+    root: &Path,
+    cache: &FileCache,
     req: ReadRequest,
     peer: SocketAddr,
+    stop: &CancellationToken,
 ) -> Result<u64, TransferEnd> {
-    let bind: SocketAddr = if peer.is_ipv4() {
-        "0.0.0.0:0"
+    let failed = |e: std::io::Error| TransferEnd::Failed(e.to_string());
+    let bind = if peer.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
-        "[::]:0"
-    }
-    .parse()
-    .map_err(|_| TransferEnd::Failed("bad bind address".into()))?;
-    let sock = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| TransferEnd::Failed(e.to_string()))?;
-    sock.connect(peer)
-        .await
-        .map_err(|e| TransferEnd::Failed(e.to_string()))?;
-    let data = match resolve(&root, &req.name) {
-        Ok(path) => {
-            let c = cache.clone();
-            tokio::task::spawn_blocking(move || c.read(&path))
-                .await
-                .map_err(|e| TransferEnd::Failed(e.to_string()))?
-                .map_err(|e| TransferEnd::Failed(e.to_string()))?
-        }
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let sock = std::net::UdpSocket::bind(bind).map_err(failed)?;
+    sock.connect(peer).map_err(failed)?;
+    let data = match resolve(root, &req.name) {
+        Ok(path) => cache.read(&path).map_err(failed)?,
         Err(e) => {
             let (code, end) = match &e {
                 PathError::NotFound => (ERR_NOT_FOUND, TransferEnd::NotFound),
                 PathError::Refused(why) => (ERR_ACCESS, TransferEnd::Refused((*why).to_owned())),
             };
-            let _ = sock.send(&error_packet(code, &e.to_string())).await;
+            let _ = sock.send(&error_packet(code, &e.to_string()));
             return Err(end);
         }
     };
     let blksize = req.blksize.unwrap_or(DEFAULT_BLKSIZE);
     let window = req.windowsize.unwrap_or(1);
     let timeout = Duration::from_secs(req.timeout.unwrap_or(1));
+    sock.set_read_timeout(Some(timeout)).map_err(failed)?;
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
     let mut buf = vec![0u8; 1500];
 
     // Option negotiation (RFC 2347): OACK, answered by ACK 0.
@@ -365,11 +364,9 @@ async fn transfer(
     if oack.len() > 2 {
         let mut tries = 0;
         loop {
-            sock.send(&oack)
-                .await
-                .map_err(|e| TransferEnd::Failed(e.to_string()))?;
-            match tokio::time::timeout(timeout, sock.recv(&mut buf)).await {
-                Ok(Ok(n)) if n >= 4 => {
+            sock.send(&oack).map_err(failed)?;
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 4 => {
                     let op = u16::from_be_bytes([buf[0], buf[1]]);
                     let block = u16::from_be_bytes([buf[2], buf[3]]);
                     if op == ACK && block == 0 {
@@ -381,12 +378,13 @@ async fn transfer(
                     }
                 }
                 Ok(_) => {}
-                Err(_) => {
+                Err(e) if timed_out(&e) => {
                     tries += 1;
                     if tries > RETRIES {
                         return Err(TransferEnd::Failed("no ACK of the options".into()));
                     }
                 }
+                Err(e) => return Err(failed(e)),
             }
         }
     }
@@ -397,6 +395,9 @@ async fn transfer(
     let mut tries = 0;
     let mut packet = Vec::with_capacity(blksize + 4);
     while acked < blocks {
+        if stop.is_cancelled() {
+            return Err(TransferEnd::Failed("shutting down".into()));
+        }
         let end = (acked + window).min(blocks);
         for n in acked + 1..=end {
             let from = (n - 1) * blksize;
@@ -405,39 +406,42 @@ async fn transfer(
             packet.extend_from_slice(&DATA.to_be_bytes());
             packet.extend_from_slice(&((n % 65536) as u16).to_be_bytes());
             packet.extend_from_slice(&data[from..to]);
-            sock.send(&packet)
-                .await
-                .map_err(|e| TransferEnd::Failed(e.to_string()))?;
+            sock.send(&packet).map_err(failed)?;
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        let sent_at = std::time::Instant::now();
         loop {
-            match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-                Ok(Ok(n)) if n >= 4 => {
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 4 => {
                     let op = u16::from_be_bytes([buf[0], buf[1]]);
                     if op == ERROR {
                         return Err(TransferEnd::Aborted);
                     }
-                    if op != ACK {
-                        continue;
-                    }
                     let block = u16::from_be_bytes([buf[2], buf[3]]);
                     // Map the 16-bit number onto the window that was just sent.
-                    let got = (acked + 1..=end).find(|n| (n % 65536) as u16 == block);
+                    let got = (op == ACK)
+                        .then(|| (acked + 1..=end).find(|n| (n % 65536) as u16 == block))
+                        .flatten();
                     if let Some(got) = got {
                         acked = got;
                         tries = 0;
                         break;
                     }
+                    // A duplicate or stray packet: keep waiting, but not past the timeout.
+                    if sent_at.elapsed() >= timeout {
+                        tries += 1;
+                        break;
+                    }
                 }
                 Ok(_) => {}
-                Err(_) => {
+                Err(e) if timed_out(&e) => {
                     tries += 1;
-                    if tries > RETRIES {
-                        return Err(TransferEnd::Failed(format!("no ACK after block {acked}")));
-                    }
                     break;
                 }
+                Err(e) => return Err(failed(e)),
             }
+        }
+        if tries > RETRIES {
+            return Err(TransferEnd::Failed(format!("no ACK after block {acked}")));
         }
     }
     Ok(data.len() as u64)
