@@ -431,3 +431,74 @@ async fn bios_machine_pxe_boots_into_its_ipxe_script() {
 async fn uefi_machine_fetches_ipxe_over_tftp_and_runs_its_script() {
     pxe_boot(xcat3_tests::netns::Firmware::Uefi).await;
 }
+
+/// ProxyDHCP: busybox udhcpd owns the addresses; the agent (`--proxy-dhcp`) only tells the PXE
+/// firmware what to boot. The VM ends up running its node script from the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_dhcp_boots_machines_whose_addresses_come_from_another_server() {
+    let site = Site::start("dynamic_range=10.77.0.200-10.77.0.210").await;
+    let owner = Netns::create("own").unwrap();
+    site.seg
+        .plug(&owner, "eth0", None, Some("10.77.0.3/24"))
+        .unwrap();
+    let conf = site.dir.path().join("udhcpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "start 10.77.0.100\nend 10.77.0.149\ninterface eth0\nlease_file {0}/udhcpd.leases\npidfile {0}/udhcpd.pid\nopt subnet 255.255.255.0\nopt router 10.77.0.254\n",
+            site.dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(site.dir.path().join("udhcpd.leases"), b"").unwrap();
+    let _udhcpd = owner
+        .command("busybox")
+        .args(["udhcpd", "-f"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let agent = TestAgent::start(
+        &site.srv,
+        "eth0",
+        "10.77.0.1",
+        &site.proxy.path,
+        &site.server.token,
+        &site.dir.path().join("a1"),
+        &["--proxy-dhcp"],
+    )
+    .await
+    .unwrap();
+    // A plain client gets its address from udhcpd, never from the proxy.
+    let lease = udhcpc(&site.cli, "c0", &[]).await.unwrap();
+    assert_eq!(lease["serverid"], "10.77.0.3", "{lease:?}");
+    assert!(lease["ip"].starts_with("10.77.0.1"), "{lease:?}");
+
+    let _ra = xcat3_tests::netns::router_advertiser(&site.srv, "eth0", "fd00:77::").unwrap();
+    let vm = xcat3_tests::netns::TestVm::boot(
+        &site.seg.switch,
+        "br0",
+        RESERVED_MAC,
+        xcat3_tests::netns::Firmware::Bios,
+    )
+    .unwrap();
+    let booted = wait_for(
+        Duration::from_secs(150),
+        "the VM runs its iPXE script",
+        || async {
+            vm.console()
+                .contains("node01 boots from its local disk")
+                .then_some(())
+        },
+    )
+    .await;
+    let console = vm.console();
+    vm.stop().await;
+    booted.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n--- console ---\n{console}\n--- agent ---\n{}",
+            agent.log()
+        )
+    });
+}
