@@ -59,6 +59,10 @@ PY
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
+# Datagrams the server namespace's UDP sockets dropped for a full receive buffer (xcat3 only:
+# Kea reads with a raw socket).
+udp_drops() { ip netns exec xb-srv awk '/^Udp:/ && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
+
 # CPU ticks a process uses in 5 s of doing nothing (timers, polls), subtracted in the last column.
 idle_ticks() {
   local a b
@@ -71,13 +75,16 @@ idle_ticks() {
 point() {
   local pid=$1 rate=$2 macs=$3 idle=$4
   local before after out
+  local drops0 drops1
+  drops0=$(udp_drops)
   before=$(cpu_ticks "$pid")
-  out=$(ip netns exec xb-cli taskset -c 0 perfdhcp -4 -l c0 -r "$rate" -p 5 -M "$macs" -R "$N" 2>&1 || true)
+  out=$( { TIMEFORMAT='LOADGEN %U %S %R'; time ip netns exec xb-cli taskset -c 0 perfdhcp -4 -l c0 -r "$rate" -p 5 -M "$macs" -R "$N"; } 2>&1 || true)
   after=$(cpu_ticks "$pid")
-  python3 - "$before" "$after" "$TCK" "$rate" "$idle" <<PY "$out"
+  drops1=$(udp_drops)
+  python3 - "$before" "$after" "$TCK" "$rate" "$idle" "$((drops1 - drops0))" <<PY "$out"
 import re, sys
-before, after, tck, rate, idle = (int(a) for a in sys.argv[1:6])
-out = sys.argv[6]
+before, after, tck, rate, idle, drops = (int(a) for a in sys.argv[1:7])
+out = sys.argv[7]
 sent = [int(x) for x in re.findall(r"sent packets: (\d+)", out)]
 recv = [int(x) for x in re.findall(r"received packets: (\d+)", out)]
 if len(sent) < 2:
@@ -87,7 +94,9 @@ offered = sent[0]
 loss = 100.0 * (1 - done / offered) if offered else 100
 cpu_us = (after - before) / tck * 1e6 / done if done else 0
 busy_us = max(0, after - before - idle) / tck * 1e6 / done if done else 0
-print(f"{rate} {done/5:.0f} {loss:.2f} {cpu_us:.1f} {busy_us:.1f}")
+lg = re.search(r"LOADGEN ([\d.]+) ([\d.]+) ([\d.]+)", out)
+loadgen = 100 * (float(lg[1]) + float(lg[2])) / float(lg[3]) if lg else 0
+print(f"{rate} {done/5:.0f} {loss:.2f} {cpu_us:.1f} {busy_us:.1f} {drops} {loadgen:.0f}")
 PY
 }
 
@@ -99,7 +108,7 @@ run_points() { # NAME PID MACFILE LABEL
   done
 }
 
-echo "# server  workload     offered/s  DORA/s  loss%  server-CPU-us/DORA  (minus idle)"
+echo "# server  workload     offered/s  DORA/s  loss%  server-CPU-us/DORA  (minus idle)  rcvbuf-drops  perfdhcp-CPU%"
 
 # --- xcat3 ---
 mkdir -p "$W/x"

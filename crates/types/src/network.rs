@@ -5,7 +5,7 @@ use std::str::FromStr;
 use crate::{FieldError, validate_hostname};
 
 /// An inclusive range of IPv4 addresses written `a.b.c.d-e.f.g.h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpRange {
     pub start: Ipv4Addr,
     pub end: Ipv4Addr,

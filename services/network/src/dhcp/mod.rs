@@ -66,6 +66,8 @@ fn interface_socket(name: &str, port: u16) -> std::io::Result<std::net::UdpSocke
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
+    // Room for bursts (the kernel caps it at net.core.rmem_max).
+    s.set_recv_buffer_size(4 << 20)?;
     s.bind_device(Some(name.as_bytes()))?;
     s.set_read_timeout(Some(Duration::from_millis(250)))?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;

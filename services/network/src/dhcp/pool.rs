@@ -178,9 +178,21 @@ impl Pool {
     }
 
     /// Replaces the blocks held in `net` (as the api last confirmed them).
+    /// Only new blocks, and renewals that move the expiry by more than a minute, are logged.
     pub fn set_blocks(&mut self, net: &str, blocks: Vec<(IpRange, i64)>) {
+        let known: HashMap<IpRange, i64> = self
+            .nets
+            .get(net)
+            .map(|p| p.blocks.iter().copied().collect())
+            .unwrap_or_default();
+        let mut lines = String::new();
         for (r, valid) in &blocks {
-            self.append(format_args!("block {net} {} {} {valid}", r.start, r.end));
+            if known.get(r).is_none_or(|old| (valid - old).abs() > 60_000) {
+                lines.push_str(&format!("block {net} {} {} {valid}\n", r.start, r.end));
+            }
+        }
+        if !lines.is_empty() {
+            self.append(format_args!("{}", lines.trim_end()));
         }
         let pool = self.nets.entry(net.to_owned()).or_default();
         pool.blocks = blocks;
