@@ -130,3 +130,55 @@ async fn file(AxumState(ctx): AxumState<Ctx>, uri: axum::http::Uri) -> Response 
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n").into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Host;
+
+    fn host(action: BootAction) -> Host {
+        Host {
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            ip: None,
+            node: "n1".into(),
+            nic: "eth0".into(),
+            primary: true,
+            arch: "x86_64".into(),
+            netboot: "pxe".into(),
+            action,
+        }
+    }
+
+    #[test]
+    fn install_script_boots_the_installer_with_every_initrd() {
+        let s = host_script(&host(BootAction::Install {
+            osimage: "rocky9-x86_64-install-compute".into(),
+            kernel: "http://img/vmlinuz".into(),
+            initrds: vec![
+                "http://img/initrd.img".into(),
+                "http://img/extra.cpio".into(),
+            ],
+            cmdline: "inst.ks=http://img/ks console=ttyS0".into(),
+        }));
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "#!ipxe");
+        assert!(lines.contains(&"kernel --name kernel http://img/vmlinuz inst.ks=http://img/ks console=ttyS0 initrd=initrd0 initrd=initrd1"), "{s}");
+        assert!(
+            lines.contains(&"initrd --name initrd0 http://img/initrd.img"),
+            "{s}"
+        );
+        assert!(
+            lines.contains(&"initrd --name initrd1 http://img/extra.cpio"),
+            "{s}"
+        );
+        assert_eq!(lines.last(), Some(&"boot"));
+    }
+
+    #[test]
+    fn local_boot_exits_on_uefi_and_boots_the_first_disk_on_bios() {
+        let s = host_script(&host(BootAction::LocalDisk));
+        assert!(s.contains("iseq ${platform} efi && exit"), "{s}");
+        assert!(s.contains("sanboot --no-describe --drive 0x80"), "{s}");
+        assert!(discovery_script(MacAddr([2, 0, 0, 0, 0, 9])).contains("02:00:00:00:00:09"));
+    }
+}
