@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # DHCP benchmark, side by side in one run: the xcat3 network agent (inside `xcat3-server
-# all-in-one`) and Kea 2.2 (memfile), each pinned to one core, loaded by Kea's perfdhcp from a client
+# all-in-one`), Kea 2.2 (memfile) and ISC dhcpd 4.4, each pinned to one core, loaded by Kea's perfdhcp from a client
 # namespace with 5 s points. Prints, per server and offered rate: completed DORA exchanges per
 # second, loss, and server CPU per exchange (user+sys of the server process / completed DORAs).
 #
 #   bash scripts/bench-dhcp.sh [RATES] [RESERVATIONS]     default "2000 8000 16000" and 10000
 #
-# Installs kea-admin (perfdhcp) and kea-dhcp4-server from Debian. Everything runs in network
-# namespaces it creates (xb-srv, xb-cli) and removes.
+# Installs kea-admin (perfdhcp) and kea-dhcp4-server from Debian. ISC dhcpd is only unpacked from
+# its package (`apt-get download`), never installed, so no dhcpd service can start on this
+# machine's interfaces. Everything runs in network namespaces it creates (xb-srv, xb-cli) and
+# removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${1:-"2000 8000 16000"}
@@ -54,6 +56,10 @@ kea = {"Dhcp4": {
     "reservations": [{"hw-address": m, "ip-address": ip(i), "hostname": f"b{i:05d}"} for i, m in enumerate(res)]}],
   "loggers": [{"name": "kea-dhcp4", "severity": "WARN", "output_options": [{"output": f"{w}/kea.log"}]}]}}
 open(f"{w}/kea.json", "w").write(json.dumps(kea))
+hosts = "".join(f"host b{i:05d} {{ hardware ethernet {m}; fixed-address {ip(i)}; }}\n" for i, m in enumerate(res))
+open(f"{w}/dhcpd.conf", "w").write(
+    "authoritative;\ndefault-lease-time 43200;\nmax-lease-time 43200;\n"
+    "subnet 10.88.0.0 netmask 255.255.0.0 {\n  range 10.88.100.1 10.88.200.250;\n  option routers 10.88.0.254;\n}\n" + hosts)
 PY
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -139,3 +145,26 @@ run_points kea "$KPID" "$W/reserved.macs" reserved
 rm -f "$W/kea-leases.csv"*
 run_points kea "$KPID" "$W/dynamic.macs" dynamic
 kill "$KPID"; wait "$KPID" 2>/dev/null || true
+
+# --- ISC dhcpd (unpacked, not installed) ---
+(cd "$W" && apt-get download -qq isc-dhcp-server >/dev/null 2>&1 && dpkg-deb -x isc-dhcp-server_*.deb isc)
+DHCPD="$W/isc/usr/sbin/dhcpd"
+if [ -x "$DHCPD" ]; then
+  : > "$W/dhcpd.leases"
+  ip netns exec xb-srv taskset -c 1 "$DHCPD" -4 -f -q -cf "$W/dhcpd.conf" -lf "$W/dhcpd.leases" \
+    -pf "$W/dhcpd.pid" s0 >"$W/dhcpd.out" 2>&1 &
+  DPID=$!
+  sleep 2
+  kill -0 "$DPID" 2>/dev/null || { echo "dhcpd did not start:"; cat "$W/dhcpd.out"; exit 1; }
+  run_points dhcpd "$DPID" "$W/reserved.macs" reserved
+  kill "$DPID"; wait "$DPID" 2>/dev/null || true
+  : > "$W/dhcpd.leases"
+  ip netns exec xb-srv taskset -c 1 "$DHCPD" -4 -f -q -cf "$W/dhcpd.conf" -lf "$W/dhcpd.leases" \
+    -pf "$W/dhcpd.pid" s0 >"$W/dhcpd.out" 2>&1 &
+  DPID=$!
+  sleep 2
+  run_points dhcpd "$DPID" "$W/dynamic.macs" dynamic
+  kill "$DPID"; wait "$DPID" 2>/dev/null || true
+else
+  echo "# ISC dhcpd: could not unpack isc-dhcp-server; skipped"
+fi

@@ -10,6 +10,7 @@ mod cluster;
 mod helm;
 mod inventory;
 mod network;
+mod observability;
 mod power;
 mod security;
 

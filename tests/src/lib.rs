@@ -139,6 +139,9 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Reuse this data directory (to restart on the same SQLite file).
     pub data_dir: Option<PathBuf>,
+    /// Run the network agent inside the server too (its flags go in `extra_args`); without it
+    /// the server gets `--no-network-agent`.
+    pub network_agent: bool,
 }
 
 /// A running `xcat3-server all-in-one`, killed when dropped.
@@ -196,9 +199,11 @@ impl TestServer {
             .append(true)
             .open(dir.join("server.log"))?;
         let mut cmd = Command::new(bin("xcat3-server"));
-        cmd.arg("all-in-one")
-            .arg("--no-network-agent")
-            .arg("--data-dir")
+        cmd.arg("all-in-one");
+        if !opts.network_agent {
+            cmd.arg("--no-network-agent");
+        }
+        cmd.arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--database-url")

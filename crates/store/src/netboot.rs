@@ -379,3 +379,26 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    /// How many nodes are in each (provision state, power state): the fleet at a glance.
+    pub async fn node_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT provision_state, power_state, COUNT(*) FROM nodes \
+                 GROUP BY provision_state, power_state",
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get_by_index(0)?,
+                    r.try_get_by_index(1)?,
+                    r.try_get_by_index(2)?,
+                ))
+            })
+            .collect()
+    }
+}

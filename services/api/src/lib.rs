@@ -15,6 +15,7 @@
 pub mod changes;
 pub mod cli;
 pub mod dispatch;
+pub mod fleet;
 pub mod grpc;
 pub mod index;
 pub mod inventory;
@@ -217,6 +218,12 @@ impl Api {
         ));
         let feed_task =
             tokio::spawn(feed.run(store.clone(), config.netboot_poll, shutdown.clone()));
+        let fleet_task = tokio::spawn(fleet::run(
+            store.clone(),
+            metrics.clone(),
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
         let metrics_task =
             metrics_listener.map(|l| tokio::spawn(metrics.clone().serve(l, shutdown.clone())));
         tracing::info!(addr = %grpc_listener.local_addr()?, backend = store.backend_name(), "api serving");
@@ -230,6 +237,7 @@ impl Api {
         shutdown.cancel();
         let _ = heartbeat.await;
         let _ = feed_task.await;
+        let _ = fleet_task.await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }

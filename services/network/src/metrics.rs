@@ -92,6 +92,31 @@ impl AgentMetrics {
             m.api_connected.clone(),
         );
         metrics.register("dns_queries", "DNS queries answered", m.dns_queries.clone());
+        // Series that dashboards graph start at 0 instead of appearing with the first event.
+        for t in ["offer", "ack", "nak"] {
+            let _ = m
+                .dhcp_replies
+                .get_or_create(&TypeLabel { r#type: t.into() });
+        }
+        let _ = m.dhcp_ignored.get_or_create(&ReasonLabel {
+            reason: "malformed".into(),
+        });
+        for r in [
+            "sent",
+            "refused",
+            "not found",
+            "aborted by client",
+            "failed",
+        ] {
+            let _ = m
+                .tftp_transfers
+                .get_or_create(&ReasonLabel { reason: r.into() });
+        }
+        for s in ["local", "install", "discovery"] {
+            let _ = m
+                .http_scripts
+                .get_or_create(&ScriptLabel { script: s.into() });
+        }
         m
     }
 
