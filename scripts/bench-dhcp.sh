@@ -119,7 +119,7 @@ echo "# server  workload     offered/s  DORA/s  loss%  server-CPU-us/DORA  (minu
 # --- xcat3 ---
 mkdir -p "$W/x"
 ip netns exec xb-srv taskset -c 1 "$BIN/xcat3-server" all-in-one --insecure --data-dir "$W/x" \
-  --listen 127.0.0.1:3010 --metrics-listen none --dhcp-interfaces s0 --tftp-listen none \
+  --listen 127.0.0.1:3010 --metrics-listen 127.0.0.1:9310 --dhcp-interfaces s0 --tftp-listen none \
   --http-listen 10.88.0.1:8080 --dns-listen none --lease-time 43200 >"$W/x/out" 2>"$W/x/log" &
 XPID=$!
 for _ in $(seq 100); do grep -q "api ready" "$W/x/out" 2>/dev/null && break; sleep 0.1; done
@@ -133,6 +133,8 @@ echo "# xcat3: $N reservations created in $(( (t1 - t0) / 1000000 )) ms (create 
 sleep 2
 run_points xcat3 "$XPID" "$W/reserved.macs" reserved
 run_points xcat3 "$XPID" "$W/dynamic.macs" dynamic
+echo "# xcat3 agent counters after its runs:"
+ip netns exec xb-srv curl -s http://127.0.0.1:9310/metrics | grep -E '^xcat3_dhcp_(replies|ignored)_total' | sed 's/^/#   /'
 kill "$XPID"; wait "$XPID" 2>/dev/null || true
 
 # --- Kea ---

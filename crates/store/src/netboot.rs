@@ -234,13 +234,19 @@ impl Store {
                 .into_tuple()
                 .all(&txn)
                 .await?;
-            // Claims double what the agent holds (1, 1, 2, 4, ... up to 64 blocks), so a busy
-            // segment needs few round trips.
+            // Claims double what the agent holds (up to 64 blocks at once), so a busy segment
+            // needs few round trips.
+
             let held = rows
                 .iter()
                 .filter(|(_, a, at)| a == agent && *at > now)
                 .count();
-            let mut wanted = held.clamp(1, 64);
+            // A first claim in a large range takes a sixteenth of it (at most 8 blocks), so a
+            // burst of new machines does not run dry while the next claim is on its way.
+            let blocks_in_range =
+                usize::try_from(range.len().div_ceil(u64::from(block_size))).unwrap_or(usize::MAX);
+            let floor = (blocks_in_range / 16).clamp(1, 8);
+            let mut wanted = held.clamp(floor, 64);
             let taken: std::collections::HashMap<i64, i64> =
                 rows.into_iter().map(|(f, _, at)| (f, at)).collect();
             let start = i64::from(u32::from(range.start));
