@@ -517,6 +517,24 @@ impl TestEtcd {
     }
 }
 
+/// Copies between `inbound` and a new connection to `target` until either side closes or `cut`
+/// fires.
+pub async fn forward<S>(
+    mut inbound: S,
+    target: SocketAddr,
+    cut: tokio_util::sync::CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+        return;
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = cut.cancelled() => {}
+    }
+}
+
 /// A TCP forwarder on loopback that a test can cut, to take a process off the network.
 pub struct TcpProxy {
     pub addr: SocketAddr,
@@ -535,19 +553,10 @@ impl TcpProxy {
                     a = listener.accept() => a,
                     _ = token.cancelled() => return,
                 };
-                let Ok((mut inbound, _)) = accepted else {
+                let Ok((inbound, _)) = accepted else {
                     continue;
                 };
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = token.cancelled() => {}
-                    }
-                });
+                tokio::spawn(forward(inbound, target, token.clone()));
             }
         });
         Ok(TcpProxy { addr, cut })

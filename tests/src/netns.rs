@@ -182,19 +182,10 @@ impl UnixProxy {
                     a = listener.accept() => a,
                     _ = token.cancelled() => return,
                 };
-                let Ok((mut inbound, _)) = accepted else {
+                let Ok((inbound, _)) = accepted else {
                     continue;
                 };
-                let token = token.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = token.cancelled() => {}
-                    }
-                });
+                tokio::spawn(crate::forward(inbound, target, token.clone()));
             }
         });
         Ok(UnixProxy {

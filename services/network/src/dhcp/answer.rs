@@ -228,6 +228,15 @@ pub fn answer(
         })
     };
     let range = net.dynamic_range;
+    let full = FullReply {
+        req,
+        server,
+        net,
+        hostname: known.map(|h| h.node.as_str()),
+        client,
+        mac,
+        settings,
+    };
     match kind {
         MessageType::Discover => {
             let ip = match (known, range) {
@@ -240,17 +249,7 @@ pub fn answer(
             let Some(ip) = ip else {
                 return Answer::Ignore("no address for this client");
             };
-            let message = reply(
-                req,
-                MessageType::Offer,
-                ip,
-                server,
-                net,
-                known.map(|h| h.node.as_str()),
-                client,
-                mac,
-                settings,
-            );
+            let message = full.build(MessageType::Offer, ip);
             Answer::Reply {
                 to: destination(req, relayed),
                 message: Box::new(message),
@@ -287,17 +286,7 @@ pub fn answer(
                 (None, None) => false,
             };
             if ok {
-                let message = reply(
-                    req,
-                    MessageType::Ack,
-                    wanted,
-                    server,
-                    net,
-                    known.map(|h| h.node.as_str()),
-                    client,
-                    mac,
-                    settings,
-                );
+                let message = full.build(MessageType::Ack, wanted);
                 return Answer::Reply {
                     to: destination(req, relayed),
                     message: Box::new(message),
@@ -358,17 +347,7 @@ pub fn answer(
             if ciaddr.is_unspecified() {
                 return Answer::Ignore("INFORM without ciaddr");
             }
-            let mut message = reply(
-                req,
-                MessageType::Ack,
-                Ipv4Addr::UNSPECIFIED,
-                server,
-                net,
-                known.map(|h| h.node.as_str()),
-                client,
-                mac,
-                settings,
-            );
+            let mut message = full.build(MessageType::Ack, Ipv4Addr::UNSPECIFIED);
             // RFC 2131 3.4: no lease time in the answer to an INFORM.
             for code in [
                 OptionCode::AddressLeaseTime,
@@ -432,43 +411,55 @@ fn skeleton(req: &Message, kind: MessageType, yiaddr: Ipv4Addr, server: Ipv4Addr
     m
 }
 
-#[allow(clippy::too_many_arguments)]
-fn reply(
-    req: &Message,
-    kind: MessageType,
-    ip: Ipv4Addr,
+/// What every full reply (OFFER, ACK) to one request is made of.
+struct FullReply<'a> {
+    req: &'a Message,
     server: Ipv4Addr,
-    net: &Network,
-    hostname: Option<&str>,
+    net: &'a Network,
+    hostname: Option<&'a str>,
     client: Client,
     mac: MacAddr,
-    settings: &Settings,
-) -> Message {
-    let mut m = skeleton(req, kind, ip, server);
-    let lease = settings.lease_secs;
-    let opts = m.opts_mut();
-    opts.insert(DhcpOption::SubnetMask(net.netmask));
-    opts.insert(DhcpOption::BroadcastAddr(broadcast_of(net)));
-    if let Some(gw) = net.gateway {
-        opts.insert(DhcpOption::Router(vec![gw]));
+    settings: &'a Settings,
+}
+
+impl FullReply<'_> {
+    /// A reply with the network's options and the boot information the client needs.
+    fn build(&self, kind: MessageType, ip: Ipv4Addr) -> Message {
+        let FullReply {
+            req,
+            server,
+            net,
+            hostname,
+            client,
+            mac,
+            settings,
+        } = *self;
+        let mut m = skeleton(req, kind, ip, server);
+        let lease = settings.lease_secs;
+        let opts = m.opts_mut();
+        opts.insert(DhcpOption::SubnetMask(net.netmask));
+        opts.insert(DhcpOption::BroadcastAddr(broadcast_of(net)));
+        if let Some(gw) = net.gateway {
+            opts.insert(DhcpOption::Router(vec![gw]));
+        }
+        if !net.nameservers.is_empty() {
+            opts.insert(DhcpOption::DomainNameServer(net.nameservers.clone()));
+        }
+        if let Some(domain) = &net.domain {
+            opts.insert(DhcpOption::DomainName(domain.clone()));
+        }
+        if let Some(mtu) = net.mtu.and_then(|m| u16::try_from(m).ok()) {
+            opts.insert(DhcpOption::InterfaceMtu(mtu));
+        }
+        if let Some(name) = hostname {
+            opts.insert(DhcpOption::Hostname(name.to_owned()));
+        }
+        opts.insert(DhcpOption::AddressLeaseTime(lease));
+        opts.insert(DhcpOption::Renewal(lease / 2));
+        opts.insert(DhcpOption::Rebinding(lease / 8 * 7));
+        boot_options(&mut m, client, mac, server, settings);
+        m
     }
-    if !net.nameservers.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(net.nameservers.clone()));
-    }
-    if let Some(domain) = &net.domain {
-        opts.insert(DhcpOption::DomainName(domain.clone()));
-    }
-    if let Some(mtu) = net.mtu.and_then(|m| u16::try_from(m).ok()) {
-        opts.insert(DhcpOption::InterfaceMtu(mtu));
-    }
-    if let Some(name) = hostname {
-        opts.insert(DhcpOption::Hostname(name.to_owned()));
-    }
-    opts.insert(DhcpOption::AddressLeaseTime(lease));
-    opts.insert(DhcpOption::Renewal(lease / 2));
-    opts.insert(DhcpOption::Rebinding(lease / 8 * 7));
-    boot_options(&mut m, client, mac, server, settings);
-    m
 }
 
 /// Adds what a boot client needs: next server, boot file, and the PXE vendor options.
