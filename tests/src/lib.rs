@@ -297,8 +297,8 @@ impl TestServer {
 
     /// A gRPC channel that sends `token` (or none).
     pub async fn authed(&self, token: Option<&str>) -> InterceptedService<Channel, Auth> {
-        let value = token.map(|t| format!("Bearer {t}").parse().unwrap());
-        InterceptedService::new(self.channel().await, Auth(value))
+        let auth = token.map_or_else(|| Auth::new(None), bearer);
+        InterceptedService::new(self.channel().await, auth)
     }
 
     pub async fn nodes(
@@ -356,17 +356,12 @@ impl CliOutput {
     }
 }
 
-/// Adds `authorization: Bearer ...` to every call.
-#[derive(Clone)]
-pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+/// Adds `authorization: Bearer ...` to every call: the services' own client interceptor.
+pub use xcat3_runtime::auth::Bearer as Auth;
 
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            req.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(req)
-    }
+/// An interceptor sending `token`.
+fn bearer(token: &str) -> Auth {
+    Auth::new(Some(&xcat3_types::Secret::new(token)))
 }
 
 /// Collects a stream of per-node results.
@@ -863,7 +858,7 @@ impl TestCluster {
             .await
             .ok()?
             .ok()?;
-        let auth = Auth(Some(format!("Bearer {CLUSTER_TOKEN}").parse().ok()?));
+        let auth = bearer(CLUSTER_TOKEN);
         let mut client = xcat3_proto::internal::conductor_client::ConductorClient::new(
             InterceptedService::new(channel, auth),
         );
@@ -911,7 +906,7 @@ impl TestCluster {
             .connect()
             .await
             .expect("connect");
-        let auth = Auth(Some(format!("Bearer {CLUSTER_TOKEN}").parse().unwrap()));
+        let auth = bearer(CLUSTER_TOKEN);
         InterceptedService::new(channel, auth)
     }
 

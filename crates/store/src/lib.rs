@@ -84,7 +84,7 @@ pub fn now_ms() -> i64 {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
-    /// Counts this process's inventory writes (see [`Store::subscribe_writes`]).
+    /// This process's committed inventory writes (see [`Store::subscribe_writes`]).
     writes: tokio::sync::broadcast::Sender<std::sync::Arc<InventoryWrite>>,
 }
 

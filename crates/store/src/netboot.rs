@@ -214,6 +214,8 @@ impl Store {
     ) -> Result<Vec<Block>> {
         let now = now_ms();
         let expires = now + ttl_ms;
+        let start = i64::from(u32::from(range.start));
+        let end = i64::from(u32::from(range.end));
         let txn = self.begin_write().await?;
         let mine = Condition::all()
             .add(dynamic_block::Column::Network.eq(network))
@@ -236,7 +238,6 @@ impl Store {
                 .await?;
             // Claims double what the agent holds (up to 64 blocks at once), so a busy segment
             // needs few round trips.
-
             let held = rows
                 .iter()
                 .filter(|(_, a, at)| a == agent && *at > now)
@@ -249,8 +250,6 @@ impl Store {
             let mut wanted = held.clamp(floor, 64);
             let taken: std::collections::HashMap<i64, i64> =
                 rows.into_iter().map(|(f, _, at)| (f, at)).collect();
-            let start = i64::from(u32::from(range.start));
-            let end = i64::from(u32::from(range.end));
             let mut first = start;
             while first <= end {
                 let last = (first + i64::from(block_size) - 1).min(end);
@@ -302,8 +301,7 @@ impl Store {
                 .map_err(|e| corrupt(format!("dynamic block of {network}"), e))
         };
         rows.into_iter()
-            .filter(|r| r.first >= i64::from(u32::from(range.start)))
-            .filter(|r| r.last <= i64::from(u32::from(range.end)))
+            .filter(|r| r.first >= start && r.last <= end)
             .map(|r| {
                 Ok(Block {
                     range: IpRange {
@@ -383,28 +381,5 @@ impl Store {
                 last_seen: m.last_seen,
             })
             .collect())
-    }
-}
-
-impl Store {
-    /// How many nodes are in each (provision state, power state): the fleet at a glance.
-    pub async fn node_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(
-                self.db.get_database_backend(),
-                "SELECT provision_state, power_state, COUNT(*) FROM nodes \
-                 GROUP BY provision_state, power_state",
-            ))
-            .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok((
-                    r.try_get_by_index(0)?,
-                    r.try_get_by_index(1)?,
-                    r.try_get_by_index(2)?,
-                ))
-            })
-            .collect()
     }
 }

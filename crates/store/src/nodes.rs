@@ -230,6 +230,27 @@ impl Store {
         Ok(deleted)
     }
 
+    /// How many nodes are in each (provision state, power state): the fleet at a glance.
+    pub async fn node_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = self
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT provision_state, power_state, COUNT(*) FROM nodes \
+                 GROUP BY provision_state, power_state",
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get_by_index(0)?,
+                    r.try_get_by_index(1)?,
+                    r.try_get_by_index(2)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every node name with its groups: what a noderange is resolved against.
     pub async fn node_names_and_groups(&self) -> Result<Vec<(String, Vec<String>)>> {
         let rows: Vec<(String, String)> = node::Entity::find()
