@@ -40,9 +40,11 @@ fn forward(table: &Table, name: &str, qtype: RecordType) -> Lookup {
         return Lookup::Refused;
     }
     let mut addrs: Vec<(bool, Ipv4Addr)> = table
-        .hosts
-        .values()
-        .filter(|h| h.node.eq_ignore_ascii_case(label))
+        .by_node
+        .get(&label.to_ascii_lowercase())
+        .into_iter()
+        .flatten()
+        .filter_map(|mac| table.hosts.get(mac))
         .filter_map(|h| {
             let ip = h.ip?;
             let net = table.network_of(ip)?;

@@ -44,6 +44,8 @@ pub struct Table {
     pub hosts: HashMap<MacAddr, Host>,
     /// Hosts by reserved address (for DNS and for refusing a dynamic lease of a reserved address).
     pub by_ip: HashMap<Ipv4Addr, MacAddr>,
+    /// MACs with a reserved address by lower-cased node name (DNS answers from it).
+    pub by_node: HashMap<String, Vec<MacAddr>>,
 }
 
 /// A message from the api that does not make sense.
@@ -124,11 +126,17 @@ impl Table {
         for h in hosts {
             self.hosts.insert(h.mac, h);
         }
-        self.by_ip = self
-            .hosts
-            .values()
-            .filter_map(|h| h.ip.map(|ip| (ip, h.mac)))
-            .collect();
+        self.by_ip.clear();
+        self.by_node.clear();
+        for h in self.hosts.values() {
+            if let Some(ip) = h.ip {
+                self.by_ip.insert(ip, h.mac);
+                self.by_node
+                    .entry(h.node.to_ascii_lowercase())
+                    .or_default()
+                    .push(h.mac);
+            }
+        }
         self.revision = update.revision;
         Ok(())
     }
