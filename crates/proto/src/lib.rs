@@ -25,5 +25,9 @@ pub use xcat3::v1 as pb;
 /// Service-to-service messages and services of package `xcat3.internal.v1` (api ⇄ conductors).
 pub use xcat3::internal::v1 as internal;
 
+/// Most machines one `NetbootConfig.ReportDiscovered` call may carry (the api refuses more; the
+/// agents send larger backlogs in several reports).
+pub const MAX_DISCOVERY_REPORT: usize = 10_000;
+
 /// The encoded descriptors of every xcat3 service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("xcat3_descriptor");

@@ -27,6 +27,10 @@ const RENEW: Duration = Duration::from_secs(600);
 /// How often discoveries are sent; a MAC is reported again only after [`REPORT_AGAIN`].
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 const REPORT_AGAIN: Duration = Duration::from_secs(300);
+/// Machines per report: the api's limit.
+const REPORT_BATCH: usize = xcat3_proto::MAX_DISCOVERY_REPORT;
+/// Machines waiting for a report at most.
+const MAX_PENDING: usize = 100_000;
 
 /// A client of the api's netboot service. Cheap to clone.
 #[derive(Clone)]
@@ -224,7 +228,9 @@ pub async fn report_discovered(
                 let Some(s) = s else { return };
                 let fresh = last_sent.get(&s.mac).is_none_or(|t| t.elapsed() > REPORT_AGAIN);
                 let ip_changed = pending.get(&s.mac).is_some_and(|p| p.ip != s.ip.map(|i| i.to_string()).unwrap_or_default());
-                if fresh || ip_changed {
+                // While the api is away the queue is bounded; machines keep asking, so they come back.
+                let room = pending.len() < MAX_PENDING || pending.contains_key(&s.mac);
+                if room && (fresh || ip_changed) {
                     pending.insert(s.mac, internal::DiscoveredMachine {
                         mac: s.mac.to_string(),
                         ip: s.ip.map(|i| i.to_string()).unwrap_or_default(),
@@ -239,16 +245,18 @@ pub async fn report_discovered(
                 if pending.is_empty() {
                     continue;
                 }
-                let machines: Vec<_> = pending.values().cloned().collect();
+                // The api takes at most REPORT_BATCH machines per report; the rest go next time.
+                let batch: Vec<MacAddr> = pending.keys().take(REPORT_BATCH).copied().collect();
+                let machines = batch.iter().filter_map(|m| pending.get(m).cloned()).collect();
                 let mut client = api.0.clone();
                 let request = internal::ReportDiscoveredRequest { agent_id: state.id.clone(), machines };
                 match client.report_discovered(request).await {
                     Ok(_) => {
                         let now = tokio::time::Instant::now();
-                        for mac in pending.keys() {
-                            last_sent.insert(*mac, now);
+                        for mac in batch {
+                            pending.remove(&mac);
+                            last_sent.insert(mac, now);
                         }
-                        pending.clear();
                         last_sent.retain(|_, t| t.elapsed() < REPORT_AGAIN);
                     }
                     Err(e) => tracing::debug!(error = %e, "reporting discovered machines failed; will retry"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
+use xcat3_proto::MAX_DISCOVERY_REPORT as MAX_REPORT;
 use xcat3_proto::internal;
 use xcat3_store::{DiscoveredRecord, Store, now_ms};
 use xcat3_types::MacAddr;
@@ -17,8 +18,6 @@ use crate::netboot::BootFeed;
 pub const BLOCK_SIZE: u32 = 16;
 /// How long a block claim holds without renewal.
 pub const BLOCK_TTL: Duration = Duration::from_secs(3600);
-/// Most machines one report may carry.
-const MAX_REPORT: usize = 10_000;
 
 pub struct NetbootConfig {
     store: Store,
