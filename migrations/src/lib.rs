@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261124_000002_conductors;
 mod m20261130_000003_netboot;
+mod m20261201_000004_deploy;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_conductors::Migration),
             Box::new(m20261130_000003_netboot::Migration),
+            Box::new(m20261201_000004_deploy::Migration),
         ]
     }
 }

@@ -7,6 +7,7 @@
 
 mod cli;
 mod cluster;
+mod deploy;
 mod helm;
 mod inventory;
 mod network;

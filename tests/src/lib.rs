@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bmcsim;
+pub mod iso;
 pub mod netns;
 
 use std::net::SocketAddr;
@@ -102,17 +103,30 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
 /// Spawns `cmd` (stdout piped) and waits for the line starting with `prefix` that a service prints
 /// when it is ready; then keeps draining stdout. On failure, the error carries the log at `log`.
 pub async fn spawn_ready(
-    mut cmd: Command,
+    cmd: Command,
     prefix: &str,
     log: &Path,
 ) -> anyhow::Result<(Child, String)> {
+    let (child, mut lines) = spawn_ready_lines(cmd, prefix, log).await?;
+    Ok((child, lines.pop().unwrap_or_default()))
+}
+
+/// Like [`spawn_ready`], but returns every line printed up to the ready line (the last).
+pub async fn spawn_ready_lines(
+    mut cmd: Command,
+    prefix: &str,
+    log: &Path,
+) -> anyhow::Result<(Child, Vec<String>)> {
     let mut child = cmd.stdout(Stdio::piped()).spawn().context("spawn")?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut seen = Vec::new();
         while let Some(line) = lines.next_line().await? {
-            if line.starts_with(prefix) {
-                return Ok::<_, anyhow::Error>(line);
+            let done = line.starts_with(prefix);
+            seen.push(line);
+            if done {
+                return Ok::<_, anyhow::Error>(seen);
             }
         }
         bail!("the process exited before it was ready")
@@ -149,6 +163,8 @@ pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
+    /// The image service's HTTP address.
+    pub image_http: Option<SocketAddr>,
     pub token: String,
     pub backend: Backend,
     pub database_url: String,
@@ -206,6 +222,12 @@ impl TestServer {
         cmd.arg("--data-dir")
             .arg(&dir)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "--image-grpc-listen",
+                "127.0.0.1:0",
+                "--image-http-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--database-url")
             .arg(&database_url)
             .args(&opts.extra_args)
@@ -216,8 +238,17 @@ impl TestServer {
             .stdin(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        let (child, ready) = spawn_ready(cmd, "xcat3 api ready", &dir.join("server.log")).await?;
+        let (child, lines) =
+            spawn_ready_lines(cmd, "xcat3 api ready", &dir.join("server.log")).await?;
+        let ready = lines.last().cloned().unwrap_or_default();
         let field = |key: &str| ready_field(&ready, key).and_then(|v| Ok(v.parse()?));
+        let image_http = lines
+            .iter()
+            .find(|l| l.starts_with("xcat3 image ready"))
+            .map(|l| ready_field(l, "http="))
+            .transpose()?
+            .map(|a| a.parse())
+            .transpose()?;
         let token = std::fs::read_to_string(dir.join("admin.token"))
             .unwrap_or_default()
             .trim()
@@ -226,6 +257,7 @@ impl TestServer {
             child,
             addr: field("grpc=")?,
             metrics: field("metrics=")?,
+            image_http,
             token,
             backend,
             database_url,
@@ -321,7 +353,38 @@ impl TestServer {
     }
 
     pub async fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
-        let out = Command::new(bin("xcat3"))
+        self.run_client("xcat3", args, env).await
+    }
+
+    /// Runs `xcat3-copycds` against this server.
+    pub async fn copycds(&self, args: &[&str]) -> CliOutput {
+        self.run_client("xcat3-copycds", args, &[]).await
+    }
+
+    /// The boot table's entry for `mac`, as the network agents get it (one snapshot of the
+    /// api's watch stream).
+    pub async fn boot_host(&self, mac: &str) -> Option<xcat3_proto::internal::BootHost> {
+        let mut client = xcat3_proto::internal::netboot_config_client::NetbootConfigClient::new(
+            self.authed(Some(&self.token)).await,
+        )
+        .max_decoding_message_size(256 << 20);
+        let mut stream = client
+            .watch(xcat3_proto::internal::WatchRequest {
+                agent_id: "test".into(),
+            })
+            .await
+            .expect("watch the boot table")
+            .into_inner();
+        let snapshot = stream
+            .message()
+            .await
+            .expect("a boot table snapshot")
+            .expect("the stream starts with a snapshot");
+        snapshot.hosts.into_iter().find(|h| h.mac == mac)
+    }
+
+    async fn run_client(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+        let out = Command::new(bin(name))
             .args(args)
             .current_dir(&self.dir)
             .env("HOME", &self.dir)
@@ -331,7 +394,7 @@ impl TestServer {
             .stdin(Stdio::null())
             .output()
             .await
-            .expect("run xcat3");
+            .unwrap_or_else(|e| panic!("run {name}: {e}"));
         CliOutput {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

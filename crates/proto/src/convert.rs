@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use xcat3_types::{Control, FieldError, IpRange, Network, Nic, Node};
+use xcat3_types::{Control, FieldError, IpRange, Network, Nic, Node, OsImage};
 
 use crate::pb;
 
@@ -177,6 +177,22 @@ pub fn error_to_pb(e: &FieldError) -> pb::ErrorDetail {
         code: e.code.as_str().to_owned(),
         field: e.field.clone(),
         reason: e.reason.clone(),
+    }
+}
+
+pub fn osimage_to_pb(i: OsImage) -> pb::OsImage {
+    pb::OsImage {
+        name: i.name,
+        distro: i.distro,
+        version: i.version,
+        arch: i.arch,
+        install_method: i.install_method,
+        kernel: i.kernel,
+        initrd: i.initrd,
+        repo_root: i.repo_root,
+        created_at: timestamp(i.created_at),
+        source: i.source,
+        sha256: i.sha256,
     }
 }
 

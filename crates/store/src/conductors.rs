@@ -5,7 +5,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use xcat3_types::PowerState;
 
 use crate::entity::{node, node_event, shard};
-use crate::{Error, KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, now_ms};
+use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, now_ms};
 
 /// One conductor write for one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,17 +69,7 @@ impl Store {
         updates: &[NodeUpdate],
     ) -> Result<()> {
         let txn = self.begin_write().await?;
-        let epoch = shard::Entity::find_by_id(shard as i32)
-            .one(&txn)
-            .await?
-            .map_or(0, |r| r.epoch);
-        if epoch != token {
-            return Err(Error::Fenced {
-                shard,
-                token,
-                epoch,
-            });
-        }
+        crate::deploys::check_fence(&txn, shard, token).await?;
         let now = now_ms();
         for state in [PowerState::On, PowerState::Off, PowerState::Unknown] {
             let names: Vec<String> = updates

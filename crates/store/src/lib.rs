@@ -12,6 +12,7 @@
 //! [`ROWS_PER_STATEMENT`] rows, so 10,000 nodes cost tens of statements, not 10,000 round trips.
 
 mod conductors;
+mod deploys;
 mod entity;
 mod misc;
 mod netboot;
@@ -27,7 +28,10 @@ use sea_orm::{
 use xcat3_migrations::{Migrator, MigratorTrait};
 
 pub use conductors::{EventRecord, NodeUpdate};
-pub use misc::{OsImage, PasswdRecord, ServiceRecord};
+pub use deploys::{
+    CallbackError, CallbackReport, ChangeOutcome, DeployRecord, DeployStart, Fence, StateChange,
+};
+pub use misc::{OsImage, OsImageDeletion, PasswdRecord, ServiceRecord};
 pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite};
 pub use nodes::NodeRecord;
 

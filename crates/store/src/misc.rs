@@ -5,22 +5,10 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
-use crate::entity::{osimage, passwd, service};
-use crate::{KEYS_PER_QUERY, Result, Store, now_ms};
+pub use xcat3_types::OsImage;
 
-/// An operating-system image that nodes can be deployed with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OsImage {
-    pub name: String,
-    pub distro: String,
-    pub version: String,
-    pub arch: String,
-    pub install_method: String,
-    pub kernel: String,
-    pub initrd: String,
-    pub repo_root: String,
-    pub created_at: i64,
-}
+use crate::entity::{deploy, node, osimage, passwd, service};
+use crate::{KEYS_PER_QUERY, Result, Store, now_ms};
 
 impl From<osimage::Model> for OsImage {
     fn from(m: osimage::Model) -> Self {
@@ -34,8 +22,19 @@ impl From<osimage::Model> for OsImage {
             initrd: m.initrd,
             repo_root: m.repo_root,
             created_at: m.created_at,
+            source: m.source,
+            sha256: m.sha256,
         }
     }
+}
+
+/// What [`Store::delete_osimage`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsImageDeletion {
+    Deleted,
+    NotFound,
+    /// Up to five nodes that refer to the image or are being deployed with it.
+    InUse(Vec<String>),
 }
 
 /// A named credential without its hash.
@@ -72,6 +71,8 @@ impl Store {
             initrd: Set(image.initrd.clone()),
             repo_root: Set(image.repo_root.clone()),
             created_at: Set(now_ms()),
+            source: Set(image.source.clone()),
+            sha256: Set(image.sha256.clone()),
         })
         .exec_without_returning(&txn)
         .await?;
@@ -92,6 +93,52 @@ impl Store {
             .one(&self.db)
             .await?
             .map(OsImage::from))
+    }
+
+    /// The images imported from the ISO with this SHA-256.
+    pub async fn osimages_from(&self, sha256: &str) -> Result<Vec<OsImage>> {
+        let rows = osimage::Entity::find()
+            .filter(osimage::Column::Sha256.eq(sha256))
+            .order_by_asc(osimage::Column::Name)
+            .all(&self.db)
+            .await?;
+        Ok(rows.into_iter().map(OsImage::from).collect())
+    }
+
+    /// Deletes an image unless a node refers to it or a deploy is using it; says which, then.
+    pub async fn delete_osimage(&self, name: &str) -> Result<OsImageDeletion> {
+        let txn = self.begin_write().await?;
+        let users: Vec<String> = node::Entity::find()
+            .select_only()
+            .column(node::Column::Name)
+            .filter(node::Column::Osimage.eq(name))
+            .limit(5)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let deploying: Vec<String> = deploy::Entity::find()
+            .select_only()
+            .column(deploy::Column::Node)
+            .filter(deploy::Column::Osimage.eq(name))
+            .limit(5)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let in_use: Vec<String> = users.into_iter().chain(deploying).collect();
+        if !in_use.is_empty() {
+            txn.rollback().await?;
+            return Ok(OsImageDeletion::InUse(in_use));
+        }
+        let deleted = osimage::Entity::delete_by_id(name.to_owned())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        Ok(if deleted == 0 {
+            OsImageDeletion::NotFound
+        } else {
+            OsImageDeletion::Deleted
+        })
     }
 
     /// Of `names`, those that are OS images.

@@ -24,8 +24,11 @@ pub struct BootHostRecord {
     pub primary: bool,
     pub arch: String,
     pub netboot: String,
+    /// The image of the deploy in progress, else the node's own.
     pub osimage: Option<String>,
     pub provision_state: ProvisionState,
+    /// The token of the deploy in progress: it addresses the node's install files.
+    pub deploy_token: Option<String>,
 }
 
 /// One committed inventory write: the revision it made and what it touched.
@@ -84,8 +87,9 @@ async fn boot_hosts<C: ConnectionTrait>(
     only: Option<&[String]>,
 ) -> Result<Vec<BootHostRecord>> {
     const SELECT: &str = "SELECT nics.mac, nics.node, nics.name, nics.ip, nics.is_primary, nodes.arch, \
-         nodes.netboot, nodes.osimage, nodes.provision_state \
-         FROM nics JOIN nodes ON nodes.name = nics.node";
+         nodes.netboot, COALESCE(deploys.osimage, nodes.osimage), nodes.provision_state, \
+         deploys.token \
+         FROM nics JOIN nodes ON nodes.name = nics.node LEFT JOIN deploys ON deploys.node = nodes.name";
     let backend = db.get_database_backend();
     let mut rows = Vec::new();
     match only {
@@ -133,6 +137,7 @@ async fn boot_hosts<C: ConnectionTrait>(
             arch: row.try_get_by_index(5)?,
             netboot: row.try_get_by_index(6)?,
             osimage: row.try_get_by_index(7)?,
+            deploy_token: row.try_get_by_index(9)?,
             mac,
             node,
         });

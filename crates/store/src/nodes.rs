@@ -9,7 +9,7 @@ use sea_orm::{
 };
 use xcat3_types::{Control, Nic, Node};
 
-use crate::entity::{nic, node};
+use crate::entity::{deploy, nic, node};
 use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
 
 /// A node as stored, with its revision and timestamps (Unix milliseconds).
@@ -218,6 +218,12 @@ impl Store {
         let txn = self.begin_write().await?;
         delete_nic_rows(&txn, names).await?;
         Store::delete_events(&txn, names).await?;
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            deploy::Entity::delete_many()
+                .filter(deploy::Column::Node.is_in(chunk.iter().cloned()))
+                .exec(&txn)
+                .await?;
+        }
         let mut deleted = 0;
         for chunk in names.chunks(KEYS_PER_QUERY) {
             deleted += node::Entity::delete_many()

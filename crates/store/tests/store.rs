@@ -156,6 +156,174 @@ async fn stale_conductors_are_fenced(db: Db) {
     assert!(s.node_events(&["f".into()], 10).await.unwrap().is_empty());
 }
 
+fn start(token: &str, deadline: i64) -> xcat3_store::DeployStart {
+    xcat3_store::DeployStart {
+        osimage: "img".into(),
+        token: token.into(),
+        deadline,
+        ssh_keys: vec!["ssh-ed25519 AAAA k1".into(), "ssh-ed25519 BBBB k2".into()],
+        reboot: false,
+    }
+}
+
+fn change(
+    node: &str,
+    event: xcat3_types::ProvisionEvent,
+    start: Option<xcat3_store::DeployStart>,
+) -> xcat3_store::StateChange {
+    xcat3_store::StateChange {
+        node: node.into(),
+        event,
+        message: String::new(),
+        start,
+    }
+}
+
+async fn deploys_follow_the_state_machine_and_tokens_work_once(db: Db) {
+    use xcat3_store::{CallbackError, CallbackReport, ChangeOutcome, Fence};
+    use xcat3_types::ProvisionEvent::{Deploy, Published, Timeout, Undeploy};
+    let s = &db.store;
+    let mut with_nics = nodes(&["d1", "d2", "d3"]);
+    for (i, n) in with_nics.iter_mut().enumerate() {
+        n.nics.push(xcat3_types::Nic {
+            name: "eth0".into(),
+            mac: format!("52:54:00:00:00:0{i}").parse().unwrap(),
+            ip: None,
+            primary: true,
+        });
+    }
+    s.create_nodes(&with_nics).await.unwrap();
+    assert!(s.claim_shard(3, 5, "c").await.unwrap());
+    let fence = Fence {
+        shard: 3,
+        token: 5,
+        conductor: "c",
+    };
+    let far = xcat3_store::now_ms() + 3_600_000;
+    let revision = s.inventory_revision().await.unwrap();
+    let out = s
+        .change_states(
+            Some(fence),
+            "c",
+            &[
+                change("d1", Deploy, Some(start("tok1", far))),
+                change("d2", Deploy, Some(start("tok2", 0))),
+                change("d3", Published, None),
+                change("nope", Deploy, Some(start("tok3", far))),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out[0], ChangeOutcome::Done(ProvisionState::Deploying));
+    assert_eq!(out[1], ChangeOutcome::Done(ProvisionState::Deploying));
+    assert!(matches!(out[2], ChangeOutcome::Refused(r) if r.from == ProvisionState::Available));
+    assert_eq!(out[3], ChangeOutcome::NotFound);
+    assert!(
+        s.inventory_revision().await.unwrap() > revision,
+        "agents must learn of deploys"
+    );
+    let d1 = s.deploy_by_token("tok1").await.unwrap().unwrap();
+    assert_eq!((d1.node.as_str(), d1.start.ssh_keys.len()), ("d1", 2));
+    let table = s.boot_table().await.unwrap();
+    let d1_boot = table.hosts.iter().find(|h| h.node == "d1").unwrap();
+    assert_eq!(d1_boot.deploy_token.as_deref(), Some("tok1"));
+    assert_eq!(
+        d1_boot.osimage.as_deref(),
+        Some("img"),
+        "the deploy's image wins"
+    );
+    let d3_boot = table.hosts.iter().find(|h| h.node == "d3").unwrap();
+    assert!(d3_boot.deploy_token.is_none());
+    s.change_states(
+        Some(fence),
+        "c",
+        &[change("d1", Published, None), change("d2", Published, None)],
+    )
+    .await
+    .unwrap();
+
+    // A stale conductor changes nothing.
+    assert!(s.claim_shard(3, 6, "c2").await.unwrap());
+    let err = s
+        .change_states(Some(fence), "c", &[change("d1", Undeploy, None)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Fenced { .. }), "{err:?}");
+
+    // Callbacks: d1 succeeds once; d2's deadline passed; a made-up token is unknown.
+    let report = |token: &str| CallbackReport {
+        token: token.into(),
+        success: true,
+        message: String::new(),
+    };
+    let results = s
+        .finish_deploys(
+            "image",
+            &[
+                report("tok1"),
+                report("tok2"),
+                report("forged"),
+                report("tok1"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(results[0], Ok("d1".to_owned()));
+    assert_eq!(results[1], Err(CallbackError::Expired("d2".into())));
+    assert_eq!(results[2], Err(CallbackError::UnknownToken));
+    assert_eq!(
+        results[3],
+        Err(CallbackError::UnknownToken),
+        "a token works once"
+    );
+    let again = s.finish_deploys("image", &[report("tok1")]).await.unwrap();
+    assert_eq!(again[0], Err(CallbackError::UnknownToken));
+    assert!(s.deploy_by_token("tok1").await.unwrap().is_none());
+    let states = s.get_nodes(&["d1".into(), "d2".into()]).await.unwrap();
+    assert_eq!(states[0].node.provision_state, ProvisionState::Deployed);
+    assert_eq!(states[1].node.provision_state, ProvisionState::WaitCallback);
+
+    // The timeout sweep finds d2, and only d2; failing it ends its deploy.
+    assert_eq!(
+        s.expired_deploys(xcat3_store::now_ms()).await.unwrap(),
+        ["d2"]
+    );
+    let fence = Fence {
+        shard: 3,
+        token: 6,
+        conductor: "c2",
+    };
+    let out = s
+        .change_states(
+            Some(fence),
+            "c2",
+            &[change("d2", Timeout, None), change("d1", Timeout, None)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out[0], ChangeOutcome::Done(ProvisionState::DeployFailed));
+    assert!(
+        matches!(out[1], ChangeOutcome::Refused(_)),
+        "a deployed node cannot time out"
+    );
+    assert!(
+        s.expired_deploys(xcat3_store::now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let events = s.node_events(&["d2".into()], 10).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "deploy: available → deploying",
+            "published: deploying → wait-callback",
+            "timeout: wait-callback → deploy-failed"
+        ]
+    );
+}
+
 macro_rules! suite {
     ($($test:ident),+) => {
         mod on_sqlite {
@@ -168,6 +336,7 @@ macro_rules! suite {
 }
 
 suite!(
+    deploys_follow_the_state_machine_and_tokens_work_once,
     stale_conductors_are_fenced,
     revisions_guard_against_lost_updates,
     inventory_updates_leave_conductor_state_alone,

@@ -10,6 +10,8 @@ mod mac;
 mod name;
 mod network;
 mod node;
+mod osimage;
+mod provision;
 mod secret;
 
 pub use control::{Control, ControlParam, PARAMS as CONTROL_PARAMS};
@@ -18,4 +20,6 @@ pub use mac::MacAddr;
 pub use name::{validate_group_name, validate_hostname, validate_label_key};
 pub use network::{IpRange, Network, netmask_prefix};
 pub use node::{Arch, Mgt, Netboot, Nic, Node, PowerState, ProvisionState};
+pub use osimage::{InstallMethod, OsImage, deploy_url, installer_boot};
+pub use provision::{ProvisionEvent, Refused};
 pub use secret::{MASK, Secret};

@@ -44,6 +44,15 @@ pub struct ApiArgs {
     /// Accept requests without a token. For local development only.
     #[arg(long)]
     pub insecure: bool,
+    /// The image service's HTTP base URL as nodes reach it (http://10.0.0.1:8090); deploys need it.
+    #[arg(long, env = "XCAT3_IMAGE_URL")]
+    pub image_url: Option<String>,
+    /// The image service's gRPC URL, where imports (`xcat3-copycds`) are forwarded.
+    #[arg(long, env = "XCAT3_IMAGE_GRPC")]
+    pub image_grpc: Option<String>,
+    /// Minutes a deploy waits for the installed system's callback by default [default: 60].
+    #[arg(long, env = "XCAT3_DEPLOY_TIMEOUT_MINUTES")]
+    pub deploy_timeout_minutes: Option<u64>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -111,6 +120,11 @@ impl ApiArgs {
             config.noderange_limit = limit;
         }
         config.insecure = self.insecure || file.insecure.unwrap_or(false);
+        config.image_url = self.image_url.clone();
+        config.image_grpc = self.image_grpc.clone();
+        if let Some(m) = self.deploy_timeout_minutes {
+            config.deploy_timeout = std::time::Duration::from_secs(m.max(1) * 60);
+        }
         let admin_file = self.admin_token_file.clone().or(file.admin_token_file);
         let readonly_file = self
             .readonly_token_file

@@ -27,13 +27,18 @@ pub enum Op {
     /// Action, and whether to answer "accepted" without waiting for the BMCs.
     Power(String, bool),
     BootDevice(String, bool),
+    /// The names are filled in per conductor.
+    Deploy(internal::DeployRequest),
+    Undeploy,
 }
 
 impl Op {
     fn repeatable(&self) -> bool {
         match self {
             Op::Power(a, _) => matches!(a.as_str(), "on" | "off" | "status"),
-            Op::BootDevice(..) => true,
+            Op::BootDevice(..) | Op::Undeploy => true,
+            // Nodes a failed conductor may have moved to deploying would be refused again.
+            Op::Deploy(_) => false,
         }
     }
 }
@@ -211,6 +216,14 @@ async fn call(
                     };
                     client.boot_device(req).await
                 }
+                Op::Deploy(req) => {
+                    let req = internal::DeployRequest {
+                        names,
+                        ..req.clone()
+                    };
+                    client.deploy(req).await
+                }
+                Op::Undeploy => client.undeploy(internal::UndeployRequest { names }).await,
             };
             match started {
                 Err(status) => Some(format!("{}: {}", addr, status.message())),

@@ -56,6 +56,13 @@ pub struct ApiConfig {
     /// How often the boot feed checks for inventory changes made by other api processes (changes
     /// made by this one go out at once).
     pub netboot_poll: Duration,
+    /// The image service's base URL as the nodes reach it (`http://10.0.0.1:8090`): installers
+    /// load kernels, trees and their answer files from there. Without it, deploys are refused.
+    pub image_url: Option<String>,
+    /// The image service's gRPC URL: `ImportIso` calls are forwarded there.
+    pub image_grpc: Option<String>,
+    /// How long a deploy waits for the installed system's callback when the request says nothing.
+    pub deploy_timeout: Duration,
 }
 
 impl ApiConfig {
@@ -71,6 +78,9 @@ impl ApiConfig {
             heartbeat_interval: Duration::from_secs(10),
             takeover_wait: Duration::from_secs(15),
             netboot_poll: Duration::from_millis(500),
+            image_url: None,
+            image_grpc: None,
+            deploy_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -171,8 +181,14 @@ impl Api {
         let conductors = pb::conductor_service_server::ConductorServiceServer::new(
             grpc::conductors::ConductorService::new(dispatcher.clone()),
         );
+        let feed = netboot::BootFeed::new(config.image_url.clone());
+        let deploys = grpc::nodes::Deploys {
+            feed: feed.clone(),
+            image_url: config.image_url.clone(),
+            default_timeout: config.deploy_timeout,
+        };
         let nodes = pb::node_service_server::NodeServiceServer::new(grpc::nodes::NodeService::new(
-            inventory, dispatcher,
+            inventory, dispatcher, deploys,
         ))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -185,11 +201,18 @@ impl Api {
         let passwds = pb::passwd_service_server::PasswdServiceServer::new(
             grpc::misc::PasswdService::new(store.clone()),
         );
-        let feed = netboot::BootFeed::new();
         let netboot = xcat3_proto::internal::netboot_config_server::NetbootConfigServer::new(
             grpc::netboot::NetbootConfig::new(store.clone(), feed.clone()),
         )
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let images = pb::image_service_server::ImageServiceServer::new(
+            grpc::images::ImageProxy::new(
+                config.image_grpc.as_deref(),
+                config.tokens.admin.as_ref(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let registry = pb::service_registry_server::ServiceRegistryServer::new(
             grpc::misc::ServiceRegistry::new(store.clone(), config.heartbeat_interval),
         );
@@ -206,6 +229,7 @@ impl Api {
             .add_service(nodes)
             .add_service(networks)
             .add_service(osimages)
+            .add_service(images)
             .add_service(passwds)
             .add_service(registry)
             .add_service(conductors)

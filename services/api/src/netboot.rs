@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use xcat3_proto::convert::network_to_pb;
 use xcat3_proto::internal::{self, boot_host::Action};
 use xcat3_store::{BootHostRecord, BootTable, InventoryWrite, OsImage, Store};
-use xcat3_types::ProvisionState;
+use xcat3_types::{ProvisionState, installer_boot};
 
 /// Changes kept for watchers that fall behind; a watcher further behind gets a new snapshot.
 const BACKLOG: usize = 64;
@@ -30,8 +30,9 @@ pub struct Table {
 }
 
 impl Table {
-    /// Builds the table from the store's rows; `osimages` gives the installers of deploying nodes.
-    pub fn build(rows: BootTable, osimages: &[OsImage]) -> Table {
+    /// Builds the table from the store's rows; `osimages` gives the installers of deploying nodes,
+    /// loaded from the image service at `image_url`.
+    pub fn build(rows: BootTable, osimages: &[OsImage], image_url: Option<&str>) -> Table {
         let images: HashMap<&str, &OsImage> =
             osimages.iter().map(|i| (i.name.as_str(), i)).collect();
         Table {
@@ -44,7 +45,7 @@ impl Table {
             hosts: rows
                 .hosts
                 .into_iter()
-                .map(|h| (h.mac.clone(), boot_host(h, &images)))
+                .map(|h| (h.mac.clone(), boot_host(h, &images, image_url)))
                 .collect(),
         }
     }
@@ -98,22 +99,33 @@ impl Table {
 }
 
 /// What a NIC's iPXE script does: install while a deploy waits for the node, local disk otherwise.
-fn boot_host(h: BootHostRecord, images: &HashMap<&str, &OsImage>) -> internal::BootHost {
+fn boot_host(
+    h: BootHostRecord,
+    images: &HashMap<&str, &OsImage>,
+    image_url: Option<&str>,
+) -> internal::BootHost {
     let installing = matches!(
         h.provision_state,
         ProvisionState::Deploying | ProvisionState::WaitCallback
     );
-    let image = h
-        .osimage
-        .as_deref()
-        .filter(|_| installing)
-        .and_then(|name| images.get(name));
-    let action = match image {
-        Some(i) => Action::Install(internal::InstallBoot {
-            osimage: i.name.clone(),
-            kernel: i.kernel.clone(),
-            initrds: vec![i.initrd.clone()],
-            cmdline: String::new(),
+    let install = match (&h.osimage, &h.deploy_token, image_url) {
+        (Some(name), Some(token), Some(base)) if installing => images
+            .get(name.as_str())
+            .and_then(|image| match installer_boot(image, base, token, &h.node) {
+                Ok(boot) => Some(boot),
+                Err(e) => {
+                    tracing::warn!(node = %h.node, osimage = %name, error = %e, "cannot boot this image's installer");
+                    None
+                }
+            }),
+        _ => None,
+    };
+    let action = match install {
+        Some((kernel, initrds, cmdline)) => Action::Install(internal::InstallBoot {
+            osimage: h.osimage.clone().unwrap_or_default(),
+            kernel,
+            initrds,
+            cmdline,
         }),
         None => Action::Local(internal::LocalBoot {}),
     };
@@ -134,19 +146,16 @@ fn boot_host(h: BootHostRecord, images: &HashMap<&str, &OsImage>) -> internal::B
 pub struct BootFeed {
     current: watch::Sender<Arc<Table>>,
     changes: broadcast::Sender<Arc<internal::BootUpdate>>,
-}
-
-impl Default for BootFeed {
-    fn default() -> Self {
-        Self::new()
-    }
+    image_url: Option<Arc<str>>,
 }
 
 impl BootFeed {
-    pub fn new() -> Self {
+    /// `image_url`: where nodes load installers from (none: no node is sent to an installer).
+    pub fn new(image_url: Option<String>) -> Self {
         BootFeed {
             current: watch::Sender::new(Arc::new(Table::default())),
             changes: broadcast::channel(BACKLOG).0,
+            image_url: image_url.map(Arc::from),
         }
     }
 
@@ -174,7 +183,7 @@ impl BootFeed {
         let started = std::time::Instant::now();
         let rows = store.boot_table().await?;
         let images = store.list_osimages().await?;
-        let new = Table::build(rows, &images);
+        let new = Table::build(rows, &images, self.image_url.as_deref());
         tracing::debug!(
             hosts = new.hosts.len(),
             ms = started.elapsed().as_millis() as u64,
@@ -214,7 +223,10 @@ impl BootFeed {
             let images: HashMap<&str, &OsImage> =
                 images.iter().map(|i| (i.name.as_str(), i)).collect();
             for h in rows {
-                new.hosts.insert(h.mac.clone(), boot_host(h, &images));
+                new.hosts.insert(
+                    h.mac.clone(),
+                    boot_host(h, &images, self.image_url.as_deref()),
+                );
             }
         }
         tracing::debug!(

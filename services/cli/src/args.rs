@@ -88,6 +88,8 @@ pub enum Command {
     DiscoveredList(OutputArgs),
     OsimageList(OutputArgs),
     OsimageShow(NameOutputArgs),
+    /// Delete an OS image no node uses (its install tree goes with it).
+    OsimageDelete(NameArg),
     /// Store a named credential: `passwd-create KEY [username=..] [password=..] [crypt_method=sha512|sha256]`;
     /// without password=, it is read from standard input.
     PasswdCreate(PasswdCreateArgs),
@@ -103,6 +105,36 @@ pub enum Command {
     ConductorList(OutputArgs),
     /// Show the event history of nodes.
     Events(EventsArgs),
+    /// Install an OS image: `deploy NODERANGE [--osimage NAME] [--reboot]`; each node ends in
+    /// wait-callback (installing) or with the reason it cannot be deployed. `deploy -d` undeploys.
+    Deploy(DeployArgs),
+    /// Cancel or forget a deploy: the nodes become available and boot from their disks.
+    Undeploy(NoderangeArg),
+}
+
+#[derive(Args, Debug)]
+pub struct NoderangeArg {
+    pub noderange: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    pub noderange: String,
+    /// The OS image [default: each node's osimage attribute].
+    #[arg(long)]
+    pub osimage: Option<String>,
+    /// Set net boot and power-cycle the nodes once their boot configuration is published.
+    #[arg(long)]
+    pub reboot: bool,
+    /// Minutes to wait for the installed system's callback [default: the server's, 60].
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// OpenSSH public key file for root's authorized_keys (repeatable).
+    #[arg(long = "ssh-key")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// Undeploy instead (the prototype's `deploy -d`).
+    #[arg(short = 'd', long = "delete")]
+    pub delete: bool,
 }
 
 #[derive(Args, Debug)]

@@ -118,6 +118,14 @@ impl Connection {
         ))
     }
 
+    pub async fn images(
+        &self,
+    ) -> anyhow::Result<pb::image_service_client::ImageServiceClient<Svc>> {
+        Ok(pb::image_service_client::ImageServiceClient::new(
+            self.channel().await?,
+        ))
+    }
+
     pub async fn passwds(
         &self,
     ) -> anyhow::Result<pb::passwd_service_client::PasswdServiceClient<Svc>> {

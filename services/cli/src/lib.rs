@@ -3,6 +3,7 @@
 //!
 //! - [`args`]: the clap command tree;
 //! - [`client`]: server address, token and the gRPC channel;
+//! - [`copycds`]: the `xcat3-copycds` command;
 //! - [`doc`]: the YAML/JSON form of nodes (`create -f`, `export`, `import`, `-o yaml`);
 //! - [`nodes`], [`others`]: the commands;
 //! - [`output`]: tables, per-node results and the `Success: X Total: Y` summary.
@@ -11,6 +12,7 @@
 
 pub mod args;
 pub mod client;
+pub mod copycds;
 pub mod doc;
 pub mod nodes;
 pub mod others;
@@ -70,5 +72,8 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         C::Bootdev(a) => nodes::bootdev(&conn, a).await,
         C::ConductorList(a) => others::conductor_list(&conn, a).await,
         C::Events(a) => nodes::events(&conn, a).await,
+        C::Deploy(a) => nodes::deploy(&conn, a).await,
+        C::Undeploy(a) => nodes::undeploy(&conn, a.noderange).await,
+        C::OsimageDelete(a) => others::osimage_delete(&conn, a).await,
     }
 }

@@ -6,8 +6,8 @@ use anyhow::{Context as _, bail};
 use xcat3_proto::pb;
 
 use crate::args::{
-    BootdevArgs, CreateArgs, DeleteArgs, EventsArgs, ExportArgs, Format, ImportArgs, ListArgs,
-    PowerArgs, ShowArgs, UpdateArgs,
+    BootdevArgs, CreateArgs, DeleteArgs, DeployArgs, EventsArgs, ExportArgs, Format, ImportArgs,
+    ListArgs, PowerArgs, ShowArgs, UpdateArgs,
 };
 use crate::client::Connection;
 use crate::doc::{NodeDoc, NodesDoc, read_nodes};
@@ -280,6 +280,42 @@ pub async fn power(conn: &Connection, a: PowerArgs) -> anyhow::Result<ExitCode> 
     };
     let stream = conn.nodes().await?.power(req).await?.into_inner();
     output::results(stream, "power", ShowOk::All).await
+}
+
+pub async fn deploy(conn: &Connection, a: DeployArgs) -> anyhow::Result<ExitCode> {
+    if a.delete {
+        return undeploy(conn, a.noderange).await;
+    }
+    let mut keys = Vec::new();
+    for path in &a.ssh_keys {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read the ssh key file {}", path.display()))?;
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    let req = pb::DeployRequest {
+        noderange: a.noderange,
+        osimage: a.osimage.unwrap_or_default(),
+        reboot: a.reboot,
+        timeout_seconds: a.timeout.map_or(0, |m| m.saturating_mul(60)),
+        ssh_authorized_keys: keys,
+    };
+    let stream = conn.nodes().await?.deploy(req).await?.into_inner();
+    output::results(stream, "deploy", ShowOk::All).await
+}
+
+pub async fn undeploy(conn: &Connection, noderange: String) -> anyhow::Result<ExitCode> {
+    let stream = conn
+        .nodes()
+        .await?
+        .undeploy(pb::UndeployRequest { noderange })
+        .await?
+        .into_inner();
+    output::results(stream, "undeploy", ShowOk::All).await
 }
 
 pub async fn bootdev(conn: &Connection, a: BootdevArgs) -> anyhow::Result<ExitCode> {

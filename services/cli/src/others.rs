@@ -294,6 +294,17 @@ pub async fn osimage_show(conn: &Connection, a: NameOutputArgs) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn osimage_delete(conn: &Connection, a: NameArg) -> anyhow::Result<ExitCode> {
+    conn.osimages()
+        .await?
+        .delete_os_image(pb::OsImageRef {
+            name: a.name.clone(),
+        })
+        .await?;
+    println!("osimage {} deleted", a.name);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn passwd_create(conn: &Connection, a: PasswdCreateArgs) -> anyhow::Result<ExitCode> {
     let mut req = pb::CreatePasswdRequest {
         key: a.key,

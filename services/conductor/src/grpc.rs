@@ -1,6 +1,7 @@
 //! `xcat3.internal.v1.Conductor`: what the api calls.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -10,6 +11,7 @@ use xcat3_proto::{internal, pb};
 use crate::driver::{BootDevice, PowerAction};
 use xcat3_coord::shard_of;
 
+use crate::deploy::DeployParams;
 use crate::work::{Executor, Operation, err, ok};
 
 pub struct ConductorService {
@@ -18,34 +20,44 @@ pub struct ConductorService {
 
 type Results = ReceiverStream<Result<pb::NodeResults, Status>>;
 
+/// Streams the results `work` sends, after a first message carrying their number.
+fn stream<F, Fut>(total: usize, work: F) -> Results
+where
+    F: FnOnce(mpsc::Sender<Vec<pb::NodeResult>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Vec<pb::NodeResult>>(16);
+    let (out_tx, out_rx) = mpsc::channel(16);
+    tokio::spawn(work(tx));
+    tokio::spawn(async move {
+        let _ = out_tx
+            .send(Ok(pb::NodeResults {
+                results: Vec::new(),
+                total: total as u64,
+            }))
+            .await;
+        while let Some(results) = rx.recv().await {
+            if out_tx
+                .send(Ok(pb::NodeResults { results, total: 0 }))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(out_rx)
+}
+
 impl ConductorService {
     fn start(&self, names: Vec<String>, op: Operation, no_wait: bool) -> Results {
         if no_wait {
             return self.accept(names, op);
         }
-        let (tx, mut rx) = mpsc::channel::<Vec<pb::NodeResult>>(16);
-        let (out_tx, out_rx) = mpsc::channel(16);
-        let total = names.len() as u64;
         let executor = self.executor.clone();
-        tokio::spawn(async move { executor.run(names, op, tx).await });
-        tokio::spawn(async move {
-            let _ = out_tx
-                .send(Ok(pb::NodeResults {
-                    results: Vec::new(),
-                    total,
-                }))
-                .await;
-            while let Some(results) = rx.recv().await {
-                if out_tx
-                    .send(Ok(pb::NodeResults { results, total: 0 }))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        ReceiverStream::new(out_rx)
+        stream(names.len(), move |tx| async move {
+            executor.run(names, op, tx).await
+        })
     }
 }
 
@@ -89,6 +101,8 @@ impl ConductorService {
 impl internal::conductor_server::Conductor for ConductorService {
     type PowerStream = Results;
     type BootDeviceStream = Results;
+    type DeployStream = Results;
+    type UndeployStream = Results;
 
     async fn power(
         &self,
@@ -124,6 +138,43 @@ impl internal::conductor_server::Conductor for ConductorService {
             req.names,
             Operation::BootDevice(target),
             req.no_wait,
+        )))
+    }
+
+    async fn deploy(
+        &self,
+        request: Request<internal::DeployRequest>,
+    ) -> Result<Response<Results>, Status> {
+        let req = request.into_inner();
+        if req.timeout_seconds == 0 {
+            return Err(Status::invalid_argument(
+                "timeout_seconds: must be positive",
+            ));
+        }
+        let params = DeployParams {
+            osimage: Some(req.osimage).filter(|o| !o.is_empty()),
+            reboot: req.reboot,
+            timeout: Duration::from_secs(req.timeout_seconds.into()),
+            ssh_keys: req.ssh_authorized_keys,
+        };
+        tracing::info!(nodes = req.names.len(), osimage = ?params.osimage, reboot = params.reboot, "deploy");
+        let executor = self.executor.clone();
+        Ok(Response::new(stream(
+            req.names.len(),
+            move |tx| async move { executor.deploy(req.names, params, tx).await },
+        )))
+    }
+
+    async fn undeploy(
+        &self,
+        request: Request<internal::UndeployRequest>,
+    ) -> Result<Response<Results>, Status> {
+        let req = request.into_inner();
+        tracing::info!(nodes = req.names.len(), "undeploy");
+        let executor = self.executor.clone();
+        Ok(Response::new(stream(
+            req.names.len(),
+            move |tx| async move { executor.undeploy(req.names, tx).await },
         )))
     }
 

@@ -5,9 +5,11 @@
 //! - [`driver`]: one module per `mgt` (`ipmi` today);
 //! - [`limits`]: per-driver and per-endpoint concurrency, per-operation timeouts;
 //! - [`work`]: running an operation on many nodes, shard by shard, with fenced writes;
+//! - [`deploy`]: OS deploys (checks, state changes, booting the installer) and their deadline;
 //! - [`grpc`]: the internal service the api calls.
 
 pub mod cli;
+pub mod deploy;
 pub mod driver;
 pub mod grpc;
 pub mod limits;
@@ -183,6 +185,7 @@ impl Conductor {
             self.config.power_sync_interval,
             shutdown.clone(),
         ));
+        let timeouts = tokio::spawn(deploy_timeouts(executor.clone(), shutdown.clone()));
         let metrics_task = self
             .metrics_listener
             .map(|l| tokio::spawn(self.metrics.clone().serve(l, shutdown.clone())));
@@ -214,6 +217,7 @@ impl Conductor {
         membership.finished().await;
         let _ = claims.await;
         let _ = sync.await;
+        let _ = timeouts.await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
@@ -270,6 +274,20 @@ async fn record_claims(
             changed = owned.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep(Duration::from_secs(1)), if missing => {}
             _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Fails, every few seconds, the deploys of owned nodes whose deadline passed.
+async fn deploy_timeouts(executor: Arc<Executor>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = executor.fail_expired().await {
+            tracing::warn!(error = %e, "checking deploy deadlines failed");
         }
     }
 }

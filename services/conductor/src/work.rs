@@ -69,6 +69,24 @@ impl Executor {
         op: Operation,
         tx: mpsc::Sender<Vec<pb::NodeResult>>,
     ) {
+        self.by_shard(names, tx, move |me, shard, token, names| async move {
+            me.run_owned(shard, token, &names, op).await
+        })
+        .await
+    }
+
+    /// Runs `work` for the names of each shard, in parallel, under the shard's guard and only if
+    /// this conductor's claim on it is recorded (other names get "not owned; retry"), sending
+    /// each shard's results to `tx`.
+    pub(crate) async fn by_shard<F, Fut>(
+        self: &Arc<Self>,
+        names: Vec<String>,
+        tx: mpsc::Sender<Vec<pb::NodeResult>>,
+        work: F,
+    ) where
+        F: Fn(Arc<Self>, ShardId, FencingToken, Vec<String>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = Vec<pb::NodeResult>> + Send + 'static,
+    {
         let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
         for name in names {
             by_shard
@@ -80,20 +98,25 @@ impl Executor {
         for (shard, names) in by_shard {
             let me = self.clone();
             let tx = tx.clone();
+            let work = work.clone();
             shards.spawn(async move {
-                let results = me.run_shard(shard, names, op).await;
+                let results = me.on_shard(shard, names, work).await;
                 let _ = tx.send(results).await;
             });
         }
         while shards.join_next().await.is_some() {}
     }
 
-    async fn run_shard(
+    async fn on_shard<F, Fut>(
         self: &Arc<Self>,
         shard: ShardId,
         names: Vec<String>,
-        op: Operation,
-    ) -> Vec<pb::NodeResult> {
+        work: F,
+    ) -> Vec<pb::NodeResult>
+    where
+        F: Fn(Arc<Self>, ShardId, FencingToken, Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Vec<pb::NodeResult>>,
+    {
         let moved = |why: &str| -> Vec<pb::NodeResult> {
             names
                 .iter()
@@ -113,9 +136,10 @@ impl Executor {
         if self.claimed.read().await.get(&shard) != Some(&guard.token) {
             return moved("is still being taken over by");
         }
-        self.metrics.in_flight.inc_by(names.len() as i64);
-        let results = self.run_owned(shard, guard.token, &names, op).await;
-        self.metrics.in_flight.dec_by(names.len() as i64);
+        let count = names.len() as i64;
+        self.metrics.in_flight.inc_by(count);
+        let results = work(self.clone(), shard, guard.token, names).await;
+        self.metrics.in_flight.dec_by(count);
         drop(guard);
         results
     }

@@ -5,7 +5,8 @@
 //! - `all-in-one`: the api and a conductor in one process, talking gRPC over loopback (the same
 //!   code path as a cluster), SQLite under the data directory, the local coordinator (no etcd),
 //!   and an admin token generated into `<data_dir>/admin.token` when none is configured.
-//! - `api`, `conductor`: one service each; conductors share shards through etcd.
+//! - `api`, `conductor`, `network`, `image`: one service each; conductors share shards through
+//!   etcd.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,6 +41,15 @@ enum Role {
         /// Run without the network agent (no DHCP, TFTP or boot HTTP in this process).
         #[arg(long, env = "XCAT3_NO_NETWORK_AGENT")]
         no_network_agent: bool,
+        #[command(flatten)]
+        image: xcat3_image::cli::ImageArgs,
+    },
+    /// The image service: ISO import, install trees and files over HTTP, install callbacks.
+    Image {
+        #[command(flatten)]
+        image: xcat3_image::cli::ImageArgs,
+        #[command(flatten)]
+        standalone: xcat3_image::cli::StandaloneArgs,
     },
     /// The public gRPC api.
     Api {
@@ -70,7 +80,15 @@ fn main() -> std::process::ExitCode {
             shards,
             network,
             no_network_agent,
-        } => all_in_one(api, drivers, shards, (!no_network_agent).then_some(network)),
+            image,
+        } => all_in_one(
+            api,
+            drivers,
+            shards,
+            (!no_network_agent).then_some(network),
+            image,
+        ),
+        Role::Image { image, standalone } => xcat3_image::cli::main(image, standalone),
         Role::Network { network } => xcat3_network::cli::main(network),
         Role::Api { api, coord } => xcat3_api::cli::main(api, coord),
         Role::Conductor { conductor, coord } => xcat3_conductor::cli::main(conductor, coord),
@@ -82,11 +100,12 @@ fn all_in_one(
     drivers: xcat3_conductor::cli::DriverArgs,
     shards: u32,
     network: Option<xcat3_network::cli::NetworkArgs>,
+    image: xcat3_image::cli::ImageArgs,
 ) -> std::process::ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
     xcat3_runtime::process::run("xcat3-server", env, |shutdown| async move {
-        let resolved = api.resolve(env, true).map_err(Failure::Config)?;
+        let mut resolved = api.resolve(env, true).map_err(Failure::Config)?;
         if let Some(path) = &resolved.generated_token_file {
             tracing::info!(
                 file = %path.display(),
@@ -121,6 +140,42 @@ fn all_in_one(
                 std::io::Error::other("the conductor stopped before it was ready").into(),
             ));
         }
+        let image_config = image.resolve(
+            env,
+            Some(resolved.data_dir.clone()),
+            resolved.config.database_url.clone(),
+            Tokens {
+                admin: resolved.config.tokens.admin.clone(),
+                readonly: None,
+            },
+            resolved.config.insecure,
+        );
+        let image_base = image_config.base_url.clone();
+        let (image_ready, image_addrs) = tokio::sync::oneshot::channel();
+        let image_task = {
+            let metrics = metrics.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                let r = xcat3_image::serve(image_config, metrics, token.clone(), Some(image_ready))
+                    .await;
+                token.cancel();
+                r
+            })
+        };
+        let Ok((image_grpc, image_http)) = image_addrs.await else {
+            shutdown.cancel();
+            let _ = conductor.await;
+            image_task.await??;
+            return Err(Failure::Serve(
+                std::io::Error::other("the image service stopped before it was ready").into(),
+            ));
+        };
+        resolved.config.image_grpc = Some(format!("http://{image_grpc}"));
+        if resolved.config.image_url.is_none() {
+            resolved.config.image_url = image_base.or_else(|| {
+                (!image_http.ip().is_unspecified()).then(|| format!("http://{image_http}"))
+            });
+        }
         let agent = match network {
             Some(args) => {
                 let mut agent = args
@@ -145,6 +200,7 @@ fn all_in_one(
         if let Some(agent) = agent {
             agent.await??;
         }
+        image_task.await??;
         api?;
         conductor??;
         Ok(())

@@ -1,5 +1,6 @@
 //! sea-orm entities. Private to the store: nothing outside this crate sees a row type.
 
+pub(crate) mod deploy;
 pub(crate) mod discovered;
 pub(crate) mod dynamic_block;
 pub(crate) mod network;

@@ -13,6 +13,8 @@ pub struct Model {
     pub initrd: String,
     pub repo_root: String,
     pub created_at: i64,
+    pub source: String,
+    pub sha256: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,25 +3,11 @@
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use xcat3_proto::convert::timestamp;
+use xcat3_proto::convert::{osimage_to_pb, timestamp};
 use xcat3_proto::pb;
-use xcat3_store::{OsImage, Store, now_ms};
+use xcat3_store::{OsImageDeletion, Store, now_ms};
 
 use super::store_status;
-
-fn osimage_to_pb(i: OsImage) -> pb::OsImage {
-    pb::OsImage {
-        name: i.name,
-        distro: i.distro,
-        version: i.version,
-        arch: i.arch,
-        install_method: i.install_method,
-        kernel: i.kernel,
-        initrd: i.initrd,
-        repo_root: i.repo_root,
-        created_at: timestamp(i.created_at),
-    }
-}
 
 pub struct OsImageService {
     store: Store,
@@ -62,6 +48,32 @@ impl pb::os_image_service_server::OsImageService for OsImageService {
         image
             .map(|i| Response::new(osimage_to_pb(i)))
             .ok_or_else(|| Status::not_found(format!("no OS image named {name:?}")))
+    }
+
+    async fn delete_os_image(
+        &self,
+        request: Request<pb::OsImageRef>,
+    ) -> Result<Response<pb::DeleteOsImageResponse>, Status> {
+        let name = request.into_inner().name;
+        match self
+            .store
+            .delete_osimage(&name)
+            .await
+            .map_err(|e| store_status(&e))?
+        {
+            OsImageDeletion::Deleted => {
+                tracing::info!(osimage = %name, "osimage deleted");
+                Ok(Response::new(pb::DeleteOsImageResponse {}))
+            }
+            OsImageDeletion::NotFound => {
+                Err(Status::not_found(format!("no OS image named {name:?}")))
+            }
+            OsImageDeletion::InUse(nodes) => Err(Status::failed_precondition(format!(
+                "osimage {name} is used by node(s) {} (their osimage attribute or a deploy in progress); \
+                 change or undeploy them first",
+                nodes.join(", ")
+            ))),
+        }
     }
 }
 

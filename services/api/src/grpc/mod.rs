@@ -1,6 +1,7 @@
 //! gRPC adapters: convert messages at the edge, call the core, convert back. No business logic.
 
 pub mod conductors;
+pub mod images;
 pub mod misc;
 pub mod netboot;
 pub mod networks;

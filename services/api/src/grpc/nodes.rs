@@ -2,17 +2,20 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb};
-use xcat3_proto::pb;
+
+use xcat3_proto::{internal, pb};
 use xcat3_types::FieldError;
 
 use xcat3_coord::shard_of;
 
 use crate::dispatch::{Dispatcher, Op};
 use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
+use crate::netboot::BootFeed;
 
 /// Results per streamed message.
 const RESULTS_PER_MESSAGE: usize = 5000;
@@ -20,19 +23,32 @@ const RESULTS_PER_MESSAGE: usize = 5000;
 pub struct NodeService {
     inventory: Inventory,
     dispatcher: Arc<Dispatcher>,
+    deploys: Deploys,
+}
+
+/// What deploys need beyond the dispatcher.
+pub struct Deploys {
+    /// Refreshed when a deploy or undeploy has run, before the call ends: a node answered
+    /// `wait-callback` has its install boot action on its way to the agents.
+    pub feed: BootFeed,
+    pub image_url: Option<String>,
+    pub default_timeout: Duration,
 }
 
 impl NodeService {
-    pub fn new(inventory: Inventory, dispatcher: Arc<Dispatcher>) -> Self {
+    pub fn new(inventory: Inventory, dispatcher: Arc<Dispatcher>, deploys: Deploys) -> Self {
         Self {
             inventory,
             dispatcher,
+            deploys,
         }
     }
 
     /// Resolves the noderange, answers names that are not nodes, and sends the rest to the
     /// conductors.
     async fn dispatch(&self, noderange: &str, op: Op) -> Result<Response<ResultStream>, Status> {
+        let refresh_feed = matches!(op, Op::Deploy(_) | Op::Undeploy)
+            .then(|| (self.deploys.feed.clone(), self.inventory.store().clone()));
         let (names, index) = self
             .inventory
             .resolve(noderange)
@@ -66,6 +82,11 @@ impl NodeService {
             tokio::spawn(async move { dispatcher.run(present, op, tx).await });
             while let Some(results) = rx.recv().await {
                 let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
+            }
+            if let Some((feed, store)) = refresh_feed
+                && let Err(e) = feed.refresh(&store).await
+            {
+                tracing::warn!(error = %e, "refreshing the boot table after a deploy failed; the next poll will");
             }
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
@@ -155,6 +176,50 @@ impl pb::node_service_server::NodeService for NodeService {
     type PowerStream = ResultStream;
     type BootDeviceStream = ResultStream;
     type GetEventsStream = ReceiverStream<Result<pb::EventPage, Status>>;
+    type DeployStream = ResultStream;
+    type UndeployStream = ResultStream;
+
+    async fn deploy(
+        &self,
+        request: Request<pb::DeployRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        if self.deploys.image_url.is_none() {
+            return Err(Status::failed_precondition(
+                "the api has no --image-url: nodes would not know where to load an installer from",
+            ));
+        }
+        for (i, key) in req.ssh_authorized_keys.iter().enumerate() {
+            if key.trim().is_empty() || key.contains('\n') || key.split_whitespace().count() < 2 {
+                return Err(Status::invalid_argument(format!(
+                    "ssh_authorized_keys[{i}]: not one OpenSSH public key line (\"TYPE BASE64 [COMMENT]\")"
+                )));
+            }
+        }
+        let timeout_seconds = if req.timeout_seconds == 0 {
+            u32::try_from(self.deploys.default_timeout.as_secs()).unwrap_or(u32::MAX)
+        } else {
+            req.timeout_seconds
+        };
+        tracing::info!(noderange = %req.noderange, osimage = %req.osimage, reboot = req.reboot, "deploy");
+        let op = Op::Deploy(internal::DeployRequest {
+            names: Vec::new(),
+            osimage: req.osimage,
+            reboot: req.reboot,
+            timeout_seconds,
+            ssh_authorized_keys: req.ssh_authorized_keys,
+        });
+        self.dispatch(&req.noderange, op).await
+    }
+
+    async fn undeploy(
+        &self,
+        request: Request<pb::UndeployRequest>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let req = request.into_inner();
+        tracing::info!(noderange = %req.noderange, "undeploy");
+        self.dispatch(&req.noderange, Op::Undeploy).await
+    }
 
     async fn power(
         &self,

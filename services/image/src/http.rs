@@ -1,0 +1,211 @@
+//! The image service's HTTP side, what installing nodes talk to:
+//! - `GET /trees/...`: install trees, kernels, initrds (byte ranges supported);
+//! - `GET /deploy/<token>/<file>`: the deploy's kickstart, preseed or cloud-init files;
+//! - `POST /deploy/<token>/done` and `/failed`: the installed system's callback;
+//! - `GET /healthz`.
+//!
+//! Callbacks are committed in groups: whatever arrives while one transaction runs goes into the
+//! next, so a thousand nodes finishing at once cost a handful of transactions.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{mpsc, oneshot};
+use tower_http::services::ServeDir;
+use xcat3_store::{CallbackError, CallbackReport, Store};
+use xcat3_types::InstallMethod;
+
+use crate::import::Layout;
+use crate::render::{self, Context};
+
+/// Largest callbacks committed in one transaction.
+const CALLBACKS_PER_COMMIT: usize = 1000;
+/// Largest failure report kept from an installer.
+const MAX_REPORT: usize = 4096;
+
+type Pending = (
+    CallbackReport,
+    oneshot::Sender<Result<String, CallbackError>>,
+);
+
+pub struct HttpState {
+    pub store: Store,
+    pub layout: Layout,
+    pub base_url: String,
+    callbacks: mpsc::Sender<Pending>,
+}
+
+pub fn router(store: Store, layout: Layout, base_url: String) -> Router {
+    let (tx, rx) = mpsc::channel(4 * CALLBACKS_PER_COMMIT);
+    tokio::spawn(commit_callbacks(store.clone(), rx));
+    let trees = ServeDir::new(layout.trees());
+    let state = Arc::new(HttpState {
+        store,
+        layout,
+        base_url,
+        callbacks: tx,
+    });
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/deploy/{token}/{file}", get(deploy_file))
+        .route("/deploy/{token}/done", post(done))
+        .route("/deploy/{token}/failed", post(failed))
+        .nest_service("/trees", trees)
+        .with_state(state)
+}
+
+fn plain(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut body = body.into();
+    body.push('\n');
+    (status, body).into_response()
+}
+
+/// Tokens are 64 lowercase hex digits; anything else is not looked up.
+fn well_formed(token: &str) -> bool {
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+async fn deploy_file(
+    State(state): State<Arc<HttpState>>,
+    Path((token, file)): Path<(String, String)>,
+) -> Response {
+    if !well_formed(&token) {
+        return plain(StatusCode::NOT_FOUND, "no such deploy");
+    }
+    match render_for(&state, &token, &file).await {
+        Ok(body) => ([("content-type", "text/plain; charset=utf-8")], body).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn render_for(state: &HttpState, token: &str, file: &str) -> Result<String, Response> {
+    let unavailable = |e: xcat3_store::Error| {
+        tracing::warn!(error = %e, "rendering a deploy file: database");
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable; retry",
+        )
+    };
+    let deploy = state
+        .store
+        .deploy_by_token(token)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| {
+            plain(
+                StatusCode::NOT_FOUND,
+                "no such deploy (finished, cancelled or never issued)",
+            )
+        })?;
+    let (nodes, image, networks, hash) = tokio::try_join!(
+        state.store.get_nodes(std::slice::from_ref(&deploy.node)),
+        state.store.get_osimage(&deploy.start.osimage),
+        state.store.list_networks(),
+        state.store.passwd_hash("system"),
+    )
+    .map_err(unavailable)?;
+    let node = nodes
+        .into_iter()
+        .next()
+        .ok_or_else(|| plain(StatusCode::NOT_FOUND, "the node is gone"))?
+        .node;
+    let image = image.ok_or_else(|| plain(StatusCode::NOT_FOUND, "the osimage is gone"))?;
+    let method: InstallMethod =
+        image
+            .install_method
+            .parse()
+            .map_err(|e: xcat3_types::FieldError| {
+                plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            })?;
+    if !method.files().contains(&file) {
+        return Err(plain(
+            StatusCode::NOT_FOUND,
+            format!(
+                "a {method} deploy has no file {file:?} (it has: {})",
+                method.files().join(", ")
+            ),
+        ));
+    }
+    let ctx = Context::new(&node, &deploy, &image, &networks, &state.base_url, hash);
+    render::render(&state.layout.templates(), &ctx, file).map_err(|e| {
+        tracing::warn!(node = %deploy.node, error = %e, "rendering a deploy file failed");
+        plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })
+}
+
+async fn done(state: State<Arc<HttpState>>, Path(token): Path<String>) -> Response {
+    callback(state, token, true, Bytes::new()).await
+}
+
+async fn failed(state: State<Arc<HttpState>>, Path(token): Path<String>, body: Bytes) -> Response {
+    callback(state, token, false, body).await
+}
+
+async fn callback(
+    State(state): State<Arc<HttpState>>,
+    token: String,
+    success: bool,
+    body: Bytes,
+) -> Response {
+    if !well_formed(&token) {
+        return plain(
+            StatusCode::NOT_FOUND,
+            CallbackError::UnknownToken.to_string(),
+        );
+    }
+    let tail = &body[body.len().saturating_sub(MAX_REPORT)..];
+    let report = CallbackReport {
+        token,
+        success,
+        message: String::from_utf8_lossy(tail).trim().to_owned(),
+    };
+    let (tx, rx) = oneshot::channel();
+    if state.callbacks.send((report, tx)).await.is_err() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping; retry");
+    }
+    match rx.await {
+        Ok(Ok(node)) => {
+            let what = if success { "deployed" } else { "deploy-failed" };
+            plain(StatusCode::OK, format!("{node}: {what}"))
+        }
+        Ok(Err(e @ CallbackError::UnknownToken)) => plain(StatusCode::NOT_FOUND, e.to_string()),
+        Ok(Err(e)) => plain(StatusCode::CONFLICT, e.to_string()),
+        Err(_) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable; retry",
+        ),
+    }
+}
+
+/// Commits callbacks in groups until every sender is gone.
+async fn commit_callbacks(store: Store, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < CALLBACKS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let reports: Vec<CallbackReport> = batch.iter().map(|(r, _)| r.clone()).collect();
+        match store.finish_deploys("image-service", &reports).await {
+            Ok(results) => {
+                for ((_, answer), result) in batch.into_iter().zip(results) {
+                    let _ = answer.send(result);
+                }
+            }
+            Err(e) => {
+                // Dropping the answers tells each caller to retry.
+                tracing::warn!(error = %e, callbacks = batch.len(), "recording callbacks failed");
+            }
+        }
+    }
+}

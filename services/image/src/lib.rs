@@ -1,0 +1,127 @@
+//! The xcat3 image service (`xcat3-server image`, and part of `all-in-one`).
+//!
+//! - [`iso`]: reading ISO 9660 images safely and extracting them;
+//! - [`detect`]: recognising RHEL-family, Ubuntu and Debian media (pure);
+//! - [`import`]: the import pipeline (`xcat3-copycds`): upload, checksum, extract, record;
+//! - [`render`]: per-deploy kickstart, preseed and autoinstall files from templates;
+//! - [`http`]: what installing nodes fetch (trees with byte ranges, rendered files) and the
+//!   install callback;
+//! - [`grpc`]: `xcat3.v1.ImageService` (import);
+//! - [`cli`], flags and environment.
+//!
+//! It reads nodes, osimages and deploys from the database and writes osimages and the end of
+//! deploys (through the store's state machine); it never changes anything else.
+
+pub mod cli;
+pub mod detect;
+pub mod grpc;
+pub mod http;
+pub mod import;
+pub mod iso;
+pub mod render;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use xcat3_proto::pb;
+use xcat3_runtime::auth::{AuthLayer, Tokens};
+use xcat3_runtime::metrics::Metrics;
+use xcat3_store::Store;
+
+/// Everything the image service needs to start.
+#[derive(Debug, Clone)]
+pub struct ImageConfig {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    /// gRPC (import) address.
+    pub grpc_listen: SocketAddr,
+    /// HTTP address nodes fetch from.
+    pub http_listen: SocketAddr,
+    /// The base URL nodes reach the HTTP side at, written into install files
+    /// [default: `http://<http_listen>`].
+    pub base_url: Option<String>,
+    pub tokens: Tokens,
+    pub insecure: bool,
+}
+
+impl ImageConfig {
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+    }
+}
+
+/// Binds, serves until `shutdown`, and prints the ready line
+/// (`xcat3 image ready grpc=ADDR http=ADDR`) once both listeners are bound.
+pub async fn serve(
+    config: ImageConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<(SocketAddr, SocketAddr)>>,
+) -> anyhow::Result<()> {
+    let layout = import::Layout {
+        root: config.data_dir.clone(),
+    };
+    layout
+        .prepare()
+        .with_context(|| format!("prepare the image directory {}", config.data_dir.display()))?;
+    let store = Store::connect(&config.database_url).await?;
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("bind the image gRPC address {}", config.grpc_listen))?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("bind the image HTTP address {}", config.http_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let mut config = config;
+    config.http_listen = http_addr;
+    let base_url = config.base_url();
+
+    let router = http::router(store.clone(), layout.clone(), base_url.clone());
+    let token = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+    });
+    let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
+        store,
+        layout,
+        importing: Arc::default(),
+    });
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<pb::image_service_server::ImageServiceServer<grpc::ImageService>>()
+        .await;
+    let layers = tower::ServiceBuilder::new()
+        .layer(metrics.layer())
+        .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, base_url = %base_url, "image service serving");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("xcat3 image ready grpc={grpc_addr} http={http_addr}");
+    }
+    if let Some(ready) = ready {
+        let _ = ready.send((grpc_addr, http_addr));
+    }
+    let token = shutdown.clone();
+    let served = tonic::transport::Server::builder()
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            token.cancelled().await
+        })
+        .await;
+    shutdown.cancel();
+    let _ = http_task.await;
+    served?;
+    Ok(())
+}

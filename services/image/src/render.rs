@@ -1,0 +1,315 @@
+//! The files an installer fetches for one deploy, rendered from templates (minijinja, strict: a
+//! variable a template names but the context lacks fails the render instead of writing an empty
+//! line into a kickstart).
+//!
+//! A template is looked up as `templates/<osimage>/<file>.j2`, then `templates/<file>.j2` under the
+//! service's data directory, then the built-in one (`services/image/templates/`), so an operator
+//! can override per image or for all.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+use xcat3_store::DeployRecord;
+use xcat3_types::{Network, Node, OsImage, deploy_url};
+
+/// Built-in templates by file name.
+fn builtin(file: &str) -> Option<&'static str> {
+    Some(match file {
+        "kickstart" => include_str!("../templates/kickstart.j2"),
+        "preseed" => include_str!("../templates/preseed.j2"),
+        "user-data" => include_str!("../templates/user-data.j2"),
+        "meta-data" => include_str!("../templates/meta-data.j2"),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeCtx {
+    pub name: String,
+    pub domain: String,
+    pub fqdn: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NicCtx {
+    pub name: String,
+    pub mac: String,
+    pub ip: Option<String>,
+    pub netmask: Option<String>,
+    pub gateway: Option<String>,
+    pub nameservers: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageCtx {
+    pub name: String,
+    pub distro: String,
+    pub version: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Callback {
+    pub done: String,
+    pub failed: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Mirror {
+    pub host: String,
+    pub directory: String,
+}
+
+/// Everything a template can use.
+#[derive(Debug, Serialize)]
+pub struct Context {
+    pub node: NodeCtx,
+    pub nic: NicCtx,
+    pub image: ImageCtx,
+    pub repo_url: String,
+    pub mirror: Mirror,
+    pub callback: Callback,
+    pub root_password_hash: Option<String>,
+    pub ssh_authorized_keys: Vec<String>,
+    /// The node's `install_disk` label, like `/dev/sda`; empty: the installer's choice.
+    pub disk: String,
+}
+
+impl Context {
+    pub fn new(
+        node: &Node,
+        deploy: &DeployRecord,
+        image: &OsImage,
+        networks: &[Network],
+        base_url: &str,
+        root_password_hash: Option<String>,
+    ) -> Context {
+        let base = base_url.trim_end_matches('/');
+        let primary = node.nics.iter().find(|n| n.primary).or(node.nics.first());
+        let network = primary
+            .and_then(|n| n.ip)
+            .and_then(|ip| networks.iter().find(|net| net.contains(ip)));
+        let domain = network.and_then(|n| n.domain.clone()).unwrap_or_default();
+        let fqdn = if domain.is_empty() {
+            node.name.clone()
+        } else {
+            format!("{}.{domain}", node.name)
+        };
+        let nic = NicCtx {
+            name: primary.map(|n| n.name.clone()).unwrap_or_default(),
+            mac: primary.map(|n| n.mac.to_string()).unwrap_or_default(),
+            ip: primary.and_then(|n| n.ip).map(|i| i.to_string()),
+            netmask: network.map(|n| n.netmask.to_string()),
+            gateway: network.and_then(|n| n.gateway).map(|g| g.to_string()),
+            nameservers: network
+                .map(|n| n.nameservers.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
+        };
+        let host = base
+            .split_once("://")
+            .map_or(base, |(_, rest)| rest)
+            .to_owned();
+        let token = &deploy.start.token;
+        Context {
+            node: NodeCtx {
+                name: node.name.clone(),
+                domain,
+                fqdn,
+                arch: node.arch.to_string(),
+            },
+            nic,
+            image: ImageCtx {
+                name: image.name.clone(),
+                distro: image.distro.clone(),
+                version: image.version.clone(),
+                arch: image.arch.clone(),
+            },
+            repo_url: format!("{base}/{}", image.repo_root),
+            mirror: Mirror {
+                host,
+                directory: format!("/{}", image.repo_root),
+            },
+            callback: Callback {
+                done: deploy_url(base, token, "done"),
+                failed: deploy_url(base, token, "failed"),
+            },
+            root_password_hash,
+            ssh_authorized_keys: deploy.start.ssh_keys.clone(),
+            disk: node.labels.get("install_disk").cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// Why a file could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("no such file for this deploy: {0}")]
+    UnknownFile(String),
+    #[error("template {path}: {reason}")]
+    Template { path: String, reason: String },
+}
+
+/// Renders `file` (`kickstart`, `preseed`, `user-data`, `meta-data`) for `ctx`.
+pub fn render(templates: &Path, ctx: &Context, file: &str) -> Result<String, RenderError> {
+    let candidates: [PathBuf; 2] = [
+        templates.join(&ctx.image.name).join(format!("{file}.j2")),
+        templates.join(format!("{file}.j2")),
+    ];
+    let (source, origin) = match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| RenderError::Template {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            })?,
+            p.display().to_string(),
+        ),
+        None => (
+            builtin(file)
+                .ok_or_else(|| RenderError::UnknownFile(file.to_owned()))?
+                .to_owned(),
+            format!("built-in {file}.j2"),
+        ),
+    };
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // Operators' templates run with a budget: a loop cannot hang the service.
+    env.set_fuel(Some(1_000_000));
+    env.render_str(&source, minijinja::value::Serde(ctx))
+        .map_err(|e| RenderError::Template {
+            path: origin,
+            reason: format!("{e:#}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xcat3_store::DeployStart;
+    use xcat3_types::{MacAddr, Nic};
+
+    fn context(keys: Vec<String>, hash: Option<&str>) -> Context {
+        let mut node = Node::new("n1");
+        node.nics.push(Nic {
+            name: "eth0".into(),
+            mac: "52:54:00:00:00:01".parse::<MacAddr>().unwrap(),
+            ip: Some("10.0.0.5".parse().unwrap()),
+            primary: true,
+        });
+        node.labels.insert("install_disk".into(), "/dev/vda".into());
+        let mut net = Network::new(
+            "prov",
+            "10.0.0.0".parse().unwrap(),
+            "255.255.255.0".parse().unwrap(),
+        );
+        net.gateway = Some("10.0.0.1".parse().unwrap());
+        net.nameservers = vec!["10.0.0.2".parse().unwrap()];
+        net.domain = Some("cluster.example".into());
+        let deploy = DeployRecord {
+            node: "n1".into(),
+            start: DeployStart {
+                osimage: "rocky9.4-x86_64-install-compute".into(),
+                token: "t0k".into(),
+                deadline: 0,
+                ssh_keys: keys,
+                reboot: false,
+            },
+            started_at: 0,
+        };
+        let image = OsImage {
+            name: "rocky9.4-x86_64-install-compute".into(),
+            distro: "rocky".into(),
+            version: "9.4".into(),
+            arch: "x86_64".into(),
+            install_method: "kickstart".into(),
+            kernel: "trees/ab/images/pxeboot/vmlinuz".into(),
+            initrd: "trees/ab/images/pxeboot/initrd.img".into(),
+            repo_root: "trees/ab".into(),
+            created_at: 0,
+            source: "r.iso".into(),
+            sha256: "ab".into(),
+        };
+        Context::new(
+            &node,
+            &deploy,
+            &image,
+            &[net],
+            "http://10.0.0.1:8090/",
+            hash.map(str::to_owned),
+        )
+    }
+
+    #[test]
+    fn builtin_templates_use_the_nodes_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(
+            vec!["ssh-ed25519 AAAAC3 op@site".into()],
+            Some("$6$salt$hash"),
+        );
+        let ks = render(dir.path(), &ctx, "kickstart").unwrap();
+        assert!(
+            ks.contains("url --url=http://10.0.0.1:8090/trees/ab\n"),
+            "{ks}"
+        );
+        assert!(ks.contains("network --bootproto=static --ip=10.0.0.5 --netmask=255.255.255.0 --gateway=10.0.0.1 --nameserver=10.0.0.2 --device=52:54:00:00:00:01 --hostname=n1.cluster.example --activate"), "{ks}");
+        assert!(ks.contains("rootpw --iscrypted $6$salt$hash"), "{ks}");
+        assert!(
+            ks.contains("sshkey --username=root \"ssh-ed25519 AAAAC3 op@site\""),
+            "{ks}"
+        );
+        assert!(ks.contains("ignoredisk --only-use=/dev/vda"), "{ks}");
+        assert!(ks.contains("curl -fsS -X POST --retry 10 --retry-delay 5 --retry-all-errors http://10.0.0.1:8090/deploy/t0k/done"), "{ks}");
+        let ps = render(dir.path(), &ctx, "preseed").unwrap();
+        assert!(ps.contains("d-i mirror/http/hostname string 10.0.0.1:8090\nd-i mirror/http/directory string /trees/ab\n"), "{ps}");
+        assert!(
+            ps.contains("d-i passwd/root-password-crypted password $6$salt$hash"),
+            "{ps}"
+        );
+        let ud = render(dir.path(), &ctx, "user-data").unwrap();
+        assert!(ud.starts_with("#cloud-config\n"), "{ud}");
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+        assert_eq!(
+            parsed["autoinstall"]["identity"]["hostname"].as_str(),
+            Some("n1")
+        );
+        assert_eq!(
+            parsed["autoinstall"]["ssh"]["authorized-keys"][0].as_str(),
+            Some("ssh-ed25519 AAAAC3 op@site")
+        );
+        assert_eq!(
+            parsed["autoinstall"]["storage"]["layout"]["match"]["path"].as_str(),
+            Some("/dev/vda")
+        );
+    }
+
+    #[test]
+    fn without_a_password_root_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = render(dir.path(), &context(vec![], None), "kickstart").unwrap();
+        assert!(ks.contains("rootpw --lock"), "{ks}");
+        let ud = render(dir.path(), &context(vec![], None), "user-data").unwrap();
+        let _: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+    }
+
+    #[test]
+    fn operator_templates_override_and_strict_mode_names_the_missing_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(vec![], None);
+        std::fs::write(dir.path().join("kickstart.j2"), "site {{ node.name }}").unwrap();
+        assert_eq!(render(dir.path(), &ctx, "kickstart").unwrap(), "site n1");
+        let per_image = dir.path().join("rocky9.4-x86_64-install-compute");
+        std::fs::create_dir(&per_image).unwrap();
+        std::fs::write(per_image.join("kickstart.j2"), "image {{ image.version }}").unwrap();
+        assert_eq!(render(dir.path(), &ctx, "kickstart").unwrap(), "image 9.4");
+        std::fs::write(per_image.join("kickstart.j2"), "{{ node.rack }}").unwrap();
+        let e = render(dir.path(), &ctx, "kickstart")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rack") || e.contains("undefined"), "{e}");
+        assert!(matches!(
+            render(dir.path(), &ctx, "grub.cfg"),
+            Err(RenderError::UnknownFile(_))
+        ));
+    }
+}

@@ -1,0 +1,399 @@
+//! ISO import (`xcat3-copycds`) and deploys, end to end through a real server: synthetic media
+//! built by xorriso, the install files and trees fetched over HTTP with curl, the callback posted
+//! by curl as an installed system would.
+
+use std::path::Path;
+use std::time::Duration;
+
+use xcat3_proto::internal::boot_host::Action;
+use xcat3_proto::pb;
+use xcat3_tests::iso::{fake_kernel, make_iso, rocky_iso};
+use xcat3_tests::{Backend, TestServer};
+
+const ROCKY: &str = "rocky9.4-x86_64-install-compute";
+const MAC: &str = "52:54:00:aa:00:01";
+
+/// `curl` with its exit status, body and HTTP status.
+fn curl(args: &[&str]) -> (bool, String, u16) {
+    let (ok, body, code) = curl_bytes(args);
+    (ok, String::from_utf8_lossy(&body).into_owned(), code)
+}
+
+fn curl_bytes(args: &[&str]) -> (bool, Vec<u8>, u16) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl (scripts/install-deps.sh installs it)");
+    let split = out.stdout.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&out.stdout[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (out.status.success(), out.stdout[..split].to_vec(), code)
+}
+
+async fn provisioning_network(server: &TestServer) {
+    let out = server
+        .cli(&[
+            "network-create",
+            "prov",
+            "subnet=10.9.0.0",
+            "netmask=255.255.255.0",
+            "gateway=10.9.0.1",
+            "nameservers=10.9.0.2",
+            "domain=cluster.test",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+async fn state_of(server: &TestServer, node: &str) -> String {
+    let out = server.cli(&["show", node, "-o", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["nodes"][0]["provision_state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits for the node's NIC to boot its local disk again: changes made outside the api (the
+/// image service's callbacks) reach the boot table within its revision poll.
+async fn wait_local_boot(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while install_action(server).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still booting the installer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The install action a node's NIC boots into, if any.
+async fn install_action(server: &TestServer) -> Option<xcat3_proto::internal::InstallBoot> {
+    match server.boot_host(MAC).await?.action? {
+        Action::Install(i) => Some(i),
+        Action::Local(_) => None,
+    }
+}
+
+fn trees_dir(server: &TestServer) -> std::path::PathBuf {
+    server.dir().join("images/trees")
+}
+
+fn partial_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".partial"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copycds_imports_once_and_refuses_bad_media_leaving_nothing() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let iso = rocky_iso(dir.path());
+    let iso = iso.to_str().unwrap();
+
+    let out = server.copycds(&["create", iso]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("osimage {ROCKY} (rocky 9.4 x86_64, kickstart)")),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("uploading"),
+        "no progress shown: {out:?}"
+    );
+    // The same ISO again: nothing to do, and said so.
+    let again = server.copycds(&[iso]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again
+            .stdout
+            .contains(&format!("Already imported: already imported as {ROCKY}")),
+        "{again:?}"
+    );
+    let list = server.cli(&["osimage-list", "-o", "json"]).await;
+    let images: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 1, "{list:?}");
+
+    // A second name for other media, given with -n.
+    let debian = make_iso(
+        dir.path(),
+        "debian-12.5.0-amd64-netinst",
+        &[
+            (".disk/info", b"Debian GNU/Linux 12.5.0 \"Bookworm\" - Official amd64 NETINST with firmware 20240210-11:27"),
+            ("install.amd/vmlinuz", b"k"),
+            ("install.amd/initrd.gz", b"i"),
+        ],
+        &[("debian", ".")],
+    );
+    let out = server
+        .copycds(&["-n", "bookworm", debian.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("osimage bookworm (debian 12.5 x86_64, preseed)"),
+        "{out:?}"
+    );
+
+    // Not an ISO; an ISO of nothing we know; an ISO with a name that would climb out.
+    let junk = dir.path().join("junk.iso");
+    std::fs::write(&junk, vec![0x42u8; 100_000]).unwrap();
+    let unknown = make_iso(dir.path(), "unknown", &[("README", b"hello")], &[]);
+    let hostile = make_iso(dir.path(), "hostile", &[("qz/x", b"x")], &[]);
+    let mut bytes = std::fs::read(&hostile).unwrap();
+    for i in 0..bytes.len() - 1 {
+        if &bytes[i..i + 2] == b"qz" || &bytes[i..i + 2] == b"QZ" {
+            bytes[i..i + 2].copy_from_slice(b"..");
+        }
+    }
+    std::fs::write(&hostile, bytes).unwrap();
+    for (iso, why) in [
+        (junk.as_path(), "not a readable ISO 9660 image"),
+        (unknown.as_path(), "not a recognised installation medium"),
+        (hostile.as_path(), "unsafe name"),
+    ] {
+        let out = server.copycds(&[iso.to_str().unwrap()]).await;
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains(why), "{why}: {out:?}");
+    }
+    let list = server.cli(&["osimage-list", "-o", "json"]).await;
+    let images: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 2, "{list:?}");
+    assert!(partial_leftovers(&trees_dir(&server)).is_empty());
+    let incoming = std::fs::read_dir(server.dir().join("images/incoming"))
+        .unwrap()
+        .count();
+    assert_eq!(incoming, 0, "uploads left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let iso = rocky_iso(dir.path());
+    assert_eq!(server.copycds(&[iso.to_str().unwrap()]).await.code, 0);
+    provisioning_network(&server).await;
+    let nic = format!("mac={MAC},ip=10.9.0.21");
+    let out = server
+        .cli(&[
+            "create",
+            "n1",
+            &format!("osimage={ROCKY}"),
+            "labels/install_disk=/dev/vda",
+            "--nic",
+            &nic,
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = server.cli(&["create", "bare"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        install_action(&server).await.is_none(),
+        "boots its disk before any deploy"
+    );
+
+    let key = dir.path().join("id.pub");
+    std::fs::write(
+        &key,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG operator@site\n",
+    )
+    .unwrap();
+    let out = server
+        .cli(&["deploy", "n1,bare", "--ssh-key", key.to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("n1: wait-callback"), "{out:?}");
+    assert!(out.stdout.contains("bare: Error"), "{out:?}");
+    assert!(out.stdout.contains("osimage"), "{out:?}");
+    assert_eq!(state_of(&server, "n1").await, "wait-callback");
+    // Deploying again while one runs is refused, and says what to do.
+    let out = server.cli(&["deploy", "n1"]).await;
+    assert!(out.stdout.contains("undeploy it first"), "{out:?}");
+
+    // The agents were told to boot the installer with the deploy's kickstart.
+    let install = install_action(&server).await.expect("an install action");
+    let http = format!("http://{}", server.image_http.unwrap());
+    assert_eq!(
+        install.kernel,
+        format!(
+            "{http}/trees/{}/images/pxeboot/vmlinuz",
+            &tree_of(&server).await
+        )
+    );
+    let ks_url = install
+        .cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("inst.ks="))
+        .expect("inst.ks in the command line")
+        .to_owned();
+    let (ok, ks, code) = curl(&[&ks_url]);
+    assert!(ok && code == 200, "{code} {ks}");
+    assert!(
+        ks.contains(
+            "--ip=10.9.0.21 --netmask=255.255.255.0 --gateway=10.9.0.1 --nameserver=10.9.0.2"
+        ),
+        "{ks}"
+    );
+    assert!(ks.contains("--hostname=n1.cluster.test"), "{ks}");
+    assert!(
+        ks.contains(
+            "sshkey --username=root \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG operator@site\""
+        ),
+        "{ks}"
+    );
+    assert!(ks.contains("ignoredisk --only-use=/dev/vda"), "{ks}");
+    let done_url = ks_url.replace("/kickstart", "/done");
+    assert!(ks.contains(&done_url), "{ks}");
+    // Installers fetch kernels in pieces: byte ranges work.
+    let (ok, part, code) = curl_bytes(&["-r", "1000-1099", &install.kernel]);
+    assert!(ok && code == 206, "{code}");
+    assert_eq!(part, &fake_kernel()[1000..1100]);
+    // Other files, other tokens: nothing.
+    assert_eq!(curl(&[&ks_url.replace("/kickstart", "/preseed")]).2, 404);
+    assert_eq!(
+        curl(&[&format!("{http}/deploy/{}/kickstart", "0".repeat(64))]).2,
+        404
+    );
+    assert_eq!(curl(&[&format!("{http}/deploy/../../etc/passwd")]).2, 404);
+
+    // The installed system reports back: deployed, local disk, and the token is spent.
+    let (ok, body, code) = curl(&["-X", "POST", &done_url]);
+    assert!(ok && code == 200, "{code} {body}");
+    assert_eq!(body.trim(), "n1: deployed");
+    assert_eq!(state_of(&server, "n1").await, "deployed");
+    wait_local_boot(&server).await;
+    assert_eq!(curl(&["-X", "POST", &done_url]).2, 404);
+    assert_eq!(curl(&[&ks_url]).2, 404, "install files outlive the deploy");
+    let events = server.cli(&["events", "n1"]).await;
+    for step in [
+        "deploy: available → deploying",
+        "published: deploying → wait-callback",
+        "callback: wait-callback → deployed",
+    ] {
+        assert!(events.stdout.contains(step), "{step}: {events:?}");
+    }
+
+    // Redeploy, then undeploy: available, local boot, token dead.
+    let out = server.cli(&["deploy", "n1"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let ks2 = install_action(&server).await.unwrap().cmdline;
+    assert!(!ks2.contains(&ks_url), "a redeploy reuses the old token");
+    let out = server.cli(&["deploy", "-d", "n1"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(state_of(&server, "n1").await, "available");
+    assert!(install_action(&server).await.is_none());
+
+    // The image is in use by n1's osimage attribute: it cannot go.
+    let out = server.cli(&["osimage-delete", ROCKY]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("used by node(s) n1"), "{out:?}");
+    assert_eq!(server.cli(&["update", "n1", "osimage="]).await.code, 0);
+    let out = server.cli(&["osimage-delete", ROCKY]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// The install tree id of the only osimage.
+async fn tree_of(server: &TestServer) -> String {
+    let list = server.cli(&["osimage-list", "-o", "json"]).await;
+    let images: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    images[0]["repo_root"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("trees/")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_without_callback_fails_at_its_deadline_and_a_failure_report_fails_it() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        server
+            .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    provisioning_network(&server).await;
+    for (name, mac, ip) in [
+        ("t1", MAC, "10.9.0.31"),
+        ("t2", "52:54:00:aa:00:02", "10.9.0.32"),
+    ] {
+        let nic = format!("mac={mac},ip={ip}");
+        let out = server
+            .cli(&["create", name, &format!("osimage={ROCKY}"), "--nic", &nic])
+            .await;
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let mut nodes = server.nodes().await;
+    let mut stream = nodes
+        .deploy(pb::DeployRequest {
+            noderange: "t1".into(),
+            timeout_seconds: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    assert_eq!(state_of(&server, "t1").await, "wait-callback");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while state_of(&server, "t1").await != "deploy-failed" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deploy never timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let events = server.cli(&["events", "t1"]).await;
+    assert!(
+        events
+            .stdout
+            .contains("no callback from the installed system before the deadline"),
+        "{events:?}"
+    );
+    wait_local_boot(&server).await;
+
+    // The installer says it failed: deploy-failed with its words in the history.
+    assert_eq!(server.cli(&["deploy", "t2"]).await.code, 0);
+    let cmdline = match server
+        .boot_host("52:54:00:aa:00:02")
+        .await
+        .unwrap()
+        .action
+        .unwrap()
+    {
+        Action::Install(i) => i.cmdline,
+        Action::Local(_) => panic!("t2 is not installing"),
+    };
+    let ks = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("inst.ks="))
+        .unwrap();
+    let (ok, body, code) = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "no disk found",
+        &ks.replace("/kickstart", "/failed"),
+    ]);
+    assert!(ok && code == 200, "{code} {body}");
+    assert_eq!(state_of(&server, "t2").await, "deploy-failed");
+    let events = server.cli(&["events", "t2"]).await;
+    assert!(
+        events
+            .stdout
+            .contains("the installer reported failure: no disk found"),
+        "{events:?}"
+    );
+}
