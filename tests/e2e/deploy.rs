@@ -397,3 +397,210 @@ async fn a_deploy_without_callback_fails_at_its_deadline_and_a_failure_report_fa
         "{events:?}"
     );
 }
+
+/// QEMU machines installing through the whole chain, in namespaces made by the test: the network
+/// agent and an image service (same database and trees as the test server) at 10.78.0.1, the
+/// VM on the segment's bridge.
+mod vm {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use xcat3_tests::iso::make_iso;
+    use xcat3_tests::netns::{Firmware, Netns, Segment, TestAgent, TestImage, TestVm, UnixProxy};
+    use xcat3_tests::{Backend, ServerOptions, TestServer, wait_for};
+
+    const VM_MAC: &str = "52:54:00:78:00:01";
+
+    fn payloads() -> PathBuf {
+        PathBuf::from(std::env::var("XCAT3_TEST_PAYLOADS").unwrap_or_else(|_| {
+            panic!("XCAT3_TEST_PAYLOADS is not set: run the tests with scripts/test.sh")
+        }))
+    }
+
+    struct Site {
+        server: TestServer,
+        seg: Segment,
+        srv: Netns,
+        _proxy: UnixProxy,
+        agent: TestAgent,
+        image: TestImage,
+        dir: tempfile::TempDir,
+    }
+
+    impl Site {
+        /// A server whose nodes install from the image service at 10.78.0.1, an osimage made of
+        /// `kernel` and `initrd` as a Debian medium, and node n1 (the VM's MAC) using it.
+        async fn start(kernel: &[u8], initrd: &[u8]) -> Site {
+            let opts = ServerOptions {
+                extra_args: vec!["--image-url".into(), "http://10.78.0.1:8090".into()],
+                ..Default::default()
+            };
+            let server = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let iso = make_iso(
+                dir.path(),
+                "debian-test",
+                &[
+                    (".disk/info", b"Debian GNU/Linux 12.8.0 \"Bookworm\" - Official amd64 NETINST 20241109-11:04"),
+                    ("install.amd/vmlinuz", kernel),
+                    ("install.amd/initrd.gz", initrd),
+                ],
+                &[],
+            );
+            let out = server.copycds(&["-n", "deb", iso.to_str().unwrap()]).await;
+            assert_eq!(out.code, 0, "{out:?}");
+            for args in [
+                &[
+                    "network-create",
+                    "prov",
+                    "subnet=10.78.0.0",
+                    "netmask=255.255.255.0",
+                    "gateway=10.78.0.1",
+                    // The installer asks for name servers when DHCP gives none: the agent's DNS.
+                    "nameservers=10.78.0.1",
+                    "domain=cluster.test",
+                ][..],
+                &[
+                    "create",
+                    "n1",
+                    "osimage=deb",
+                    "--nic",
+                    &format!("mac={VM_MAC},ip=10.78.0.21"),
+                ][..],
+            ] {
+                let out = server.cli(args).await;
+                assert_eq!(out.code, 0, "{out:?}");
+            }
+            let seg = Segment::create().unwrap();
+            let srv = Netns::create("isrv").unwrap();
+            seg.plug(&srv, "eth0", None, Some("10.78.0.1/24")).unwrap();
+            let proxy = UnixProxy::start(server.addr).unwrap();
+            let agent = TestAgent::start(
+                &srv,
+                "eth0",
+                "10.78.0.1",
+                &proxy.path,
+                &server.token,
+                &dir.path().join("agent"),
+                &[],
+            )
+            .await
+            .unwrap();
+            let image = TestImage::start(
+                &srv,
+                "10.78.0.1",
+                &server.dir().join("images"),
+                &server.database_url,
+                &server.token,
+                &dir.path().join("image"),
+            )
+            .await
+            .unwrap();
+            Site {
+                server,
+                seg,
+                srv,
+                _proxy: proxy,
+                agent,
+                image,
+                dir,
+            }
+        }
+
+        fn logs(&self, vm: &TestVm) -> String {
+            format!(
+                "--- console ---\n{}\n--- agent ---\n{}\n--- image ---\n{}",
+                vm.console(),
+                self.agent.log(),
+                self.image.log()
+            )
+        }
+    }
+
+    /// The iPXE script the agent serves the VM's NIC now.
+    fn boot_script(site: &Site) -> String {
+        site.srv
+            .run(&[
+                "curl",
+                "-sS",
+                &format!("http://10.78.0.1:8080/boot/{VM_MAC}.ipxe"),
+            ])
+            .unwrap_or_default()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_machine_pxe_boots_its_installer_calls_back_and_then_boots_its_disk() {
+        let kernel = std::fs::read(payloads().join("callback/vmlinuz")).unwrap();
+        let initrd = std::fs::read(payloads().join("callback/initrd.gz")).unwrap();
+        let site = Site::start(&kernel, &initrd).await;
+        let _ra = xcat3_tests::netns::router_advertiser(&site.srv, "eth0", "fd00:78::").unwrap();
+        let out = site.server.cli(&["deploy", "n1"]).await;
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("n1: wait-callback"), "{out:?}");
+        let script = boot_script(&site);
+        assert!(
+            script.contains("kernel --name kernel http://10.78.0.1:8090/trees/"),
+            "{script}"
+        );
+
+        let vm = TestVm::boot(&site.seg.switch, "br0", VM_MAC, Firmware::Bios).unwrap();
+        let deployed = wait_for(Duration::from_secs(240), "the node is deployed", || async {
+            let out = site.server.cli(&["show", "n1", "-o", "json"]).await;
+            out.stdout
+                .contains("\"provision_state\": \"deployed\"")
+                .then_some(())
+        })
+        .await;
+        let logs = site.logs(&vm);
+        vm.stop().await;
+        deployed.unwrap_or_else(|e| panic!("{e}\n{logs}"));
+        assert!(
+            logs.contains("XCAT3-TEST: calling back http://10.78.0.1:8090/deploy/"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains("install callback") && logs.contains("node=n1"),
+            "{logs}"
+        );
+        // Its next network boot goes to the local disk.
+        let local = wait_for(
+            Duration::from_secs(10),
+            "the boot script says local disk",
+            || async {
+                let s = boot_script(&site);
+                s.contains("boots from its local disk").then_some(s)
+            },
+        )
+        .await;
+        local.unwrap_or_else(|e| panic!("{e}: {}", boot_script(&site)));
+        let _ = &site.dir;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_debian_installer_boots_and_fetches_its_preseed_from_us() {
+        let kernel = std::fs::read(payloads().join("d-i/linux")).unwrap();
+        let initrd = std::fs::read(payloads().join("d-i/initrd.gz")).unwrap();
+        let site = Site::start(&kernel, &initrd).await;
+        let _ra = xcat3_tests::netns::router_advertiser(&site.srv, "eth0", "fd00:78::").unwrap();
+        let out = site.server.cli(&["deploy", "n1"]).await;
+        assert_eq!(out.code, 0, "{out:?}");
+        let vm = TestVm::boot_with_memory(&site.seg.switch, "br0", VM_MAC, Firmware::Bios, 1024)
+            .unwrap();
+        let fetched = wait_for(
+            Duration::from_secs(300),
+            "the installer fetches its preseed",
+            || async {
+                let log = site.image.log();
+                (log.contains("deploy file served") && log.contains("file=\"preseed\"")
+                    || log.contains("deploy file served") && log.contains("file=preseed"))
+                .then_some(())
+            },
+        )
+        .await;
+        let logs = site.logs(&vm);
+        vm.stop().await;
+        fetched.unwrap_or_else(|e| panic!("{e}\n{logs}"));
+        // It asked the agent's DHCP for its address: the reservation.
+        assert!(logs.contains("10.78.0.21"), "{logs}");
+    }
+}

@@ -187,6 +187,18 @@ fn check_invariants(objects: &[Value]) {
     let args = format!("{:?}", containers(conductor)[0]["args"]);
     assert!(args.contains("--advertise=http://$(POD_IP)"), "{args}");
     assert!(named(objects, "Service", "-api").is_some());
+    // The image service keeps its trees on a volume it owns alone, and the api forwards imports.
+    let image = named(objects, "Deployment", "-image").expect("an image service Deployment");
+    assert_eq!(image["spec"]["replicas"], Value::from(1));
+    assert_eq!(image["spec"]["strategy"]["type"].as_str(), Some("Recreate"));
+    let volumes = format!("{:?}", image["spec"]["template"]["spec"]["volumes"]);
+    assert!(volumes.contains("persistentVolumeClaim"), "{volumes}");
+    assert!(named(objects, "PersistentVolumeClaim", "-images").is_some());
+    let http = named(objects, "Service", "-image").expect("an image Service");
+    assert!(format!("{:?}", http["spec"]["ports"]).contains("8090"));
+    let api = named(objects, "Deployment", "-api").unwrap();
+    let api_args = format!("{:?}", containers(api)[0]["args"]);
+    assert!(api_args.contains("--image-grpc=http://"), "{api_args}");
     // The network agent answers DHCP on the hosts' interfaces and needs no database.
     let agent = named(objects, "DaemonSet", "-network").expect("a network agent DaemonSet");
     let spec = &agent["spec"]["template"]["spec"];
@@ -222,6 +234,22 @@ fn the_chart_lints_renders_validates_and_keeps_its_invariants() {
 
     let ha = render(Some("ha-values.yaml"));
     check_invariants(&ha);
+    let api_args = format!(
+        "{:?}",
+        containers(named(&ha, "Deployment", "-api").unwrap())[0]["args"]
+    );
+    assert!(
+        api_args.contains("--image-url=http://10.0.0.5:8090"),
+        "{api_args}"
+    );
+    let default_args = format!(
+        "{:?}",
+        containers(named(&default, "Deployment", "-api").unwrap())[0]["args"]
+    );
+    assert!(
+        !default_args.contains("--image-url"),
+        "no base URL, no deploys: {default_args}"
+    );
     let conductor = named(&ha, "Deployment", "-conductor").unwrap();
     assert_eq!(conductor["spec"]["replicas"], Value::from(4));
     let etcd = named(&ha, "StatefulSet", "-etcd").unwrap();

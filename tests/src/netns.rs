@@ -244,7 +244,10 @@ impl TestAgent {
             .arg(state_dir)
             .args(extra)
             .env("XCAT3_ADMIN_TOKEN", token)
-            .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info")
+            .env(
+                "RUST_LOG",
+                "debug,h2=info,hyper=info,tower=info,xcat3_network::dhcp=trace",
+            )
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
         let (child, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await?;
@@ -255,6 +258,51 @@ impl TestAgent {
             http: crate::ready_field(&ready, "http=")?,
             tftp: crate::ready_field(&ready, "tftp=")?,
         })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// An `xcat3-server image` running in a namespace, serving HTTP on `addr:8090` from the same
+/// image directory and database as a test server (whose own image service did the imports).
+pub struct TestImage {
+    child: Child,
+    log: PathBuf,
+    pub url: String,
+}
+
+impl TestImage {
+    pub async fn start(
+        ns: &Netns,
+        addr: &str,
+        image_dir: &Path,
+        database_url: &str,
+        token: &str,
+        log_dir: &Path,
+    ) -> anyhow::Result<TestImage> {
+        std::fs::create_dir_all(log_dir)?;
+        let log = log_dir.join("image.log");
+        let url = format!("http://{addr}:8090");
+        let mut cmd = ns.command(bin("xcat3-server"));
+        cmd.arg("image")
+            .args(["--image-http-listen", &format!("{addr}:8090")])
+            .args(["--image-grpc-listen", "127.0.0.1:0"])
+            .args(["--image-base-url", &url])
+            .arg("--image-dir")
+            .arg(image_dir)
+            .args(["--database-url", database_url])
+            .env("XCAT3_ADMIN_TOKEN", token)
+            .env("RUST_LOG", "debug,h2=info,hyper=info,tower=info,sqlx=info")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log)?);
+        let (child, _) = spawn_ready(cmd, "xcat3 image ready", &log).await?;
+        Ok(TestImage { child, log, url })
     }
 
     pub fn log(&self) -> String {
@@ -407,6 +455,17 @@ pub struct TestVm {
 
 impl TestVm {
     pub fn boot(ns: &Netns, bridge: &str, mac: &str, firmware: Firmware) -> anyhow::Result<TestVm> {
+        Self::boot_with_memory(ns, bridge, mac, firmware, 256)
+    }
+
+    /// [`TestVm::boot`] with `memory_mib` of RAM (the Debian installer unpacks a 40 MB initrd).
+    pub fn boot_with_memory(
+        ns: &Netns,
+        bridge: &str,
+        mac: &str,
+        firmware: Firmware,
+        memory_mib: u32,
+    ) -> anyhow::Result<TestVm> {
         let dir = tempfile::tempdir()?;
         let tap = format!("tap{}", NEXT.fetch_add(1, Ordering::Relaxed));
         ns.run(&["ip", "tuntap", "add", "dev", &tap, "mode", "tap"])?;
@@ -419,7 +478,7 @@ impl TestVm {
             "-M",
             "q35",
             "-m",
-            "256",
+            &memory_mib.to_string(),
             "-nographic",
             "-nodefaults",
             "-no-reboot",

@@ -29,6 +29,14 @@ pub struct ImageArgs {
     /// --image-http-listen].
     #[arg(long = "image-base-url", env = "XCAT3_IMAGE_BASE_URL")]
     pub image_base_url: Option<String>,
+    /// Prometheus /metrics address of a stand-alone image service, or "none" (all-in-one shows
+    /// its metrics on the api's page).
+    #[arg(
+        long = "image-metrics-listen",
+        env = "XCAT3_IMAGE_METRICS_LISTEN",
+        default_value = "none"
+    )]
+    pub image_metrics_listen: String,
     /// Where trees, uploads and template overrides live [default: <data dir>/images].
     #[arg(long = "image-dir", env = "XCAT3_IMAGE_DIR")]
     pub image_dir: Option<PathBuf>,
@@ -56,7 +64,7 @@ impl ImageArgs {
         database_url: String,
         tokens: xcat3_runtime::auth::Tokens,
         insecure: bool,
-    ) -> ImageConfig {
+    ) -> anyhow::Result<ImageConfig> {
         let data_dir = self.image_dir.clone().unwrap_or_else(|| {
             data_dir
                 .unwrap_or_else(|| default_data_dir(env))
@@ -67,7 +75,15 @@ impl ImageArgs {
             (!self.image_http_listen.ip().is_unspecified() && self.image_http_listen.port() != 0)
                 .then(|| format!("http://{}", self.image_http_listen))
         });
-        ImageConfig {
+        let metrics_listen = match self.image_metrics_listen.as_str() {
+            "none" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|e| anyhow::anyhow!("image_metrics_listen: {addr:?}: {e}"))?,
+            ),
+        };
+        Ok(ImageConfig {
+            metrics_listen,
             data_dir,
             database_url,
             grpc_listen: self.image_grpc_listen,
@@ -75,7 +91,7 @@ impl ImageArgs {
             base_url,
             tokens,
             insecure,
-        }
+        })
     }
 }
 
@@ -95,13 +111,15 @@ pub fn main(args: ImageArgs, standalone: StandaloneArgs) -> std::process::ExitCo
             admin,
             readonly: None,
         };
-        let config = args.resolve(
-            env,
-            None,
-            standalone.database_url,
-            tokens,
-            standalone.insecure,
-        );
+        let config = args
+            .resolve(
+                env,
+                None,
+                standalone.database_url,
+                tokens,
+                standalone.insecure,
+            )
+            .map_err(Failure::Config)?;
         crate::serve(
             config,
             xcat3_runtime::metrics::Metrics::new(),

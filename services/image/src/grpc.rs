@@ -16,6 +16,7 @@ use crate::import::{self, ImportError, Imported, Incoming, Layout, Progress};
 pub struct ImageService {
     pub store: Store,
     pub layout: Layout,
+    pub metrics: crate::metrics::ImageMetrics,
     /// One import at a time: the same ISO sent twice at once is imported once.
     pub importing: Arc<Mutex<()>>,
 }
@@ -97,9 +98,11 @@ impl pb::image_service_server::ImageService for ImageService {
         let store = self.store.clone();
         let layout = self.layout.clone();
         let importing = self.importing.clone();
+        let metrics = self.metrics.clone();
         let me = ImageService {
             store: store.clone(),
             layout: layout.clone(),
+            metrics: metrics.clone(),
             importing: importing.clone(),
         };
         tokio::spawn(async move {
@@ -189,6 +192,12 @@ impl pb::image_service_server::ImageService for ImageService {
             .await;
             drop(progress);
             let _ = forward.await;
+            metrics.import(match &result {
+                Ok(done) if done.already => "already",
+                Ok(_) => "imported",
+                Err(e) if e.code() == tonic::Code::Internal => "failed",
+                Err(_) => "refused",
+            });
             let last = match result {
                 Ok(done) => event(Event::Done(pb::Done {
                     osimages: done.osimages.into_iter().map(osimage_to_pb).collect(),

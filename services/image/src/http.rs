@@ -21,6 +21,7 @@ use xcat3_store::{CallbackError, CallbackReport, Store};
 use xcat3_types::InstallMethod;
 
 use crate::import::Layout;
+use crate::metrics::ImageMetrics;
 use crate::render::{self, Context};
 
 /// Largest callbacks committed in one transaction.
@@ -37,17 +38,23 @@ pub struct HttpState {
     pub store: Store,
     pub layout: Layout,
     pub base_url: String,
+    pub metrics: ImageMetrics,
     callbacks: mpsc::Sender<Pending>,
 }
 
-pub fn router(store: Store, layout: Layout, base_url: String) -> Router {
+/// Bytes read from disk per chunk of a tree file: large reads keep a 20-client install storm
+/// close to nginx's sendfile (`scripts/bench-image-http.sh`).
+const TREE_CHUNK: usize = 1 << 20;
+
+pub fn router(store: Store, layout: Layout, base_url: String, metrics: ImageMetrics) -> Router {
     let (tx, rx) = mpsc::channel(4 * CALLBACKS_PER_COMMIT);
-    tokio::spawn(commit_callbacks(store.clone(), rx));
-    let trees = ServeDir::new(layout.trees());
+    tokio::spawn(commit_callbacks(store.clone(), rx, metrics.clone()));
+    let trees = ServeDir::new(layout.trees()).with_buf_chunk_size(TREE_CHUNK);
     let state = Arc::new(HttpState {
         store,
         layout,
         base_url,
+        metrics,
         callbacks: tx,
     });
     Router::new()
@@ -56,7 +63,16 @@ pub fn router(store: Store, layout: Layout, base_url: String) -> Router {
         .route("/deploy/{token}/done", post(done))
         .route("/deploy/{token}/failed", post(failed))
         .nest_service("/trees", trees)
+        .layer(axum::middleware::from_fn(hide_partial_trees))
         .with_state(state)
+}
+
+/// Trees being extracted (`trees/.partial-*`) are not served.
+async fn hide_partial_trees(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.uri().path().starts_with("/trees/.") {
+        return plain(StatusCode::NOT_FOUND, "no such tree");
+    }
+    next.run(req).await
 }
 
 fn plain(status: StatusCode, body: impl Into<String>) -> Response {
@@ -135,10 +151,19 @@ async fn render_for(state: &HttpState, token: &str, file: &str) -> Result<String
         ));
     }
     let ctx = Context::new(&node, &deploy, &image, &networks, &state.base_url, hash);
-    render::render(&state.layout.templates(), &ctx, file).map_err(|e| {
+    let body = render::render(&state.layout.templates(), &ctx, file).map_err(|e| {
         tracing::warn!(node = %deploy.node, error = %e, "rendering a deploy file failed");
         plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    })
+    })?;
+    tracing::info!(node = %deploy.node, file, osimage = %image.name, "deploy file served");
+    state
+        .metrics
+        .deploy_files
+        .get_or_create(&crate::metrics::FileLabel {
+            file: file.to_owned(),
+        })
+        .inc();
+    Ok(body)
 }
 
 async fn done(state: State<Arc<HttpState>>, Path(token): Path<String>) -> Response {
@@ -156,6 +181,7 @@ async fn callback(
     body: Bytes,
 ) -> Response {
     if !well_formed(&token) {
+        state.metrics.callback("unknown");
         return plain(
             StatusCode::NOT_FOUND,
             CallbackError::UnknownToken.to_string(),
@@ -174,10 +200,18 @@ async fn callback(
     match rx.await {
         Ok(Ok(node)) => {
             let what = if success { "deployed" } else { "deploy-failed" };
+            tracing::info!(%node, result = what, "install callback");
+            state.metrics.callback(what);
             plain(StatusCode::OK, format!("{node}: {what}"))
         }
-        Ok(Err(e @ CallbackError::UnknownToken)) => plain(StatusCode::NOT_FOUND, e.to_string()),
-        Ok(Err(e)) => plain(StatusCode::CONFLICT, e.to_string()),
+        Ok(Err(e @ CallbackError::UnknownToken)) => {
+            state.metrics.callback("unknown");
+            plain(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(e)) => {
+            state.metrics.callback("refused");
+            plain(StatusCode::CONFLICT, e.to_string())
+        }
         Err(_) => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "database unavailable; retry",
@@ -186,7 +220,7 @@ async fn callback(
 }
 
 /// Commits callbacks in groups until every sender is gone.
-async fn commit_callbacks(store: Store, mut rx: mpsc::Receiver<Pending>) {
+async fn commit_callbacks(store: Store, mut rx: mpsc::Receiver<Pending>, metrics: ImageMetrics) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < CALLBACKS_PER_COMMIT {
@@ -196,6 +230,7 @@ async fn commit_callbacks(store: Store, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let reports: Vec<CallbackReport> = batch.iter().map(|(r, _)| r.clone()).collect();
+        metrics.callback_commits.inc();
         match store.finish_deploys("image-service", &reports).await {
             Ok(results) => {
                 for ((_, answer), result) in batch.into_iter().zip(results) {

@@ -3,6 +3,7 @@
 //! - [`iso`]: reading ISO 9660 images safely and extracting them;
 //! - [`detect`]: recognising RHEL-family, Ubuntu and Debian media (pure);
 //! - [`import`]: the import pipeline (`xcat3-copycds`): upload, checksum, extract, record;
+//! - [`metrics`]: imports, install files and callbacks counted;
 //! - [`render`]: per-deploy kickstart, preseed and autoinstall files from templates;
 //! - [`http`]: what installing nodes fetch (trees with byte ranges, rendered files) and the
 //!   install callback;
@@ -18,6 +19,7 @@ pub mod grpc;
 pub mod http;
 pub mod import;
 pub mod iso;
+pub mod metrics;
 pub mod render;
 
 use std::net::SocketAddr;
@@ -47,6 +49,8 @@ pub struct ImageConfig {
     pub base_url: Option<String>,
     pub tokens: Tokens,
     pub insecure: bool,
+    /// Prometheus `/metrics` address, or none (in all-in-one, the api's page shows them).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ImageConfig {
@@ -84,7 +88,24 @@ pub async fn serve(
     config.http_listen = http_addr;
     let base_url = config.base_url();
 
-    let router = http::router(store.clone(), layout.clone(), base_url.clone());
+    let image_metrics = metrics::ImageMetrics::register(&metrics);
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind the image metrics address {addr}"))?;
+            Some(tokio::spawn(
+                metrics.clone().serve(listener, shutdown.clone()),
+            ))
+        }
+        None => None,
+    };
+    let router = http::router(
+        store.clone(),
+        layout.clone(),
+        base_url.clone(),
+        image_metrics.clone(),
+    );
     let token = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, router)
@@ -94,6 +115,7 @@ pub async fn serve(
     let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
         store,
         layout,
+        metrics: image_metrics,
         importing: Arc::default(),
     });
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -122,6 +144,9 @@ pub async fn serve(
         .await;
     shutdown.cancel();
     let _ = http_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     served?;
     Ok(())
 }

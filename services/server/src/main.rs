@@ -140,16 +140,18 @@ fn all_in_one(
                 std::io::Error::other("the conductor stopped before it was ready").into(),
             ));
         }
-        let image_config = image.resolve(
-            env,
-            Some(resolved.data_dir.clone()),
-            resolved.config.database_url.clone(),
-            Tokens {
-                admin: resolved.config.tokens.admin.clone(),
-                readonly: None,
-            },
-            resolved.config.insecure,
-        );
+        let image_config = image
+            .resolve(
+                env,
+                Some(resolved.data_dir.clone()),
+                resolved.config.database_url.clone(),
+                Tokens {
+                    admin: resolved.config.tokens.admin.clone(),
+                    readonly: None,
+                },
+                resolved.config.insecure,
+            )
+            .map_err(Failure::Config)?;
         let image_base = image_config.base_url.clone();
         let (image_ready, image_addrs) = tokio::sync::oneshot::channel();
         let image_task = {

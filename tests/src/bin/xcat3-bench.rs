@@ -1,12 +1,16 @@
 //! `xcat3-bench`: bulk inventory figures on SQLite and PostgreSQL.
 //!
 //! Build in release and run: `bash scripts/bench.sh` (which builds and starts PostgreSQL), or
-//! `cargo build --release --workspace --bins && target/release/xcat3-bench [inventory|power] [NODES] [ROUNDS]`.
+//! `cargo build --release --workspace --bins && target/release/xcat3-bench [inventory|power|dhcp|netboot|deploy] [NODES] [ROUNDS]`.
 //! PostgreSQL is measured when `XCAT3_TEST_POSTGRES_URL` is set.
 //!
 //! `power` starts etcd, the api and four conductor processes on PostgreSQL, creates NODES Redfish
 //! nodes on a simulated BMC (`xcat3_tests::bmcsim`, 20 ms per answer), times `power status` of all
 //! of them in one request, then SIGKILLs a conductor and times the takeover of its shards.
+//!
+//! `deploy` imports an ISO, deploys NODES nodes in one request until a network agent serves the
+//! last one's installer script, posts NODES install callbacks at once to the image service until
+//! the agent serves local boot again, and undeploys (per round).
 //!
 //! Per back end it starts a real `xcat3-server all-in-one` and, for each round, creates NODES
 //! nodes with one NIC each in one request, lists them all, updates one attribute on all of them by
@@ -429,6 +433,209 @@ async fn netboot(n: u32, rounds: usize) {
     }
 }
 
+/// Sends one HTTP/1.1 request on a fresh connection; returns the status code.
+async fn http_status(addr: &str, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut conn) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if conn.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut text = Vec::new();
+    let _ = conn.read_to_end(&mut text).await;
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `deploy`: N nodes deployed in one request until their install boot configuration is in a
+/// network agent's table (the agent serves the last node's installer script), then N install
+/// callbacks posted at once to the image service, until every node is `deployed`; then undeploy.
+async fn deploy(n: u32, rounds: usize) {
+    use std::process::Stdio;
+    use xcat3_tests::{bin, ready_field, spawn_ready};
+    let server = TestServer::start(Backend::Sqlite).await;
+    let pid = server.pid().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let iso = xcat3_tests::iso::rocky_iso(dir.path());
+    let out = server.copycds(&[iso.to_str().unwrap()]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let image = "rocky9.4-x86_64-install-compute";
+    server
+        .networks()
+        .await
+        .create_network(big_network())
+        .await
+        .unwrap();
+    let nodes: Vec<pb::Node> = (0..n)
+        .map(|i| pb::Node {
+            osimage: image.into(),
+            ..numbered_node("dp", i)
+        })
+        .collect();
+    let req = pb::CreateNodesRequest {
+        nodes,
+        ..Default::default()
+    };
+    let created = collect_results(
+        server
+            .nodes()
+            .await
+            .create_nodes(req)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert!(created.iter().all(|r| error_of(r).is_none()));
+    let last_mac = numbered_node("dp", n - 1).nics[0].mac.clone();
+    let log = dir.path().join("agent.log");
+    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
+    cmd.args([
+        "network",
+        "--no-dhcp",
+        "--tftp-listen",
+        "none",
+        "--dns-listen",
+        "none",
+    ])
+    .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
+    .args(["--network-metrics-listen", "none", "--api-url"])
+    .arg(server.url())
+    .arg("--state-dir")
+    .arg(dir.path())
+    .env("XCAT3_ADMIN_TOKEN", &server.token)
+    .env("RUST_LOG", "info")
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .kill_on_drop(true);
+    let (_agent, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap();
+    let agent_http = ready_field(&ready, "http=").unwrap();
+    let image_http = server.image_http.unwrap().to_string();
+    let script_path = format!("/boot/{last_mac}.ipxe");
+    let script = |want: &'static str| {
+        let agent_http = agent_http.clone();
+        let script_path = script_path.clone();
+        async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            loop {
+                let mut conn = tokio::net::TcpStream::connect(&agent_http).await.unwrap();
+                let req = format!("GET {script_path} HTTP/1.0\r\n\r\n");
+                conn.write_all(req.as_bytes()).await.unwrap();
+                let mut text = String::new();
+                let _ = conn.read_to_string(&mut text).await;
+                if text.contains(want) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    println!("deploy: {n} nodes, one osimage, an agent following the boot table");
+    for round in 0..rounds {
+        let t0 = Instant::now();
+        let cpu0 = cpu_seconds(pid);
+        let req = pb::DeployRequest {
+            noderange: "bench".into(),
+            ..Default::default()
+        };
+        let results = collect_results(server.nodes().await.deploy(req).await.unwrap().into_inner())
+            .await
+            .unwrap();
+        let answered = t0.elapsed();
+        let failed = results.iter().filter(|r| error_of(r).is_some()).count();
+        assert_eq!(
+            failed,
+            0,
+            "{:?}",
+            results.iter().find(|r| error_of(r).is_some())
+        );
+        script("kernel --name kernel").await;
+        let published = t0.elapsed();
+        let deploy_cpu = cpu_seconds(pid) - cpu0;
+
+        // Every node's callback URL, from the boot table the agents get.
+        let mut client = xcat3_proto::internal::netboot_config_client::NetbootConfigClient::new(
+            server.authed(Some(&server.token)).await,
+        )
+        .max_decoding_message_size(256 << 20);
+        let snapshot = client
+            .watch(xcat3_proto::internal::WatchRequest {
+                agent_id: "bench".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap();
+        let done: Vec<String> = snapshot
+            .hosts
+            .iter()
+            .filter_map(|h| match &h.action {
+                Some(xcat3_proto::internal::boot_host::Action::Install(i)) => i
+                    .cmdline
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("inst.ks="))
+                    .and_then(|u| u.split_once("/deploy/"))
+                    .map(|(_, rest)| format!("/deploy/{}", rest.replace("/kickstart", "/done"))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.len(), n as usize);
+        let t1 = Instant::now();
+        let cpu1 = cpu_seconds(pid);
+        let mut calls = tokio::task::JoinSet::new();
+        for path in done {
+            let addr = image_http.clone();
+            calls.spawn(async move { http_status(&addr, "POST", &path).await });
+        }
+        let mut ok = 0;
+        while let Some(code) = calls.join_next().await {
+            if code.unwrap() == 200 {
+                ok += 1;
+            }
+        }
+        let called_back = t1.elapsed();
+        let callback_cpu = cpu_seconds(pid) - cpu1;
+        assert_eq!(ok, n, "callbacks answered 200");
+        script("boots from its local disk").await;
+        let local = t1.elapsed();
+        println!(
+            "round {round}: deploy {n} -> all wait-callback {:.0} ms, install script in the agent {:.0} ms (server CPU {:.2} s); \
+             {n} callbacks -> all deployed {:.0} ms (server CPU {:.2} s), local boot in the agent {:.0} ms",
+            answered.as_secs_f64() * 1e3,
+            published.as_secs_f64() * 1e3,
+            deploy_cpu,
+            called_back.as_secs_f64() * 1e3,
+            callback_cpu,
+            local.as_secs_f64() * 1e3,
+        );
+        let undeployed = collect_results(
+            server
+                .nodes()
+                .await
+                .undeploy(pb::UndeployRequest {
+                    noderange: "bench".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await
+        .unwrap();
+        assert!(undeployed.iter().all(|r| error_of(r).is_none()));
+    }
+}
+
 /// CPU cost of the DHCP decision alone (decode, decide, encode; no sockets): N reserved NICs,
 /// then N unknown machines on a dynamic range, each doing DISCOVER and REQUEST.
 fn dhcp_decisions(n: u32, rounds: usize) {
@@ -522,13 +729,19 @@ fn dhcp_decisions(n: u32, rounds: usize) {
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some("power") | Some("inventory") | Some("dhcp") | Some("netboot") => args.remove(0),
+        Some("power") | Some("inventory") | Some("dhcp") | Some("netboot") | Some("deploy") => {
+            args.remove(0)
+        }
         _ => "inventory".into(),
     };
     let mut args = args.into_iter();
     let n: u32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let has_pg = std::env::var_os("XCAT3_TEST_POSTGRES_URL").is_some();
+    if mode == "deploy" {
+        deploy(n, rounds).await;
+        return;
+    }
     if mode == "netboot" {
         netboot(n, rounds).await;
         return;

@@ -200,10 +200,12 @@ pub fn handle<'o>(
     out: &'o mut Vec<u8>,
 ) -> Option<(&'o [u8], Destination)> {
     if !well_formed(packet) {
+        tracing::trace!(bytes = packet.len(), "DHCP packet malformed");
         state.metrics.dhcp_ignored("malformed");
         return None;
     }
     let Ok(req) = Message::decode(&mut Decoder::new(packet)) else {
+        tracing::trace!(bytes = packet.len(), "DHCP packet undecodable");
         state.metrics.dhcp_ignored("malformed");
         return None;
     };
@@ -223,6 +225,7 @@ pub fn handle<'o>(
     };
     match decided {
         Answer::Ignore(reason) => {
+            tracing::trace!(chaddr = ?req.chaddr(), reason, "DHCP request ignored");
             state.metrics.dhcp_ignored(reason);
             None
         }
@@ -241,6 +244,7 @@ pub fn handle<'o>(
                 tracing::error!(error = %e, "encoding a DHCP reply failed");
                 return None;
             }
+            tracing::trace!(chaddr = ?req.chaddr(), ?kind, yiaddr = %message.yiaddr(), ?to, "DHCP reply");
             state.metrics.dhcp_answered(kind);
             Some((out.as_slice(), to))
         }
