@@ -15,6 +15,7 @@ command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y
 cargo build -q --release -p xcat3-server
 BIN=$PWD/target/release
 W=$(mktemp -d)
+chmod 755 "$W"   # nginx workers run as www-data
 cleanup() {
   for ns in xh-srv xh-cli; do
     for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
@@ -54,10 +55,10 @@ sleep 1
 
 fetch() { # PORT N -> seconds for N clients each fetching the whole tree
   local port=$1 n=$2 t0 t1 urls
-  urls=$(sed "s|^|url = http://10.90.0.1:$port/trees/benchtree/|" "$W/files")
+  urls=$(sed "s|^\(.*\)$|url = http://10.90.0.1:$port/trees/benchtree/\1\noutput = /dev/null|" "$W/files")
   t0=$(date +%s%N)
   for i in $(seq "$n"); do
-    echo "$urls" | ip netns exec xh-cli curl -sf -K - -o /dev/null &
+    echo "$urls" | ip netns exec xh-cli curl -sf -K - &
   done
   wait
   t1=$(date +%s%N)

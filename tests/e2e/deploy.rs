@@ -258,6 +258,22 @@ async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
     let (ok, part, code) = curl_bytes(&["-r", "1000-1099", &install.kernel]);
     assert!(ok && code == 206, "{code}");
     assert_eq!(part, &fake_kernel()[1000..1100]);
+    let (_, whole, code) = curl_bytes(&[&install.kernel]);
+    assert_eq!((code, whole), (200, fake_kernel()));
+    let (ok, head, _) = curl(&["-I", &install.kernel]);
+    assert!(ok && head.contains("content-length: 300000"), "{head}");
+    assert_eq!(curl(&["-r", "300000-", &install.kernel]).2, 416);
+    // Nothing outside a tree, nor a tree being extracted.
+    let tree = tree_of(&server).await;
+    for path in [
+        format!("/trees/{tree}/../../admin.token"),
+        format!("/trees/{tree}/%2e%2e/%2e%2e/admin.token"),
+        "/trees/.partial-x/vmlinuz".to_owned(),
+        format!("/trees/{tree}/images"),
+    ] {
+        let (_, body, code) = curl(&["--path-as-is", &format!("{http}{path}")]);
+        assert_eq!(code, 404, "{path}: {body}");
+    }
     // Other files, other tokens: nothing.
     assert_eq!(curl(&[&ks_url.replace("/kickstart", "/preseed")]).2, 404);
     assert_eq!(

@@ -122,15 +122,7 @@ impl Executor {
         tx: mpsc::Sender<Vec<pb::NodeResult>>,
     ) {
         self.by_shard(names, tx, |me, shard, token, names| async move {
-            let changes: Vec<StateChange> = names
-                .iter()
-                .map(|n| StateChange {
-                    node: n.clone(),
-                    event: ProvisionEvent::Undeploy,
-                    message: "requested".into(),
-                    start: None,
-                })
-                .collect();
+            let changes = same_change(&names, ProvisionEvent::Undeploy, "requested");
             match me.change_states(shard, token, &changes).await {
                 Err(results) => results,
                 Ok(outcomes) => names
@@ -340,15 +332,11 @@ impl Executor {
         let me = self.clone();
         tokio::spawn(async move {
             me.by_shard(names, tx, |me, shard, token, names| async move {
-                let changes: Vec<StateChange> = names
-                    .iter()
-                    .map(|n| StateChange {
-                        node: n.clone(),
-                        event: ProvisionEvent::Timeout,
-                        message: "no callback from the installed system before the deadline".into(),
-                        start: None,
-                    })
-                    .collect();
+                let changes = same_change(
+                    &names,
+                    ProvisionEvent::Timeout,
+                    "no callback from the installed system before the deadline",
+                );
                 match me.change_states(shard, token, &changes).await {
                     Err(results) => results,
                     Ok(outcomes) => names
@@ -364,6 +352,19 @@ impl Executor {
         tracing::info!(nodes = count, "deploys timed out");
         Ok(count)
     }
+}
+
+/// The same event for every node of `names`.
+fn same_change(names: &[String], event: ProvisionEvent, message: &str) -> Vec<StateChange> {
+    names
+        .iter()
+        .map(|n| StateChange {
+            node: n.clone(),
+            event,
+            message: message.into(),
+            start: None,
+        })
+        .collect()
 }
 
 fn published(node: String, message: &str) -> StateChange {

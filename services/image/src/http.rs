@@ -1,5 +1,5 @@
-//! The image service's HTTP side, what installing nodes talk to:
-//! - `GET /trees/...`: install trees, kernels, initrds (byte ranges supported);
+//! The image service's HTTP side, what installing nodes talk to (`GET /trees/...`, the install
+//! trees, is answered before this router by `trees.rs`):
 //! - `GET /deploy/<token>/<file>`: the deploy's kickstart, preseed or cloud-init files;
 //! - `POST /deploy/<token>/done` and `/failed`: the installed system's callback;
 //! - `GET /healthz`.
@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
-use tower_http::services::ServeDir;
 use xcat3_store::{CallbackError, CallbackReport, Store};
 use xcat3_types::InstallMethod;
 
@@ -42,14 +41,9 @@ pub struct HttpState {
     callbacks: mpsc::Sender<Pending>,
 }
 
-/// Bytes read from disk per chunk of a tree file: large reads keep a 20-client install storm
-/// close to nginx's sendfile (`scripts/bench-image-http.sh`).
-const TREE_CHUNK: usize = 1 << 20;
-
 pub fn router(store: Store, layout: Layout, base_url: String, metrics: ImageMetrics) -> Router {
     let (tx, rx) = mpsc::channel(4 * CALLBACKS_PER_COMMIT);
     tokio::spawn(commit_callbacks(store.clone(), rx, metrics.clone()));
-    let trees = ServeDir::new(layout.trees()).with_buf_chunk_size(TREE_CHUNK);
     let state = Arc::new(HttpState {
         store,
         layout,
@@ -62,17 +56,7 @@ pub fn router(store: Store, layout: Layout, base_url: String, metrics: ImageMetr
         .route("/deploy/{token}/{file}", get(deploy_file))
         .route("/deploy/{token}/done", post(done))
         .route("/deploy/{token}/failed", post(failed))
-        .nest_service("/trees", trees)
-        .layer(axum::middleware::from_fn(hide_partial_trees))
         .with_state(state)
-}
-
-/// Trees being extracted (`trees/.partial-*`) are not served.
-async fn hide_partial_trees(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if req.uri().path().starts_with("/trees/.") {
-        return plain(StatusCode::NOT_FOUND, "no such tree");
-    }
-    next.run(req).await
 }
 
 fn plain(status: StatusCode, body: impl Into<String>) -> Response {

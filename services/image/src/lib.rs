@@ -5,8 +5,8 @@
 //! - [`import`]: the import pipeline (`xcat3-copycds`): upload, checksum, extract, record;
 //! - [`metrics`]: imports, install files and callbacks counted;
 //! - [`render`]: per-deploy kickstart, preseed and autoinstall files from templates;
-//! - [`http`]: what installing nodes fetch (trees with byte ranges, rendered files) and the
-//!   install callback;
+//! - [`trees`]: install trees over HTTP/1.1 with sendfile and byte ranges, in front of
+//! - [`http`]: the rendered install files and the install callback;
 //! - [`grpc`]: `xcat3.v1.ImageService` (import);
 //! - [`cli`], flags and environment.
 //!
@@ -21,6 +21,7 @@ pub mod import;
 pub mod iso;
 pub mod metrics;
 pub mod render;
+pub mod trees;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,8 +80,7 @@ pub async fn serve(
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("bind the image gRPC address {}", config.grpc_listen))?;
-    let http_listener = TcpListener::bind(config.http_listen)
-        .await
+    let http_listener = bind_http(config.http_listen)
         .with_context(|| format!("bind the image HTTP address {}", config.http_listen))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
@@ -106,12 +106,12 @@ pub async fn serve(
         base_url.clone(),
         image_metrics.clone(),
     );
-    let token = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-    });
+    let http_task = tokio::spawn(trees::serve(
+        http_listener,
+        layout.trees(),
+        router,
+        shutdown.clone(),
+    ));
     let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
         store,
         layout,
@@ -149,4 +149,17 @@ pub async fn serve(
     }
     served?;
     Ok(())
+}
+
+/// Binds the HTTP listener with a deep accept queue: a rack that finishes installing together
+/// calls back in the same instant, and a full queue makes clients wait a SYN retry (1 s).
+fn bind_http(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -310,8 +310,7 @@ async fn gauge(addr: &str, name: &str) -> Option<f64> {
 /// created (then deleted) in one request; the time runs from the request to the agent's table
 /// holding the change (its `netboot_table_hosts` gauge, polled every millisecond).
 async fn netboot(n: u32, rounds: usize) {
-    use std::process::Stdio;
-    use xcat3_tests::{bin, ready_field, spawn_ready};
+    use xcat3_tests::ready_field;
     let server = TestServer::start(Backend::Sqlite).await;
     server
         .networks()
@@ -329,47 +328,9 @@ async fn netboot(n: u32, rounds: usize) {
             ..Default::default()
         }
     };
-    let results = collect_results(
-        server
-            .nodes()
-            .await
-            .create_nodes(create(0, n))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await
-    .unwrap();
-    assert!(results.iter().all(|r| error_of(r).is_none()));
+    create_ok(&server, create(0, n)).await;
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("agent.log");
-    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
-    cmd.args([
-        "network",
-        "--no-dhcp",
-        "--tftp-listen",
-        "none",
-        "--dns-listen",
-        "none",
-        "--ipxe-dir",
-        "none",
-    ])
-    .args([
-        "--http-listen",
-        "127.0.0.1:0",
-        "--network-metrics-listen",
-        "127.0.0.1:0",
-    ])
-    .arg("--api-url")
-    .arg(server.url())
-    .arg("--state-dir")
-    .arg(dir.path())
-    .env("XCAT3_ADMIN_TOKEN", &server.token)
-    .env("RUST_LOG", "info,xcat3_network=debug")
-    .stdin(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .kill_on_drop(true);
-    let (_agent, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap();
+    let (_agent, ready) = bench_agent(&server, dir.path()).await;
     let metrics = ready_field(&ready, "metrics=").unwrap();
     let hosts = "xcat3_netboot_table_hosts";
     let wait_hosts = |want: f64| {
@@ -387,18 +348,7 @@ async fn netboot(n: u32, rounds: usize) {
     println!("netboot: agent holds {n} NICs; changing 1,000 nodes");
     for round in 0..rounds {
         let t0 = Instant::now();
-        let results = collect_results(
-            server
-                .nodes()
-                .await
-                .create_nodes(create(n, 1000))
-                .await
-                .unwrap()
-                .into_inner(),
-        )
-        .await
-        .unwrap();
-        assert!(results.iter().all(|r| error_of(r).is_none()));
+        create_ok(&server, create(n, 1000)).await;
         let answered = t0.elapsed();
         wait_hosts(f64::from(n + 1000)).await;
         let created = t0.elapsed();
@@ -428,7 +378,10 @@ async fn netboot(n: u32, rounds: usize) {
         );
     }
     if std::env::var_os("XCAT3_BENCH_LOGS").is_some() {
-        println!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        println!(
+            "{}",
+            std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
+        );
         println!("{}", server.log());
     }
 }
@@ -454,12 +407,55 @@ async fn http_status(addr: &str, method: &str, path: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// Creates nodes and checks that every one was created.
+async fn create_ok(server: &TestServer, req: pb::CreateNodesRequest) {
+    let stream = server
+        .nodes()
+        .await
+        .create_nodes(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let results = collect_results(stream).await.unwrap();
+    assert!(results.iter().all(|r| error_of(r).is_none()));
+}
+
+/// A network agent following `server` with no DHCP, TFTP or DNS (its boot table and HTTP only),
+/// its state and log in `dir`; returns it with its ready line.
+async fn bench_agent(
+    server: &TestServer,
+    dir: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    use std::process::Stdio;
+    use xcat3_tests::{bin, spawn_ready};
+    let log = dir.join("agent.log");
+    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
+    cmd.args([
+        "network",
+        "--no-dhcp",
+        "--tftp-listen",
+        "none",
+        "--dns-listen",
+        "none",
+    ])
+    .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
+    .args(["--network-metrics-listen", "127.0.0.1:0", "--api-url"])
+    .arg(server.url())
+    .arg("--state-dir")
+    .arg(dir)
+    .env("XCAT3_ADMIN_TOKEN", &server.token)
+    .env("RUST_LOG", "info,xcat3_network=debug")
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .kill_on_drop(true);
+    spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap()
+}
+
 /// `deploy`: N nodes deployed in one request until their install boot configuration is in a
 /// network agent's table (the agent serves the last node's installer script), then N install
 /// callbacks posted at once to the image service, until every node is `deployed`; then undeploy.
 async fn deploy(n: u32, rounds: usize) {
-    use std::process::Stdio;
-    use xcat3_tests::{bin, ready_field, spawn_ready};
+    use xcat3_tests::ready_field;
     let server = TestServer::start(Backend::Sqlite).await;
     let pid = server.pid().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -483,40 +479,9 @@ async fn deploy(n: u32, rounds: usize) {
         nodes,
         ..Default::default()
     };
-    let created = collect_results(
-        server
-            .nodes()
-            .await
-            .create_nodes(req)
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await
-    .unwrap();
-    assert!(created.iter().all(|r| error_of(r).is_none()));
+    create_ok(&server, req).await;
     let last_mac = numbered_node("dp", n - 1).nics[0].mac.clone();
-    let log = dir.path().join("agent.log");
-    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
-    cmd.args([
-        "network",
-        "--no-dhcp",
-        "--tftp-listen",
-        "none",
-        "--dns-listen",
-        "none",
-    ])
-    .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
-    .args(["--network-metrics-listen", "none", "--api-url"])
-    .arg(server.url())
-    .arg("--state-dir")
-    .arg(dir.path())
-    .env("XCAT3_ADMIN_TOKEN", &server.token)
-    .env("RUST_LOG", "info")
-    .stdin(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .kill_on_drop(true);
-    let (_agent, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap();
+    let (_agent, ready) = bench_agent(&server, dir.path()).await;
     let agent_http = ready_field(&ready, "http=").unwrap();
     let image_http = server.image_http.unwrap().to_string();
     let script_path = format!("/boot/{last_mac}.ipxe");
@@ -599,12 +564,25 @@ async fn deploy(n: u32, rounds: usize) {
             calls.spawn(async move { http_status(&addr, "POST", &path).await });
         }
         let mut ok = 0;
+        let mut first = None;
         while let Some(code) = calls.join_next().await {
+            first.get_or_insert_with(|| t1.elapsed());
             if code.unwrap() == 200 {
                 ok += 1;
             }
         }
         let called_back = t1.elapsed();
+        let commits = server
+            .metrics_text()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("xcat3_image_callback_commits_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        println!(
+            "  callbacks: first answered after {:.0} ms; {commits} commits so far",
+            first.unwrap_or_default().as_secs_f64() * 1e3
+        );
         let callback_cpu = cpu_seconds(pid) - cpu1;
         assert_eq!(ok, n, "callbacks answered 200");
         script("boots from its local disk").await;
