@@ -290,6 +290,9 @@ async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
     wait_local_boot(&server).await;
     assert_eq!(curl(&["-X", "POST", &done_url]).2, 404);
     assert_eq!(curl(&[&ks_url]).2, 404, "install files outlive the deploy");
+    let token = ks_url.split('/').rev().nth(1).unwrap();
+    assert_eq!(token.len(), 64, "{ks_url}");
+    assert!(!server.log().contains(token), "a deploy token was logged");
     let events = server.cli(&["events", "n1"]).await;
     for step in [
         "deploy: available → deploying",
@@ -619,4 +622,100 @@ mod vm {
         // It asked the agent's DHCP for its address: the reservation.
         assert!(logs.contains("10.78.0.21"), "{logs}");
     }
+}
+
+/// `deploy --reboot` through a real BMC (ipmi_sim driven by ipmitool): the node is set to boot
+/// from the network and powered on once its install boot action is published; a dead BMC fails
+/// only its node's deploy, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_with_reboot_sets_net_boot_and_powers_the_node_through_its_bmc() {
+    let bmc = xcat3_tests::TestBmc::start().await.unwrap();
+    let opts = xcat3_tests::ServerOptions {
+        extra_args: vec!["--operation-timeout-secs".into(), "3".into()],
+        ..Default::default()
+    };
+    let server = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        server
+            .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
+            .await
+            .code,
+        0
+    );
+    provisioning_network(&server).await;
+    let nic = format!("mac={MAC},ip=10.9.0.41");
+    let out = server
+        .cli(&[
+            "create",
+            "r1",
+            "mgt=ipmi",
+            &format!("osimage={ROCKY}"),
+            "--control",
+            &bmc.control(),
+            "--nic",
+            &nic,
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let dead = "bmc_address=127.0.0.1,bmc_port=1,bmc_username=admin,bmc_password=x";
+    let out = server
+        .cli(&[
+            "create",
+            "r2",
+            "mgt=ipmi",
+            &format!("osimage={ROCKY}"),
+            "--control",
+            dead,
+            "--nic",
+            "mac=52:54:00:aa:00:09,ip=10.9.0.42",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = server
+        .cli(&[
+            "create",
+            "r3",
+            &format!("osimage={ROCKY}"),
+            "--nic",
+            "mac=52:54:00:aa:00:0a,ip=10.9.0.43",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!bmc.is_on());
+
+    let out = server.cli(&["deploy", "r[1-3]", "--reboot"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("r1: wait-callback"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("r2: Error: mgt: booting the installer failed"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("r3: Error: mgt: --reboot needs a power driver"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("Success: 1 Total: 3"), "{out:?}");
+    assert!(bmc.is_on(), "the node was not powered on");
+    assert_eq!(bmc.boot(), "pxe");
+    assert_eq!(state_of(&server, "r1").await, "wait-callback");
+    assert_eq!(state_of(&server, "r2").await, "deploy-failed");
+    assert_eq!(
+        state_of(&server, "r3").await,
+        "available",
+        "a refused node is left alone"
+    );
+    let events = server.cli(&["events", "r2"]).await;
+    assert!(
+        events
+            .stdout
+            .contains("fail: deploying → deploy-failed: booting the installer failed"),
+        "{events:?}"
+    );
+    assert!(
+        !server.log().contains(xcat3_tests::TestBmc::PASSWORD),
+        "the BMC password was logged"
+    );
 }
