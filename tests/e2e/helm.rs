@@ -263,6 +263,45 @@ fn the_chart_lints_renders_validates_and_keeps_its_invariants() {
 
     let external = render(Some("external-values.yaml"));
     check_invariants(&external);
+    // Autoscaled conductors: the api may get and patch that one Deployment's scale, and the
+    // chart leaves the replica count to it.
+    let api = named(&external, "Deployment", "-api").unwrap();
+    let args = format!("{:?}", containers(api)[0]["args"]);
+    for want in [
+        "--scale-conductors=rel-xcat3-conductor",
+        "--nodes-per-conductor=1000",
+        "--max-conductors=32",
+    ] {
+        assert!(args.contains(want), "{want}: {args}");
+    }
+    let pod = &api["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"].as_str(), Some("rel-xcat3-api"));
+    let role = named(&external, "Role", "-conductor-scaler").expect("a scaler Role");
+    let rules = format!("{:?}", role["rules"]);
+    assert!(
+        rules.contains("deployments/scale") && rules.contains("rel-xcat3-conductor"),
+        "{rules}"
+    );
+    let verbs: Vec<&str> = role["rules"][0]["verbs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(verbs, ["get", "patch"]);
+    assert!(named(&external, "RoleBinding", "-conductor-scaler").is_some());
+    let conductor = named(&external, "Deployment", "-conductor").unwrap();
+    assert!(
+        conductor["spec"]["replicas"].is_null(),
+        "the chart would undo the scaler"
+    );
+    let api_default = named(&default, "Deployment", "-api").unwrap();
+    assert_eq!(
+        api_default["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        Value::Bool(false),
+        "no Kubernetes credentials without the scaler"
+    );
+    assert!(kind(&default, "Role").is_empty());
     assert!(
         kind(&external, "StatefulSet").is_empty(),
         "nothing bundled with external etcd and PostgreSQL"

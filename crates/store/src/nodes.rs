@@ -236,6 +236,16 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Every node's name.
+    pub async fn node_names(&self) -> Result<Vec<String>> {
+        Ok(node::Entity::find()
+            .select_only()
+            .column(node::Column::Name)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
     /// How many nodes are in each (provision state, power state): the fleet at a glance.
     pub async fn node_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
         let rows = self

@@ -53,6 +53,20 @@ pub struct ApiArgs {
     /// Minutes a deploy waits for the installed system's callback by default [default: 60].
     #[arg(long, env = "XCAT3_DEPLOY_TIMEOUT_MINUTES")]
     pub deploy_timeout_minutes: Option<u64>,
+    /// On Kubernetes: scale this conductor Deployment from the node count (needs RBAC on
+    /// deployments/scale; the chart grants it with conductor.autoscale.enabled).
+    #[arg(long, env = "XCAT3_SCALE_CONDUCTORS")]
+    pub scale_conductors: Option<String>,
+    /// The Deployment's namespace [default: the pod's own].
+    #[arg(long, env = "XCAT3_SCALE_NAMESPACE")]
+    pub scale_namespace: Option<String>,
+    /// Nodes one conductor should own at most.
+    #[arg(long, env = "XCAT3_NODES_PER_CONDUCTOR", default_value_t = 2000)]
+    pub nodes_per_conductor: u64,
+    #[arg(long, env = "XCAT3_MIN_CONDUCTORS", default_value_t = 1)]
+    pub min_conductors: i32,
+    #[arg(long, env = "XCAT3_MAX_CONDUCTORS", default_value_t = 16)]
+    pub max_conductors: i32,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -120,6 +134,28 @@ impl ApiArgs {
             config.noderange_limit = limit;
         }
         config.insecure = self.insecure || file.insecure.unwrap_or(false);
+        if let Some(deployment) = &self.scale_conductors {
+            let namespace = match &self.scale_namespace {
+                Some(ns) => ns.clone(),
+                None => std::fs::read_to_string(
+                    "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                )
+                .map(|s| s.trim().to_owned())
+                .context("--scale-conductors: no --scale-namespace and not running in a pod")?,
+            };
+            anyhow::ensure!(
+                self.min_conductors >= 1 && self.max_conductors >= self.min_conductors,
+                "--min-conductors must be at least 1 and at most --max-conductors"
+            );
+            config.scaler = Some(crate::scaler::ScalerConfig {
+                deployment: deployment.clone(),
+                namespace,
+                nodes_per_conductor: self.nodes_per_conductor.max(1),
+                min: self.min_conductors,
+                max: self.max_conductors,
+                interval: std::time::Duration::from_secs(30),
+            });
+        }
         config.image_url = self.image_url.clone();
         config.image_grpc = self.image_grpc.clone();
         if let Some(m) = self.deploy_timeout_minutes {

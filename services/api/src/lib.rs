@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod index;
 pub mod inventory;
 pub mod netboot;
+pub mod scaler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct ApiConfig {
     pub image_grpc: Option<String>,
     /// How long a deploy waits for the installed system's callback when the request says nothing.
     pub deploy_timeout: Duration,
+    /// Scale the conductor Deployment from the node count (on Kubernetes).
+    pub scaler: Option<scaler::ScalerConfig>,
 }
 
 impl ApiConfig {
@@ -81,6 +84,7 @@ impl ApiConfig {
             image_url: None,
             image_grpc: None,
             deploy_timeout: Duration::from_secs(3600),
+            scaler: None,
         }
     }
 }
@@ -174,7 +178,7 @@ impl Api {
             xcat3_runtime::grpc::reflection(&[xcat3_proto::FILE_DESCRIPTOR_SET])?;
 
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
-            coordinator,
+            coordinator.clone(),
             config.tokens.admin.as_ref(),
             config.takeover_wait,
         ));
@@ -242,9 +246,31 @@ impl Api {
         ));
         let feed_task =
             tokio::spawn(feed.run(store.clone(), config.netboot_poll, shutdown.clone()));
+        let scaler_task = match config.scaler.clone() {
+            Some(scaler_config) => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    anyhow::anyhow!("the conductor scaler needs Kubernetes credentials: {e}")
+                })?;
+                let desired = prometheus_client::metrics::gauge::Gauge::default();
+                metrics.register(
+                    "conductor_replicas_desired",
+                    "Conductor replicas the scaler asks for (from the node count)",
+                    desired.clone(),
+                );
+                Some(tokio::spawn(scaler::run(
+                    client,
+                    scaler_config,
+                    store.clone(),
+                    desired,
+                    shutdown.clone(),
+                )))
+            }
+            None => None,
+        };
         let fleet_task = tokio::spawn(fleet::run(
             store.clone(),
-            metrics.clone(),
+            coordinator.clone(),
+            fleet::FleetGauges::register(&metrics),
             Duration::from_secs(5),
             shutdown.clone(),
         ));
@@ -262,6 +288,9 @@ impl Api {
         let _ = heartbeat.await;
         let _ = feed_task.await;
         let _ = fleet_task.await;
+        if let Some(t) = scaler_task {
+            let _ = t.await;
+        }
         if let Some(t) = metrics_task {
             let _ = t.await;
         }

@@ -167,7 +167,8 @@ impl Conductor {
                 redfish: driver::redfish::Redfish::default(),
                 kvm: driver::kvm::Kvm::new(self.config.kvm.clone()),
             },
-            limits: Limits::new(self.config.limits.clone()),
+            limits: Limits::new(self.config.limits.clone())
+                .with_queue_wait(conductor_metrics.queue_wait.clone()),
             shards: self.coordinator.shards(),
             metrics: conductor_metrics.clone(),
         });

@@ -36,6 +36,8 @@ impl Default for LimitsConfig {
 
 pub struct Limits {
     config: LimitsConfig,
+    /// Where the time spent waiting for a slot is recorded.
+    queue_wait: Option<prometheus_client::metrics::histogram::Histogram>,
     per_driver: HashMap<Mgt, Arc<Semaphore>>,
     per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -48,9 +50,19 @@ impl Limits {
             .collect();
         Self {
             config,
+            queue_wait: None,
             per_driver,
             per_endpoint: Mutex::default(),
         }
+    }
+
+    /// Records every operation's wait for a slot in `histogram`.
+    pub fn with_queue_wait(
+        mut self,
+        histogram: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
+        self.queue_wait = Some(histogram);
+        self
     }
 
     fn endpoint(&self, mgt: Mgt, address: &str) -> Arc<Semaphore> {
@@ -72,6 +84,7 @@ impl Limits {
         endpoint: Option<&str>,
         op: impl std::future::Future<Output = Result<T, DriverError>>,
     ) -> Result<T, DriverError> {
+        let queued = std::time::Instant::now();
         let _driver = match mgt.and_then(|m| self.per_driver.get(&m)) {
             Some(s) => Some(
                 s.acquire()
@@ -92,6 +105,9 @@ impl Limits {
             ),
             None => None,
         };
+        if let Some(h) = &self.queue_wait {
+            h.observe(queued.elapsed().as_secs_f64());
+        }
         match tokio::time::timeout(self.config.timeout, op).await {
             Ok(r) => r,
             Err(_) => Err(DriverError::Remote(format!(

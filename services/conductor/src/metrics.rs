@@ -39,6 +39,8 @@ pub struct ConductorMetrics {
     pub shard_claims: Counter,
     pub operations: Family<OperationLabels, Counter>,
     pub durations: Family<DriverLabels, Histogram, fn() -> Histogram>,
+    /// How long operations waited for a free slot (per-driver and per-endpoint limits).
+    pub queue_wait: Histogram,
 }
 
 impl ConductorMetrics {
@@ -49,6 +51,7 @@ impl ConductorMetrics {
             shard_claims: Counter::default(),
             operations: Family::default(),
             durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
+            queue_wait: duration_histogram(),
         };
         metrics.register(
             "conductor_owned_shards",
@@ -69,6 +72,11 @@ impl ConductorMetrics {
             "driver_operations",
             "Driver operations by driver, operation and result",
             m.operations.clone(),
+        );
+        metrics.register(
+            "conductor_queue_wait_seconds",
+            "Time driver operations waited for a free slot under the concurrency limits",
+            m.queue_wait.clone(),
         );
         metrics.register(
             "driver_operation_duration_seconds",
