@@ -368,3 +368,61 @@ async fn grpcurl_lists_and_calls_through_reflection() {
         "{text}"
     );
 }
+
+/// A many-node operation is one trace across services: the conductor's span for the api's call
+/// is a child in the trace of the api's span for the client's call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_request_is_one_trace_from_the_api_to_the_conductor() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(otlp::server(otlp::Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let opts = ServerOptions {
+        env: vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
+        ],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    s.cli(&["create", "t1"]).await.ok();
+    s.cli(&["power", "t1", "status"]).await;
+    let api = "/xcat3.v1.NodeService/Power";
+    let conductor = "/xcat3.internal.v1.Conductor/Power";
+    let mut seen: std::collections::HashMap<&str, (Vec<u8>, Vec<u8>)> = Default::default();
+    let joined = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(export) = rx.recv().await {
+            for span in export
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+            {
+                for name in [api, conductor] {
+                    if span.name == name {
+                        seen.insert(name, (span.trace_id.clone(), span.parent_span_id.clone()));
+                    }
+                }
+            }
+            if seen.len() == 2 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(joined.is_ok(), "spans seen: {:?}", seen.keys());
+    let (api_trace, _) = &seen[api];
+    let (conductor_trace, conductor_parent) = &seen[conductor];
+    assert_eq!(
+        api_trace, conductor_trace,
+        "the conductor's span is in another trace"
+    );
+    assert!(
+        !conductor_parent.is_empty(),
+        "the conductor's span has no parent"
+    );
+}

@@ -215,7 +215,7 @@ mod tests {
 }
 
 /// The client side: a tonic interceptor that sends `authorization: Bearer <token>` on every call
-/// (nothing when there is no token).
+/// (nothing when there is no token), and the caller's trace context (`traceparent`).
 #[derive(Clone)]
 pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
@@ -230,6 +230,7 @@ impl tonic::service::Interceptor for Bearer {
         if let Some(v) = &self.0 {
             req.metadata_mut().insert("authorization", v.clone());
         }
+        crate::trace_context::inject(req.metadata_mut());
         Ok(req)
     }
 }

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace_context;

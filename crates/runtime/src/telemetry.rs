@@ -31,6 +31,9 @@ pub fn init(name: &'static str, otlp_endpoint: Option<&str>) -> anyhow::Result<G
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let mut provider = None;
     let otel = match otlp_endpoint.filter(|e| !e.is_empty()) {
         Some(endpoint) => {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
 use xcat3_coord::{Coordinator, Snapshot, shard_of};
 use xcat3_proto::{internal, pb};
 use xcat3_runtime::auth::Bearer;
@@ -153,7 +154,7 @@ impl Dispatcher {
                 let tx = tx.clone();
                 calls.spawn(async move {
                     call(client, addr, group, op, tx, retry_moved, retry_failed).await
-                });
+                }.instrument(tracing::Span::current()));
             }
             while let Some(joined) = calls.join_next().await {
                 if let Ok(retry) = joined {

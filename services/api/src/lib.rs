@@ -225,7 +225,7 @@ impl Api {
             .layer(metrics.layer())
             .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
         let server = tonic::transport::Server::builder()
-            .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path(), otel.kind = "server"))
+            .trace_fn(xcat3_runtime::trace_context::server_span)
             .layer(layers)
             .add_service(health_service)
             .add_service(reflection_v1)

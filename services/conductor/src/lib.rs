@@ -208,11 +208,13 @@ impl Conductor {
         tracing::info!(id = %self.id, %addr, "conductor serving");
         let token = shutdown.clone();
         let served = tonic::transport::Server::builder()
-            .trace_fn(|req| tracing::info_span!("grpc", otel.name = %req.uri().path(), otel.kind = "server"))
+            .trace_fn(xcat3_runtime::trace_context::server_span)
             .layer(layers)
             .add_service(health_service)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move { token.cancelled().await })
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
+                token.cancelled().await
+            })
             .await;
         shutdown.cancel();
         membership.finished().await;

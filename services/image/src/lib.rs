@@ -135,6 +135,7 @@ pub async fn serve(
     }
     let token = shutdown.clone();
     let served = tonic::transport::Server::builder()
+        .trace_fn(xcat3_runtime::trace_context::server_span)
         .layer(layers)
         .add_service(health_service)
         .add_service(service)

@@ -11,6 +11,7 @@ use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb};
 use xcat3_proto::{internal, pb};
 use xcat3_types::FieldError;
 
+use tracing::Instrument as _;
 use xcat3_coord::shard_of;
 
 use crate::dispatch::{Dispatcher, Op};
@@ -79,7 +80,10 @@ impl NodeService {
                 let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
             }
             let (tx, mut rx) = mpsc::channel(16);
-            tokio::spawn(async move { dispatcher.run(present, op, tx).await });
+            tokio::spawn(
+                async move { dispatcher.run(present, op, tx).await }
+                    .instrument(tracing::Span::current()),
+            );
             while let Some(results) = rx.recv().await {
                 let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
             }
@@ -88,7 +92,8 @@ impl NodeService {
             {
                 tracing::warn!(error = %e, "refreshing the boot table after a deploy failed; the next poll will");
             }
-        });
+        }
+        .instrument(tracing::Span::current()));
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }
