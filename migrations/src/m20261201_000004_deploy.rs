@@ -27,6 +27,7 @@ enum Deploys {
     SshKeys,
     Reboot,
     StartedAt,
+    TraceContext,
 }
 
 #[async_trait::async_trait]
@@ -66,6 +67,9 @@ impl MigrationTrait for Migration {
                     .col(text(Deploys::SshKeys))
                     .col(boolean(Deploys::Reboot))
                     .col(big_integer(Deploys::StartedAt))
+                    // The deploy request's W3C traceparent: the install files and the callback
+                    // join its trace.
+                    .col(string(Deploys::TraceContext).default(""))
                     .to_owned(),
             )
             .await?;

@@ -33,6 +33,18 @@ fn curl_bytes(args: &[&str]) -> (bool, Vec<u8>, u16) {
     (out.status.success(), out.stdout[..split].to_vec(), code)
 }
 
+/// A server (started with `opts`) with the Rocky image imported and the provisioning network.
+async fn rocky_site(opts: xcat3_tests::ServerOptions) -> (TestServer, tempfile::TempDir) {
+    let server = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = server
+        .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    provisioning_network(&server).await;
+    (server, dir)
+}
+
 async fn provisioning_network(server: &TestServer) {
     let out = server
         .cli(&[
@@ -178,11 +190,7 @@ async fn copycds_imports_once_and_refuses_bad_media_leaving_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
-    let server = TestServer::start(Backend::Sqlite).await;
-    let dir = tempfile::tempdir().unwrap();
-    let iso = rocky_iso(dir.path());
-    assert_eq!(server.copycds(&[iso.to_str().unwrap()]).await.code, 0);
-    provisioning_network(&server).await;
+    let (server, dir) = rocky_site(Default::default()).await;
     let nic = format!("mac={MAC},ip=10.9.0.21");
     let out = server
         .cli(&[
@@ -334,16 +342,7 @@ async fn tree_of(server: &TestServer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_without_callback_fails_at_its_deadline_and_a_failure_report_fails_it() {
-    let server = TestServer::start(Backend::Sqlite).await;
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        server
-            .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
-            .await
-            .code,
-        0
-    );
-    provisioning_network(&server).await;
+    let (server, _dir) = rocky_site(Default::default()).await;
     for (name, mac, ip) in [
         ("t1", MAC, "10.9.0.31"),
         ("t2", "52:54:00:aa:00:02", "10.9.0.32"),
@@ -634,16 +633,7 @@ async fn deploy_with_reboot_sets_net_boot_and_powers_the_node_through_its_bmc() 
         extra_args: vec!["--operation-timeout-secs".into(), "3".into()],
         ..Default::default()
     };
-    let server = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        server
-            .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
-            .await
-            .code,
-        0
-    );
-    provisioning_network(&server).await;
+    let (server, _dir) = rocky_site(opts).await;
     let nic = format!("mac={MAC},ip=10.9.0.41");
     let out = server
         .cli(&[
@@ -718,4 +708,70 @@ async fn deploy_with_reboot_sets_net_boot_and_powers_the_node_through_its_bmc() 
         !server.log().contains(xcat3_tests::TestBmc::PASSWORD),
         "the BMC password was logged"
     );
+}
+
+/// A deploy is one trace: the api's call, the conductor's, and, later, the image service serving
+/// the node's kickstart and receiving its callback (they join the trace stored with the deploy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_is_one_trace_from_the_api_to_the_install_callback() {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    let mut otlp = xcat3_tests::otlp::Receiver::start().await;
+    let opts = xcat3_tests::ServerOptions {
+        env: otlp.env(),
+        ..Default::default()
+    };
+    let (server, _dir) = rocky_site(opts).await;
+    let nic = format!("mac={MAC},ip=10.9.0.51");
+    assert_eq!(
+        server
+            .cli(&["create", "o1", &format!("osimage={ROCKY}"), "--nic", &nic])
+            .await
+            .code,
+        0
+    );
+    assert_eq!(server.cli(&["deploy", "o1"]).await.code, 0);
+    let install = install_action(&server).await.expect("an install action");
+    let ks = install
+        .cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("inst.ks="))
+        .unwrap()
+        .to_owned();
+    assert_eq!(curl(&[&ks]).2, 200);
+    assert_eq!(
+        curl(&["-X", "POST", &ks.replace("/kickstart", "/done")]).2,
+        200
+    );
+    let names = [
+        "/xcat3.v1.NodeService/Deploy",
+        "/xcat3.internal.v1.Conductor/Deploy",
+        "deploy file",
+        "install callback",
+    ];
+    let all = |spans: &[(String, Span)]| {
+        names
+            .iter()
+            .all(|n| spans.iter().any(|(_, s)| s.name == *n))
+    };
+    let spans = otlp.collect(Duration::from_secs(30), all).await;
+    let traces: Vec<(&str, Option<Vec<u8>>)> = names
+        .iter()
+        .map(|n| {
+            (
+                *n,
+                spans
+                    .iter()
+                    .find(|(_, s)| s.name == *n)
+                    .map(|(_, s)| s.trace_id.clone()),
+            )
+        })
+        .collect();
+    let first = traces[0].1.clone().expect("the api's span");
+    for (name, trace) in &traces {
+        assert_eq!(
+            trace.as_ref(),
+            Some(&first),
+            "{name} is not in the deploy's trace: {traces:?}"
+        );
+    }
 }

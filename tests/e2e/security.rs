@@ -222,79 +222,26 @@ async fn insecure_mode_warns_and_the_api_role_wants_a_token() {
     );
 }
 
-mod otlp {
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use tokio::sync::mpsc;
-
-    /// A real OTLP/gRPC trace receiver on loopback that hands every export to the test.
-    pub struct Collector(pub mpsc::UnboundedSender<ExportTraceServiceRequest>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let _ = self.0.send(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))
-        }
-    }
-
-    pub fn server(c: Collector) -> TraceServiceServer<Collector> {
-        TraceServiceServer::new(c)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp_when_an_endpoint_is_set() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(otlp::server(otlp::Collector(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let mut otlp = xcat3_tests::otlp::Receiver::start().await;
     let opts = ServerOptions {
-        env: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-        ],
+        env: otlp.env(),
         ..Default::default()
     };
     let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
     s.cli(&["network-list"]).await.ok();
     let wanted = "/xcat3.v1.NetworkService/ListNetworks";
-    let found = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while let Some(export) = rx.recv().await {
-            for rs in export.resource_spans {
-                let service = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|a| a.key == "service.name")
-                    .and_then(|a| a.value.as_ref())
-                    .map(|v| format!("{v:?}"))
-                    .unwrap_or_default();
-                for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                    if span.name == wanted {
-                        return service;
-                    }
-                }
-            }
-        }
-        String::new()
-    })
-    .await
-    .expect("no span for the call reached the collector within 30 s");
-    assert!(found.contains("xcat3-server"), "service.name: {found}");
+    let has = |spans: &[(String, opentelemetry_proto::tonic::trace::v1::Span)]| {
+        spans.iter().any(|(_, s)| s.name == wanted)
+    };
+    let spans = otlp.collect(std::time::Duration::from_secs(30), has).await;
+    let service = spans
+        .iter()
+        .find(|(_, s)| s.name == wanted)
+        .map(|(service, _)| service.clone())
+        .expect("no span for the call reached the collector within 30 s");
+    assert!(service.contains("xcat3-server"), "service.name: {service}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,19 +320,9 @@ async fn grpcurl_lists_and_calls_through_reflection() {
 /// is a child in the trace of the api's span for the client's call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_request_is_one_trace_from_the_api_to_the_conductor() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(otlp::server(otlp::Collector(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let mut otlp = xcat3_tests::otlp::Receiver::start().await;
     let opts = ServerOptions {
-        env: vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-        ],
+        env: otlp.env(),
         ..Default::default()
     };
     let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
@@ -393,36 +330,26 @@ async fn a_power_request_is_one_trace_from_the_api_to_the_conductor() {
     s.cli(&["power", "t1", "status"]).await;
     let api = "/xcat3.v1.NodeService/Power";
     let conductor = "/xcat3.internal.v1.Conductor/Power";
-    let mut seen: std::collections::HashMap<&str, (Vec<u8>, Vec<u8>)> = Default::default();
-    let joined = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while let Some(export) = rx.recv().await {
-            for span in export
-                .resource_spans
-                .iter()
-                .flat_map(|r| &r.scope_spans)
-                .flat_map(|s| &s.spans)
-            {
-                for name in [api, conductor] {
-                    if span.name == name {
-                        seen.insert(name, (span.trace_id.clone(), span.parent_span_id.clone()));
-                    }
-                }
-            }
-            if seen.len() == 2 {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(joined.is_ok(), "spans seen: {:?}", seen.keys());
-    let (api_trace, _) = &seen[api];
-    let (conductor_trace, conductor_parent) = &seen[conductor];
+    let both = |spans: &[(String, opentelemetry_proto::tonic::trace::v1::Span)]| {
+        [api, conductor]
+            .iter()
+            .all(|n| spans.iter().any(|(_, s)| s.name == *n))
+    };
+    let spans = otlp.collect(std::time::Duration::from_secs(30), both).await;
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| panic!("no span {name}"))
+    };
+    let (a, c) = (find(api), find(conductor));
     assert_eq!(
-        api_trace, conductor_trace,
+        a.trace_id, c.trace_id,
         "the conductor's span is in another trace"
     );
     assert!(
-        !conductor_parent.is_empty(),
+        !c.parent_span_id.is_empty(),
         "the conductor's span has no parent"
     );
 }

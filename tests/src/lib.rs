@@ -12,6 +12,7 @@
 pub mod bmcsim;
 pub mod iso;
 pub mod netns;
+pub mod otlp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -48,3 +48,23 @@ pub fn server_span<B>(req: &http::Request<B>) -> tracing::Span {
     let _ = span.set_parent(parent);
     span
 }
+
+/// The current span's trace context as a `traceparent` value, to store with work that continues
+/// elsewhere (empty when there is none).
+pub fn current_traceparent() -> String {
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent").unwrap_or_default()
+}
+
+/// Makes `span` a child of a stored `traceparent` (see [`current_traceparent`]).
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(parent);
+}

@@ -25,6 +25,8 @@ pub struct DeployStart {
     pub deadline: i64,
     pub ssh_keys: Vec<String>,
     pub reboot: bool,
+    /// The deploy request's W3C `traceparent` (empty: none).
+    pub trace_context: String,
 }
 
 /// A deploy in progress, as stored.
@@ -71,6 +73,13 @@ pub struct CallbackReport {
     pub message: String,
 }
 
+/// A deploy a callback ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub node: String,
+    pub trace_context: String,
+}
+
 /// Why a callback changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
@@ -107,6 +116,7 @@ fn to_record(m: deploy::Model) -> DeployRecord {
             deadline: m.deadline,
             ssh_keys: m.ssh_keys.lines().map(str::to_owned).collect(),
             reboot: m.reboot,
+            trace_context: m.trace_context,
         },
         started_at: m.started_at,
     }
@@ -167,6 +177,7 @@ async fn apply_changes(
                 ssh_keys: Set(start.ssh_keys.join("\n")),
                 reboot: Set(start.reboot),
                 started_at: Set(now),
+                trace_context: Set(start.trace_context.clone()),
             }),
             (_, ProvisionState::Deploying | ProvisionState::WaitCallback) => {}
             _ => ended.push(change.node.clone()),
@@ -202,6 +213,7 @@ async fn apply_changes(
                         deploy::Column::SshKeys,
                         deploy::Column::Reboot,
                         deploy::Column::StartedAt,
+                        deploy::Column::TraceContext,
                     ])
                     .to_owned(),
             )
@@ -253,12 +265,12 @@ impl Store {
 
     /// Ends the deploys the reports' tokens name, in one transaction: `deployed` on success,
     /// `deploy-failed` otherwise. Each token works once. One result per report, in order: the
-    /// node, or why nothing changed.
+    /// node and its deploy's trace context, or why nothing changed.
     pub async fn finish_deploys(
         &self,
         actor: &str,
         reports: &[CallbackReport],
-    ) -> Result<Vec<Result<String, CallbackError>>> {
+    ) -> Result<Vec<Result<Finished, CallbackError>>> {
         let txn = self.begin_write().await?;
         let mut by_token: HashMap<String, deploy::Model> = HashMap::new();
         let tokens: Vec<String> = reports.iter().map(|r| r.token.clone()).collect();
@@ -270,7 +282,7 @@ impl Store {
             by_token.extend(rows.into_iter().map(|r| (r.token.clone(), r)));
         }
         let now = now_ms();
-        let mut results: Vec<Result<String, CallbackError>> = Vec::with_capacity(reports.len());
+        let mut results: Vec<Result<Finished, CallbackError>> = Vec::with_capacity(reports.len());
         let mut changes = Vec::new();
         let mut slots = Vec::new();
         for (i, report) in reports.iter().enumerate() {
@@ -294,7 +306,10 @@ impl Store {
                     format!("the installer reported failure: {}", report.message),
                 )
             };
-            results.push(Ok(row.node.clone()));
+            results.push(Ok(Finished {
+                node: row.node.clone(),
+                trace_context: row.trace_context.clone(),
+            }));
             slots.push(i);
             changes.push(StateChange {
                 node: row.node,
@@ -305,7 +320,10 @@ impl Store {
         }
         let (outcomes, changed) = apply_changes(&txn, actor, &changes).await?;
         for (slot, outcome) in slots.into_iter().zip(outcomes) {
-            let node = results[slot].clone().unwrap_or_default();
+            let node = results[slot]
+                .as_ref()
+                .map(|f| f.node.clone())
+                .unwrap_or_default();
             match outcome {
                 ChangeOutcome::Done(_) => {}
                 ChangeOutcome::Refused(refused) => {

@@ -29,7 +29,8 @@ use xcat3_migrations::{Migrator, MigratorTrait};
 
 pub use conductors::{EventRecord, NodeUpdate};
 pub use deploys::{
-    CallbackError, CallbackReport, ChangeOutcome, DeployRecord, DeployStart, Fence, StateChange,
+    CallbackError, CallbackReport, ChangeOutcome, DeployRecord, DeployStart, Fence, Finished,
+    StateChange,
 };
 pub use misc::{OsImage, OsImageDeletion, PasswdRecord, ServiceRecord};
 pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite};

@@ -158,6 +158,10 @@ async fn stale_conductors_are_fenced(db: Db) {
 
 fn start(token: &str, deadline: i64) -> xcat3_store::DeployStart {
     xcat3_store::DeployStart {
+        trace_context: format!(
+            "00-{}-00f067aa0ba902b7-01",
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        ),
         osimage: "img".into(),
         token: token.into(),
         deadline,
@@ -268,7 +272,13 @@ async fn deploys_follow_the_state_machine_and_tokens_work_once(db: Db) {
         )
         .await
         .unwrap();
-    assert_eq!(results[0], Ok("d1".to_owned()));
+    let finished = results[0].clone().unwrap();
+    assert_eq!(finished.node, "d1");
+    assert_eq!(
+        finished.trace_context,
+        start("", 0).trace_context,
+        "the deploy's trace is kept"
+    );
     assert_eq!(results[1], Err(CallbackError::Expired("d2".into())));
     assert_eq!(results[2], Err(CallbackError::UnknownToken));
     assert_eq!(

@@ -202,6 +202,7 @@ impl Executor {
             .map(|r| (r.node.name.clone(), r.node))
             .collect();
         let deadline = xcat3_store::now_ms() + params.timeout.as_millis() as i64;
+        let trace_context = xcat3_runtime::trace_context::current_traceparent();
         let mut results = Vec::with_capacity(names.len());
         let mut changes = Vec::new();
         for name in &names {
@@ -229,6 +230,7 @@ impl Executor {
                         deadline,
                         ssh_keys: params.ssh_keys.clone(),
                         reboot: params.reboot,
+                        trace_context: trace_context.clone(),
                     }),
                 }),
             }

@@ -28,7 +28,10 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Vec<pb::NodeResult>>(16);
     let (out_tx, out_rx) = mpsc::channel(16);
-    tokio::spawn(work(tx));
+    tokio::spawn(tracing::Instrument::instrument(
+        work(tx),
+        tracing::Span::current(),
+    ));
     tokio::spawn(async move {
         let _ = out_tx
             .send(Ok(pb::NodeResults {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{RwLock, mpsc};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 use xcat3_coord::{FencingToken, Membership, ShardId, shard_of};
 use xcat3_proto::pb;
 use xcat3_store::{NodeUpdate, Store};
@@ -99,10 +100,13 @@ impl Executor {
             let me = self.clone();
             let tx = tx.clone();
             let work = work.clone();
-            shards.spawn(async move {
-                let results = me.on_shard(shard, names, work).await;
-                let _ = tx.send(results).await;
-            });
+            shards.spawn(
+                async move {
+                    let results = me.on_shard(shard, names, work).await;
+                    let _ = tx.send(results).await;
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
         while shards.join_next().await.is_some() {}
     }

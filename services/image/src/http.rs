@@ -30,7 +30,7 @@ const MAX_REPORT: usize = 4096;
 
 type Pending = (
     CallbackReport,
-    oneshot::Sender<Result<String, CallbackError>>,
+    oneshot::Sender<Result<xcat3_store::Finished, CallbackError>>,
 );
 
 pub struct HttpState {
@@ -87,13 +87,7 @@ async fn deploy_file(
 }
 
 async fn render_for(state: &HttpState, token: &str, file: &str) -> Result<String, Response> {
-    let unavailable = |e: xcat3_store::Error| {
-        tracing::warn!(error = %e, "rendering a deploy file: database");
-        plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database unavailable; retry",
-        )
-    };
+    use tracing::Instrument as _;
     let deploy = state
         .store
         .deploy_by_token(token)
@@ -105,6 +99,25 @@ async fn render_for(state: &HttpState, token: &str, file: &str) -> Result<String
                 "no such deploy (finished, cancelled or never issued)",
             )
         })?;
+    // The span joins the deploy's trace before it starts.
+    let span = tracing::info_span!("deploy file", file, node = %deploy.node);
+    xcat3_runtime::trace_context::continue_trace(&span, &deploy.start.trace_context);
+    render_in(state, deploy, file).instrument(span).await
+}
+
+fn unavailable(e: xcat3_store::Error) -> Response {
+    tracing::warn!(error = %e, "rendering a deploy file: database");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database unavailable; retry",
+    )
+}
+
+async fn render_in(
+    state: &HttpState,
+    deploy: xcat3_store::DeployRecord,
+    file: &str,
+) -> Result<String, Response> {
     let (nodes, image, networks, hash) = tokio::try_join!(
         state.store.get_nodes(std::slice::from_ref(&deploy.node)),
         state.store.get_osimage(&deploy.start.osimage),
@@ -182,9 +195,12 @@ async fn callback(
         return plain(StatusCode::SERVICE_UNAVAILABLE, "stopping; retry");
     }
     match rx.await {
-        Ok(Ok(node)) => {
+        Ok(Ok(finished)) => {
             let what = if success { "deployed" } else { "deploy-failed" };
-            tracing::info!(%node, result = what, "install callback");
+            let node = finished.node;
+            let span = tracing::info_span!("install callback", %node, result = what);
+            xcat3_runtime::trace_context::continue_trace(&span, &finished.trace_context);
+            span.in_scope(|| tracing::info!(%node, result = what, "install callback"));
             state.metrics.callback(what);
             plain(StatusCode::OK, format!("{node}: {what}"))
         }

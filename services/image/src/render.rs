@@ -214,6 +214,7 @@ mod tests {
                 deadline: 0,
                 ssh_keys: keys,
                 reboot: false,
+                trace_context: String::new(),
             },
             started_at: 0,
         };

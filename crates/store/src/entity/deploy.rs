@@ -13,6 +13,7 @@ pub struct Model {
     pub ssh_keys: String,
     pub reboot: bool,
     pub started_at: i64,
+    pub trace_context: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
