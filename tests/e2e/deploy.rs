@@ -296,6 +296,23 @@ async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
     assert_eq!(body.trim(), "n1: deployed");
     assert_eq!(state_of(&server, "n1").await, "deployed");
     wait_local_boot(&server).await;
+    let metrics = server.metrics_text().await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        value("xcat3_deploy_duration_seconds_count{result=\"deployed\"} "),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("xcat3_image_tree_sent_bytes_total ") >= 300_100.0,
+        "{metrics}"
+    );
     assert_eq!(curl(&["-X", "POST", &done_url]).2, 404);
     assert_eq!(curl(&[&ks_url]).2, 404, "install files outlive the deploy");
     let token = ks_url.split('/').rev().nth(1).unwrap();

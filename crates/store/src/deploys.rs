@@ -78,6 +78,8 @@ pub struct CallbackReport {
 pub struct Finished {
     pub node: String,
     pub trace_context: String,
+    /// When the deploy started (Unix ms).
+    pub started_at: i64,
 }
 
 /// Why a callback changed nothing.
@@ -309,6 +311,7 @@ impl Store {
             results.push(Ok(Finished {
                 node: row.node.clone(),
                 trace_context: row.trace_context.clone(),
+                started_at: row.started_at,
             }));
             slots.push(i);
             changes.push(StateChange {

@@ -202,6 +202,14 @@ async fn callback(
             xcat3_runtime::trace_context::continue_trace(&span, &finished.trace_context);
             span.in_scope(|| tracing::info!(%node, result = what, "install callback"));
             state.metrics.callback(what);
+            let took = xcat3_store::now_ms().saturating_sub(finished.started_at);
+            state
+                .metrics
+                .deploy_durations
+                .get_or_create(&crate::metrics::ResultLabel {
+                    result: what.into(),
+                })
+                .observe(took as f64 / 1000.0);
             plain(StatusCode::OK, format!("{node}: {what}"))
         }
         Ok(Err(e @ CallbackError::UnknownToken)) => {

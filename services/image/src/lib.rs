@@ -110,6 +110,7 @@ pub async fn serve(
         http_listener,
         layout.trees(),
         router,
+        image_metrics.tree_bytes.clone(),
         shutdown.clone(),
     ));
     let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use xcat3_runtime::metrics::Metrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -16,7 +17,7 @@ pub struct FileLabel {
 }
 
 /// What the image service did.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ImageMetrics {
     /// ISO imports by result: imported, already, refused, failed.
     pub imports: Family<ResultLabel, Counter>,
@@ -26,6 +27,28 @@ pub struct ImageMetrics {
     pub callbacks: Family<ResultLabel, Counter>,
     /// Callback transactions (each commits a group of callbacks).
     pub callback_commits: Counter,
+    /// From the deploy request to the installed system's callback, by result.
+    pub deploy_durations: Family<ResultLabel, Histogram, fn() -> Histogram>,
+    /// Install-tree bytes sent (kernels, initrds, packages).
+    pub tree_bytes: Counter,
+}
+
+fn deploy_histogram() -> Histogram {
+    // 10 s .. ~5.7 h
+    Histogram::new(exponential_buckets(10.0, 2.0, 12))
+}
+
+impl Default for ImageMetrics {
+    fn default() -> Self {
+        Self {
+            imports: Family::default(),
+            deploy_files: Family::default(),
+            callbacks: Family::default(),
+            callback_commits: Counter::default(),
+            deploy_durations: Family::new_with_constructor(deploy_histogram as fn() -> Histogram),
+            tree_bytes: Counter::default(),
+        }
+    }
 }
 
 impl ImageMetrics {
@@ -47,6 +70,16 @@ impl ImageMetrics {
             "Database transactions that recorded install callbacks (each holds a group)",
             m.callback_commits.clone(),
         );
+        metrics.register(
+            "deploy_duration_seconds",
+            "From the deploy request to the installed system's callback, by result",
+            m.deploy_durations.clone(),
+        );
+        metrics.register(
+            "image_tree_sent_bytes",
+            "Install-tree bytes sent to nodes",
+            m.tree_bytes.clone(),
+        );
         // Series the dashboards graph exist from the start.
         for r in ["imported", "already", "refused", "failed"] {
             let _ = m.imports.get_or_create(&ResultLabel { result: r.into() });
@@ -55,6 +88,11 @@ impl ImageMetrics {
             let _ = m
                 .deploy_files
                 .get_or_create(&FileLabel { file: file.into() });
+        }
+        for r in ["deployed", "deploy-failed"] {
+            let _ = m
+                .deploy_durations
+                .get_or_create(&ResultLabel { result: r.into() });
         }
         for r in ["deployed", "deploy-failed", "unknown", "refused"] {
             let _ = m.callbacks.get_or_create(&ResultLabel { result: r.into() });

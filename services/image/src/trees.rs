@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,7 @@ pub async fn serve(
     listener: TcpListener,
     root: PathBuf,
     router: Router,
+    sent_bytes: Counter,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let root = Arc::new(std::fs::canonicalize(&root)?);
@@ -54,9 +56,10 @@ pub async fn serve(
         let root = root.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
+        let sent_bytes = sent_bytes.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = connection(stream, &root, router) => {}
+                _ = connection(stream, &root, router, &sent_bytes) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -173,7 +176,7 @@ fn byte_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
 }
 
 /// Serves requests on one connection.
-async fn connection(mut stream: TcpStream, root: &Path, router: Router) {
+async fn connection(mut stream: TcpStream, root: &Path, router: Router, sent_bytes: &Counter) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let head_len = loop {
@@ -198,7 +201,7 @@ async fn connection(mut stream: TcpStream, root: &Path, router: Router) {
         };
         buf.drain(..head_len);
         let keep_alive = req.keep_alive;
-        if let Err(e) = respond(&mut stream, root, req).await {
+        if let Err(e) = respond(&mut stream, root, req, sent_bytes).await {
             tracing::debug!(error = %e, "tree response failed");
             return;
         }
@@ -234,7 +237,12 @@ fn open_inside(root: &Path, rel: &Path) -> Option<(std::fs::File, u64)> {
     meta.is_file().then_some((file, meta.len()))
 }
 
-async fn respond(stream: &mut TcpStream, root: &Path, req: TreeRequest) -> io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    root: &Path,
+    req: TreeRequest,
+    sent_bytes: &Counter,
+) -> io::Result<()> {
     let keep = req.keep_alive;
     let Some(rel) = req.path else {
         return simple(stream, "404 Not Found", keep).await;
@@ -270,7 +278,9 @@ async fn respond(stream: &mut TcpStream, root: &Path, req: TreeRequest) -> io::R
     if req.head_only {
         return Ok(());
     }
-    send_file(stream, &file, start, len).await
+    send_file(stream, &file, start, len).await?;
+    sent_bytes.inc_by(len);
+    Ok(())
 }
 
 /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`, waiting for the socket to drain.
