@@ -27,8 +27,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BoxFuture, Coordinator, Error, FencingToken, Member, Membership, Owned, Result, ShardId,
-    ShardLocks, Snapshot, assign,
+    BoxFuture, Coordinator, Error, FencingToken, LeaseHealth, Member, Membership, Owned, Result,
+    ShardId, ShardLocks, Snapshot, assign,
 };
 
 /// How to reach etcd and how the cluster is laid out there.
@@ -211,6 +211,7 @@ impl Coordinator for EtcdCoordinator {
         Box::pin(async move {
             let (tx, rx) = watch::channel(Owned::new());
             let locks = ShardLocks::default();
+            let lease = Arc::new(LeaseHealth::default());
             let session = Session {
                 client: self.client.clone(),
                 config: self.config.clone(),
@@ -218,12 +219,14 @@ impl Coordinator for EtcdCoordinator {
                 member,
                 owned: tx,
                 locks: locks.clone(),
+                lease: lease.clone(),
             };
             let done = tokio::spawn(session.run(shutdown));
             Ok(Membership {
                 owned: rx,
                 locks,
                 done: Arc::new(tokio::sync::Mutex::new(Some(done))),
+                lease,
             })
         })
     }
@@ -246,6 +249,7 @@ struct Session {
     member: Member,
     owned: watch::Sender<Owned>,
     locks: ShardLocks,
+    lease: Arc<LeaseHealth>,
 }
 
 /// Why a session ended.
@@ -263,6 +267,9 @@ impl Session {
                 End::Lost(why) => {
                     // Stop acting on every shard before anything else.
                     self.owned.send_replace(Owned::new());
+                    self.lease
+                        .losses
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(member = %self.member.id, reason = %why, "lost the lease; all shards dropped, rejoining");
                 }
             }
@@ -314,6 +321,7 @@ impl Session {
             Err(e) => return End::Lost(e.to_string()),
         };
         tracing::info!(member = %self.member.id, lease, "joined the cluster");
+        self.lease.alive_now();
         let mut keep_alive_tick = tokio::time::interval(ttl / 3);
         let mut reconcile_tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_alive = Instant::now();
@@ -353,6 +361,7 @@ impl Session {
                     };
                     if ok {
                         last_alive = sent;
+                        self.lease.alive_now();
                     } else if last_alive.elapsed() >= ttl * 2 / 3 {
                         return End::Lost("keep-alive not answered".into());
                     }

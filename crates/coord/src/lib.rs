@@ -108,12 +108,32 @@ impl ShardLocks {
     }
 }
 
+/// How a member's lease is doing, for metrics: when a keep-alive was last answered and how many
+/// times the lease was lost. The local coordinator has no lease and leaves both at zero.
+#[derive(Debug, Default)]
+pub struct LeaseHealth {
+    /// Unix ms of the last answered keep-alive (or of the grant); 0: never.
+    pub last_alive_ms: std::sync::atomic::AtomicI64,
+    pub losses: std::sync::atomic::AtomicU64,
+}
+
+impl LeaseHealth {
+    pub(crate) fn alive_now(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.last_alive_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A member's live view of what it owns.
 #[derive(Clone)]
 pub struct Membership {
     pub(crate) owned: watch::Receiver<Owned>,
     pub(crate) locks: ShardLocks,
     pub(crate) done: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    pub(crate) lease: Arc<LeaseHealth>,
 }
 
 /// Permission to act on a shard's nodes. While it is held, the shard is not handed over (it can
@@ -125,6 +145,11 @@ pub struct ShardGuard {
 }
 
 impl Membership {
+    /// The health of this member's lease.
+    pub fn lease(&self) -> Arc<LeaseHealth> {
+        self.lease.clone()
+    }
+
     /// What this member owns right now; changes are announced on [`Membership::watch`].
     pub fn owned(&self) -> Owned {
         self.owned.borrow().clone()

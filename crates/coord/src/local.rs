@@ -58,6 +58,7 @@ impl Coordinator for LocalCoordinator {
                 owned: rx,
                 locks,
                 done: Arc::new(tokio::sync::Mutex::new(Some(done))),
+                lease: Arc::default(),
             })
         })
     }

@@ -217,6 +217,13 @@ async fn a_member_cut_off_from_etcd_stops_at_once() {
     checker.watch(&cut);
     checker.watch(&other);
     wait_balanced(&[&cut, &other], Duration::from_secs(15)).await;
+    let lease = cut.membership.lease();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(
+        lease.last_alive_ms.load(Relaxed) > 0,
+        "no keep-alive recorded"
+    );
+    assert_eq!(lease.losses.load(Relaxed), 0);
 
     let t0 = Instant::now();
     proxy.cut();
@@ -226,6 +233,11 @@ async fn a_member_cut_off_from_etcd_stops_at_once() {
     .await
     .unwrap();
     let dropped = t0.elapsed();
+    assert_eq!(
+        lease.losses.load(Relaxed),
+        1,
+        "the loss is counted for the metrics"
+    );
     wait_for(
         TTL + Duration::from_secs(3),
         "the other member takes over",

@@ -187,6 +187,11 @@ impl Conductor {
             shutdown.clone(),
         ));
         let timeouts = tokio::spawn(deploy_timeouts(executor.clone(), shutdown.clone()));
+        let lease_task = tokio::spawn(lease_gauges(
+            membership.lease(),
+            executor.metrics.clone(),
+            shutdown.clone(),
+        ));
         let metrics_task = self
             .metrics_listener
             .map(|l| tokio::spawn(self.metrics.clone().serve(l, shutdown.clone())));
@@ -221,6 +226,7 @@ impl Conductor {
         let _ = claims.await;
         let _ = sync.await;
         let _ = timeouts.await;
+        let _ = lease_task.await;
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
@@ -277,6 +283,35 @@ async fn record_claims(
             changed = owned.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep(Duration::from_secs(1)), if missing => {}
             _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Mirrors the coordinator's lease health into the conductor's metrics every second.
+async fn lease_gauges(
+    lease: Arc<xcat3_coord::LeaseHealth>,
+    metrics: metrics::ConductorMetrics,
+    shutdown: CancellationToken,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut counted = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let last = lease.last_alive_ms.load(Relaxed);
+        let age = if last == 0 {
+            0.0
+        } else {
+            (xcat3_store::now_ms() - last).max(0) as f64 / 1000.0
+        };
+        metrics.lease_age.set(age);
+        let losses = lease.losses.load(Relaxed);
+        if losses > counted {
+            metrics.lease_losses.inc_by(losses - counted);
+            counted = losses;
         }
     }
 }

@@ -41,6 +41,10 @@ pub struct ConductorMetrics {
     pub durations: Family<DriverLabels, Histogram, fn() -> Histogram>,
     /// How long operations waited for a free slot (per-driver and per-endpoint limits).
     pub queue_wait: Histogram,
+    /// Seconds since the coordinator's lease keep-alive was last answered (0: no lease).
+    pub lease_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Times the lease was lost (all shards dropped, then rejoined).
+    pub lease_losses: Counter,
 }
 
 impl ConductorMetrics {
@@ -52,6 +56,8 @@ impl ConductorMetrics {
             operations: Family::default(),
             durations: Family::new_with_constructor(duration_histogram as fn() -> Histogram),
             queue_wait: duration_histogram(),
+            lease_age: Gauge::default(),
+            lease_losses: Counter::default(),
         };
         metrics.register(
             "conductor_owned_shards",
@@ -72,6 +78,16 @@ impl ConductorMetrics {
             "driver_operations",
             "Driver operations by driver, operation and result",
             m.operations.clone(),
+        );
+        metrics.register(
+            "conductor_lease_age_seconds",
+            "Seconds since etcd last answered this conductor's lease keep-alive (0: no lease)",
+            m.lease_age.clone(),
+        );
+        metrics.register(
+            "conductor_lease_losses",
+            "Times this conductor lost its lease (its shards were dropped and taken over)",
+            m.lease_losses.clone(),
         );
         metrics.register(
             "conductor_queue_wait_seconds",
