@@ -82,12 +82,29 @@ async fn wait_local_boot(server: &TestServer) {
     }
 }
 
-/// The install action a node's NIC boots into, if any.
+/// The install action the NIC `MAC` boots into, if any.
 async fn install_action(server: &TestServer) -> Option<xcat3_proto::internal::InstallBoot> {
-    match server.boot_host(MAC).await?.action? {
+    install_action_of(server, MAC).await
+}
+
+async fn install_action_of(
+    server: &TestServer,
+    mac: &str,
+) -> Option<xcat3_proto::internal::InstallBoot> {
+    match server.boot_host(mac).await?.action? {
         Action::Install(i) => Some(i),
         Action::Local(_) => None,
     }
+}
+
+/// The kickstart URL an install action's command line gives the installer.
+fn kickstart_url(install: &xcat3_proto::internal::InstallBoot) -> String {
+    install
+        .cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("inst.ks="))
+        .expect("inst.ks in the command line")
+        .to_owned()
 }
 
 fn trees_dir(server: &TestServer) -> std::path::PathBuf {
@@ -238,12 +255,7 @@ async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
             &tree_of(&server).await
         )
     );
-    let ks_url = install
-        .cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("inst.ks="))
-        .expect("inst.ks in the command line")
-        .to_owned();
+    let ks_url = kickstart_url(&install);
     let (ok, ks, code) = curl(&[&ks_url]);
     assert!(ok && code == 200, "{code} {ks}");
     assert!(
@@ -401,20 +413,10 @@ async fn a_deploy_without_callback_fails_at_its_deadline_and_a_failure_report_fa
 
     // The installer says it failed: deploy-failed with its words in the history.
     assert_eq!(server.cli(&["deploy", "t2"]).await.code, 0);
-    let cmdline = match server
-        .boot_host("52:54:00:aa:00:02")
+    let install = install_action_of(&server, "52:54:00:aa:00:02")
         .await
-        .unwrap()
-        .action
-        .unwrap()
-    {
-        Action::Install(i) => i.cmdline,
-        Action::Local(_) => panic!("t2 is not installing"),
-    };
-    let ks = cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("inst.ks="))
-        .unwrap();
+        .expect("t2 is installing");
+    let ks = kickstart_url(&install);
     let (ok, body, code) = curl(&[
         "-X",
         "POST",
@@ -748,12 +750,7 @@ async fn a_deploy_is_one_trace_from_the_api_to_the_install_callback() {
     );
     assert_eq!(server.cli(&["deploy", "o1"]).await.code, 0);
     let install = install_action(&server).await.expect("an install action");
-    let ks = install
-        .cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("inst.ks="))
-        .unwrap()
-        .to_owned();
+    let ks = kickstart_url(&install);
     assert_eq!(curl(&[&ks]).2, 200);
     assert_eq!(
         curl(&["-X", "POST", &ks.replace("/kickstart", "/done")]).2,

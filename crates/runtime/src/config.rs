@@ -58,14 +58,11 @@ pub fn generated_token(path: &Path) -> anyhow::Result<Secret> {
     if path.exists() {
         return read_token(path);
     }
-    use rand::RngCore as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = random_token();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -83,4 +80,23 @@ pub fn hostname() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// A fresh secret: 32 random bytes, hex (admin tokens, deploy callback tokens).
+pub fn random_token() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    xcat3_types::hex(&bytes)
+}
+
+/// A listen address flag that may be `none` (the service is off); `what` names the flag in errors.
+pub fn optional_addr(what: &str, v: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if v == "none" {
+        return Ok(None);
+    }
+    let addr = v
+        .parse()
+        .with_context(|| format!("{what}: {v:?} is not an address (or \"none\")"))?;
+    Ok(Some(addr))
 }

@@ -23,3 +23,26 @@ pub use node::{Arch, Mgt, Netboot, Nic, Node, PowerState, ProvisionState};
 pub use osimage::{InstallMethod, OsImage, deploy_url, installer_boot};
 pub use provision::{ProvisionEvent, Refused};
 pub use secret::{MASK, Secret};
+
+/// Lowercase hexadecimal, two digits per byte (tokens, SHA-256 digests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` is what [`hex`] makes of 32 bytes: a SHA-256 digest or a generated token.
+pub fn is_hex32(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_of_32_bytes_is_recognised_and_nothing_else() {
+        let h = super::hex(&[0xab; 32]);
+        assert_eq!(&h[..4], "abab");
+        assert!(super::is_hex32(&h));
+        assert!(!super::is_hex32(&h.to_uppercase()));
+        assert!(!super::is_hex32(&h[1..]));
+        assert!(!super::is_hex32(&format!("{}g", &h[1..])));
+    }
+}

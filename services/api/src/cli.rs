@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use xcat3_runtime::auth::Tokens;
-use xcat3_runtime::config::{default_data_dir, generated_token, sqlite_url, token_from};
+use xcat3_runtime::config::{
+    default_data_dir, generated_token, optional_addr, sqlite_url, token_from,
+};
 
 use crate::ApiConfig;
 
@@ -121,14 +123,7 @@ impl ApiArgs {
             config.listen = listen;
         }
         if let Some(m) = self.metrics_listen.clone().or(file.metrics_listen) {
-            config.metrics_listen = if m == "none" {
-                None
-            } else {
-                Some(
-                    m.parse()
-                        .with_context(|| format!("metrics_listen: {m:?} is not an address"))?,
-                )
-            };
+            config.metrics_listen = optional_addr("metrics_listen", &m)?;
         }
         if let Some(limit) = self.noderange_limit.or(file.noderange_limit) {
             config.noderange_limit = limit;

@@ -104,14 +104,7 @@ fn sha256_of(path: &std::path::Path, progress: &mut ProgressLine) -> anyhow::Res
     if total == 0 {
         bail!("{} is empty", path.display());
     }
-    Ok((
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        total,
-    ))
+    Ok((xcat3_types::hex(&hasher.finalize()), total))
 }
 
 pub fn main() -> ExitCode {

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use xcat3_runtime::auth::Tokens;
 use xcat3_runtime::config::{default_data_dir, sqlite_url, token_from};
 
@@ -95,15 +94,8 @@ impl ConductorArgs {
         config.id = self.id.clone();
         config.listen = self.listen;
         config.advertise = self.advertise.clone();
-        config.metrics_listen = if self.metrics_listen == "none" {
-            None
-        } else {
-            Some(
-                self.metrics_listen
-                    .parse()
-                    .with_context(|| format!("metrics_listen: {:?}", self.metrics_listen))?,
-            )
-        };
+        config.metrics_listen =
+            xcat3_runtime::config::optional_addr("metrics_listen", &self.metrics_listen)?;
         config.tokens = Tokens {
             admin: token_from(self.admin_token_file.as_deref(), env, "XCAT3_ADMIN_TOKEN")?,
             readonly: None,

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use xcat3_coord::{FencingToken, ShardId, shard_of};
@@ -29,13 +28,6 @@ pub struct DeployParams {
     pub reboot: bool,
     pub timeout: Duration,
     pub ssh_keys: Vec<String>,
-}
-
-/// A fresh callback token: 32 random bytes, hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why `node` cannot be deployed with what is defined, as (field, reason).
@@ -226,7 +218,7 @@ impl Executor {
                     message: format!("osimage {osimage}"),
                     start: Some(DeployStart {
                         osimage,
-                        token: new_token(),
+                        token: xcat3_runtime::config::random_token(),
                         deadline,
                         ssh_keys: params.ssh_keys.clone(),
                         reboot: params.reboot,
@@ -478,8 +470,8 @@ mod tests {
 
     #[test]
     fn tokens_are_unique_and_long() {
-        let a = new_token();
+        let a = xcat3_runtime::config::random_token();
         assert_eq!(a.len(), 64);
-        assert_ne!(a, new_token());
+        assert_ne!(a, xcat3_runtime::config::random_token());
     }
 }

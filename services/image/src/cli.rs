@@ -75,13 +75,10 @@ impl ImageArgs {
             (!self.image_http_listen.ip().is_unspecified() && self.image_http_listen.port() != 0)
                 .then(|| format!("http://{}", self.image_http_listen))
         });
-        let metrics_listen = match self.image_metrics_listen.as_str() {
-            "none" => None,
-            addr => Some(
-                addr.parse()
-                    .map_err(|e| anyhow::anyhow!("image_metrics_listen: {addr:?}: {e}"))?,
-            ),
-        };
+        let metrics_listen = xcat3_runtime::config::optional_addr(
+            "image_metrics_listen",
+            &self.image_metrics_listen,
+        )?;
         Ok(ImageConfig {
             metrics_listen,
             data_dir,

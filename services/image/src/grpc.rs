@@ -44,19 +44,17 @@ fn progress_event(p: Progress) -> pb::import_iso_progress::Event {
     }
 }
 
-impl ImageService {
-    async fn already(&self, sha256: &str) -> Result<Option<Imported>, Status> {
-        let images = self
-            .store
-            .osimages_from(sha256)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok((!images.is_empty()).then(|| Imported {
-            detected: format!("already imported as {}", images[0].name),
-            osimages: images,
-            already: true,
-        }))
-    }
+/// The images of an ISO imported before, if it was.
+async fn already_imported(store: &Store, sha256: &str) -> Result<Option<Imported>, Status> {
+    let images = store
+        .osimages_from(sha256)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok((!images.is_empty()).then(|| Imported {
+        detected: format!("already imported as {}", images[0].name),
+        osimages: images,
+        already: true,
+    }))
 }
 
 #[tonic::async_trait]
@@ -91,7 +89,7 @@ impl pb::image_service_server::ImageService for ImageService {
             .unwrap_or_default();
         let server_path =
             Some(PathBuf::from(&header.server_path)).filter(|p| !p.as_os_str().is_empty());
-        if server_path.is_none() && !import::valid_sha256(&header.sha256) {
+        if server_path.is_none() && !xcat3_types::is_hex32(&header.sha256) {
             return Err(Status::invalid_argument("sha256: 64 lowercase hex digits"));
         }
         let (out, out_rx) = mpsc::channel(16);
@@ -99,12 +97,6 @@ impl pb::image_service_server::ImageService for ImageService {
         let layout = self.layout.clone();
         let importing = self.importing.clone();
         let metrics = self.metrics.clone();
-        let me = ImageService {
-            store: store.clone(),
-            layout: layout.clone(),
-            metrics: metrics.clone(),
-            importing: importing.clone(),
-        };
         tokio::spawn(async move {
             let _one_at_a_time = importing.lock().await;
             let (progress, mut progress_rx) = mpsc::channel::<Progress>(16);
@@ -121,13 +113,13 @@ impl pb::image_service_server::ImageService for ImageService {
                 let (iso_path, sha256) = match &server_path {
                     Some(path) => {
                         let (sha, _) = import::hash_file(path, &progress).await.map_err(status)?;
-                        if let Some(done) = me.already(&sha).await? {
+                        if let Some(done) = already_imported(&store, &sha).await? {
                             return Ok(done);
                         }
                         (path.clone(), sha)
                     }
                     None => {
-                        if let Some(done) = me.already(&header.sha256).await? {
+                        if let Some(done) = already_imported(&store, &header.sha256).await? {
                             return Ok(done);
                         }
                         let _ = out.send(event(Event::Upload(pb::Upload {}))).await;

@@ -65,19 +65,11 @@ fn plain(status: StatusCode, body: impl Into<String>) -> Response {
     (status, body).into_response()
 }
 
-/// Tokens are 64 lowercase hex digits; anything else is not looked up.
-fn well_formed(token: &str) -> bool {
-    token.len() == 64
-        && token
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 async fn deploy_file(
     State(state): State<Arc<HttpState>>,
     Path((token, file)): Path<(String, String)>,
 ) -> Response {
-    if !well_formed(&token) {
+    if !xcat3_types::is_hex32(&token) {
         return plain(StatusCode::NOT_FOUND, "no such deploy");
     }
     match render_for(&state, &token, &file).await {
@@ -177,7 +169,7 @@ async fn callback(
     success: bool,
     body: Bytes,
 ) -> Response {
-    if !well_formed(&token) {
+    if !xcat3_types::is_hex32(&token) {
         state.metrics.callback("unknown");
         return plain(
             StatusCode::NOT_FOUND,

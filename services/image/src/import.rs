@@ -82,12 +82,6 @@ pub fn tree_id(sha256: &str) -> &str {
     &sha256[..sha256.len().min(16)]
 }
 
-pub fn valid_sha256(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
 /// Where an upload lands, removed on drop unless kept.
 pub struct Incoming {
     pub path: PathBuf,
@@ -147,7 +141,7 @@ pub async fn receive(
             "the upload stopped after {done} of {size} bytes; nothing imported"
         )));
     }
-    let got = hex(&hasher.finalize());
+    let got = xcat3_types::hex(&hasher.finalize());
     if got != sha256 {
         return Err(ImportError::Invalid(format!(
             "the received bytes have SHA-256 {got}, not the announced {sha256}; nothing imported"
@@ -183,14 +177,10 @@ pub async fn hash_file(
             }
         }
         let _ = progress.blocking_send(Progress::Received { done, total });
-        Ok((hex(&hasher.finalize()), total))
+        Ok((xcat3_types::hex(&hasher.finalize()), total))
     })
     .await
     .map_err(|e| ImportError::Internal(e.to_string()))?
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Recognises and extracts the ISO at `iso_path` and records its osimage.

@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use xcat3_runtime::config::{default_data_dir, token_from};
+use xcat3_runtime::config::{default_data_dir, optional_addr, token_from};
 
 use crate::AgentConfig;
 use crate::dhcp::InterfaceFilter;
@@ -88,14 +87,6 @@ pub struct NetworkArgs {
     /// Where the agent keeps its boot table and leases [default: <data dir>/network].
     #[arg(long = "state-dir", env = "XCAT3_NETWORK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-}
-
-fn optional_addr(what: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
-    if v == "none" {
-        Ok(None)
-    } else {
-        Ok(Some(v.parse().with_context(|| format!("{what}: {v:?}"))?))
-    }
 }
 
 impl NetworkArgs {
