@@ -230,7 +230,7 @@ async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
     let key = dir.path().join("id.pub");
     std::fs::write(
         &key,
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG operator@site\n",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB+0a0cIv5rCBa0oZ233Jkz48O8miF9/nu4+WWu3cQ/y operator@site\n",
     )
     .unwrap();
     let out = server
@@ -267,7 +267,7 @@ async fn a_deploy_serves_its_files_and_the_callback_ends_it_once() {
     assert!(ks.contains("--hostname=n1.cluster.test"), "{ks}");
     assert!(
         ks.contains(
-            "sshkey --username=root \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG operator@site\""
+            "sshkey --username=root \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB+0a0cIv5rCBa0oZ233Jkz48O8miF9/nu4+WWu3cQ/y operator@site\""
         ),
         "{ks}"
     );

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod abuse;
 mod cli;
 mod cluster;
 mod deploy;

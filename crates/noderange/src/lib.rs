@@ -18,7 +18,10 @@
 //! Group membership and the set of known nodes come from a caller-supplied [`Universe`], so this
 //! crate never touches the inventory itself. Expansion stops with [`Error::TooLarge`] as soon as the
 //! result would exceed the limit (default [`DEFAULT_LIMIT`]); the size of a range is computed before
-//! any of its names are built, so `node[1-1000000000]` fails at once without allocating.
+//! any of its names are built (with saturating arithmetic), so `node[1-1000000000]` fails at once
+//! without allocating. The limit bounds the result; a separate work budget ([`WORK_FACTOR`] times
+//! the limit) bounds every name looked at on the way, exclusions, intersections, groups and regular
+//! expression scans included, so no noderange costs more than a few times the largest result.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -26,8 +29,14 @@ use std::collections::{HashMap, HashSet};
 /// The largest number of names a noderange may expand to unless the caller says otherwise.
 pub const DEFAULT_LIMIT: usize = 100_000;
 
-/// Longest noderange text accepted, in bytes.
-pub const MAX_INPUT_LEN: usize = 1 << 20;
+/// Longest noderange text accepted, in bytes. Longer lists of names belong in a file
+/// (`xcat3 create -f`), not in a noderange.
+pub const MAX_INPUT_LEN: usize = 64 << 10;
+
+/// How many names an expansion may produce or look at in all, as a multiple of its limit: every
+/// item counts, whether it adds, removes or intersects, and a regular expression counts every name
+/// it is matched against.
+pub const WORK_FACTOR: usize = 4;
 
 /// What a noderange is resolved against: the known nodes and the groups.
 pub trait Universe {
@@ -68,6 +77,41 @@ pub enum Error {
     Regex { token: String, reason: String },
     #[error("expands to more than {limit} names (at {token:?}); narrow it or raise the limit")]
     TooLarge { limit: usize, token: String },
+    #[error(
+        "needs more than {budget} names of work in all (at {token:?}): too many repeated or \
+         excluded items; simplify it"
+    )]
+    TooMuchWork { budget: usize, token: String },
+}
+
+/// The work an expansion may still do, in names produced or looked at.
+struct Budget {
+    total: usize,
+    left: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        let total = limit.saturating_mul(WORK_FACTOR).max(WORK_FACTOR);
+        Budget { total, left: total }
+    }
+
+    /// Takes `cost` from the budget, failing (and naming `token`) when it is spent.
+    fn charge(&mut self, cost: u128, token: &str) -> Result<(), Error> {
+        match usize::try_from(cost) {
+            Ok(cost) if cost <= self.left => {
+                self.left -= cost;
+                Ok(())
+            }
+            _ => {
+                self.left = 0;
+                Err(Error::TooMuchWork {
+                    budget: self.total,
+                    token: token.to_owned(),
+                })
+            }
+        }
+    }
 }
 
 fn syntax(token: &str, reason: impl Into<String>) -> Error {
@@ -93,8 +137,9 @@ pub fn expand_with_limit(
     }
     let items = split_items(expr)?;
     let mut acc = OrderedSet::default();
-    let mut cache = UniverseCache::new(universe);
+    let mut cache = UniverseCache::new(universe, limit);
     for item in items {
+        cache.budget.charge(1, item)?;
         if let Some(excluded) = item.strip_prefix('-') {
             if excluded.is_empty() {
                 return Err(syntax(item, "nothing after '-'"));
@@ -150,18 +195,37 @@ fn split_items(expr: &str) -> Result<Vec<&str>, Error> {
     Ok(items)
 }
 
-/// Memoises the universe's answers for one expansion (a group may be named many times).
+/// Memoises the universe's answers for one expansion (a group may be named many times), and
+/// carries the expansion's work budget.
 struct UniverseCache<'a> {
     universe: &'a dyn Universe,
     all: Option<Vec<String>>,
+    budget: Budget,
 }
 
 impl<'a> UniverseCache<'a> {
-    fn new(universe: &'a dyn Universe) -> Self {
+    fn new(universe: &'a dyn Universe, limit: usize) -> Self {
         Self {
             universe,
             all: None,
+            budget: Budget::new(limit),
         }
+    }
+
+    /// Every known node, charged to the budget.
+    fn charged_all(&mut self, token: &str) -> Result<&[String], Error> {
+        let len = self.all().len();
+        self.budget.charge(len as u128, token)?;
+        Ok(self.all())
+    }
+
+    /// The members of group `name`, charged to the budget.
+    fn charged_group(&mut self, name: &str, token: &str) -> Result<Option<Vec<String>>, Error> {
+        let members = self.universe.group(name);
+        if let Some(m) = &members {
+            self.budget.charge(m.len() as u128, token)?;
+        }
+        Ok(members)
     }
 
     fn all(&mut self) -> &[String] {
@@ -204,21 +268,21 @@ fn expand_term(
         return expand_regex(term, pattern, cache);
     }
     if term == "all" {
-        return Ok(cache.all().to_vec());
+        return Ok(cache.charged_all(term)?.to_vec());
     }
     if term.contains('[') || term.contains(']') {
-        return expand_brackets(term, limit);
+        return expand_brackets(term, limit, &mut cache.budget);
     }
     // A known node or group wins over range syntax, so `rack1-n1` stays a node name.
     if cache.universe.has_node(term) {
         return Ok(vec![term.to_owned()]);
     }
-    if let Some(mut members) = cache.universe.group(term) {
+    if let Some(mut members) = cache.charged_group(term, term)? {
         members.sort_by(|a, b| natural_cmp(a, b));
         return Ok(members);
     }
     if let Some((start, count)) = term.split_once('+') {
-        return expand_increment(term, start, count, limit);
+        return expand_increment(term, start, count, limit, &mut cache.budget);
     }
     for sep in ['-', ':'] {
         if let Some(names) = expand_dash_range(term, sep, cache, limit)? {
@@ -245,7 +309,7 @@ fn expand_regex(
             reason: e.to_string(),
         })?;
     Ok(cache
-        .all()
+        .charged_all(term)?
         .iter()
         .filter(|n| re.is_match(n))
         .cloned()
@@ -291,12 +355,14 @@ impl Segment {
     fn count(&self) -> u128 {
         match self {
             Segment::Text(_) => 1,
-            Segment::Numbers(ranges) => ranges.iter().map(|(a, b, _)| (b - a + 1) as u128).sum(),
+            Segment::Numbers(ranges) => ranges.iter().fold(0u128, |n, (a, b, _)| {
+                n.saturating_add(u128::from(b - a) + 1)
+            }),
         }
     }
 }
 
-fn expand_brackets(term: &str, limit: usize) -> Result<Vec<String>, Error> {
+fn expand_brackets(term: &str, limit: usize, budget: &mut Budget) -> Result<Vec<String>, Error> {
     let mut segments = Vec::new();
     let mut rest = term;
     while let Some(open) = rest.find('[') {
@@ -320,13 +386,17 @@ fn expand_brackets(term: &str, limit: usize) -> Result<Vec<String>, Error> {
     if !rest.is_empty() {
         segments.push(Segment::Text(rest.to_owned()));
     }
-    let total: u128 = segments.iter().map(Segment::count).product();
+    // Saturating: two brackets of 2^64 names each must not multiply to 0.
+    let total = segments
+        .iter()
+        .fold(1u128, |n, s| n.saturating_mul(s.count()));
     if total > limit as u128 {
         return Err(Error::TooLarge {
             limit,
             token: term.to_owned(),
         });
     }
+    budget.charge(total, term)?;
     let mut names = vec![String::new()];
     for segment in &segments {
         names = match segment {
@@ -387,6 +457,7 @@ fn expand_increment(
     start: &str,
     count: &str,
     limit: usize,
+    budget: &mut Budget,
 ) -> Result<Vec<String>, Error> {
     let (prefix, digits, suffix) = split_number(start)
         .filter(|(_, _, suffix)| suffix.is_empty())
@@ -399,6 +470,7 @@ fn expand_increment(
             token: term.to_owned(),
         });
     }
+    budget.charge(count as u128 + 1, term)?;
     let width = if digits.starts_with('0') {
         digits.len()
     } else {
@@ -443,6 +515,7 @@ fn expand_dash_range(
             token: term.to_owned(),
         });
     }
+    cache.budget.charge((b.value - a.value) as u128 + 1, term)?;
     // "node001-node200": pad to the width written on the left (xCAT's padding detection).
     let width = if ld.len() > 1 && ld.starts_with('0') || ld.len() == rd.len() && ld.len() > 1 {
         ld.len()
@@ -453,12 +526,17 @@ fn expand_dash_range(
     for v in a.value..=b.value {
         let name = format!("{lp}{}{ls}", format_num(v, width));
         // group1-group3 expands each group that exists.
-        match cache.universe.group(&name) {
-            Some(mut members) if !cache.universe.has_node(&name) => {
+        let group = if cache.universe.has_node(&name) {
+            None
+        } else {
+            cache.charged_group(&name, term)?
+        };
+        match group {
+            Some(mut members) => {
                 members.sort_by(|x, y| natural_cmp(x, y));
                 names.extend(members);
             }
-            _ => names.push(name),
+            None => names.push(name),
         }
     }
     Ok(Some(names))
@@ -764,9 +842,74 @@ mod tests {
     }
 
     #[test]
+    fn brackets_whose_product_wraps_u128_are_too_large() {
+        // Each bracket holds exactly 2^64 numbers; their product is 2^128, which wrapped to 0 in
+        // u128 and let the expansion past the limit (then it allocated until the process died).
+        let bracket = format!(
+            "[{}0-446744073709551615]",
+            "0-999999999999999999,".repeat(18)
+        );
+        let bomb = format!("a{bracket}b{bracket}");
+        assert!(
+            matches!(expand(&bomb, &inv()), Err(Error::TooLarge { .. })),
+            "{bomb}"
+        );
+        let triple = format!("a{bracket}b{bracket}c{bracket}");
+        assert!(matches!(
+            expand(&triple, &inv()),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn exclusions_count_towards_the_work_budget() {
+        // Adding and removing the same range over and over keeps the result empty but used to
+        // cost 80 ms and 2.4 MB per pair, up to the input limit.
+        let pair = "n[1-99999],-n[1-99999],";
+        let expr = pair.repeat(10);
+        let err = expand(expr.trim_end_matches(','), &inv()).unwrap_err();
+        assert!(matches!(err, Error::TooMuchWork { .. }), "{err}");
+        assert!(err.to_string().contains("simplify"), "{err}");
+        // Within the budget the same shapes work.
+        assert!(expand("n[1-99999],-n[1-99999]", &inv()).unwrap().is_empty());
+        assert_eq!(
+            expand("all,-cn1,all,-cn2", &inv()).unwrap().len(),
+            inv().nodes.len() - 1
+        );
+    }
+
+    #[test]
+    fn groups_regexes_and_intersections_are_charged() {
+        // `all` has 13 names: with a limit of 13 (a budget of 52) two passes fit, four do not.
+        let limit = 13;
+        assert!(expand_with_limit("all,-all", &inv(), limit).is_ok());
+        for expr in [
+            "all,-all,all,-all",
+            "/cn.*/,-/cn.*/,/cn.*/,-/cn.*/",
+            "compute@gpu,-compute@gpu,compute@gpu,-compute@gpu,compute@gpu,-compute@gpu",
+        ] {
+            let err = expand_with_limit(expr, &inv(), limit).unwrap_err();
+            assert!(matches!(err, Error::TooMuchWork { .. }), "{expr}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_item_costs_something() {
+        // 50,000 one-letter items fit the input cap; with a small limit they exhaust the budget.
+        let expr = "a,-a,".repeat(10_000);
+        let err = expand_with_limit(expr.trim_end_matches(','), &NoUniverse, 100).unwrap_err();
+        assert!(
+            matches!(err, Error::TooMuchWork { budget: 400, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn huge_input_is_refused() {
         let long = "a,".repeat(MAX_INPUT_LEN);
         assert_eq!(expand(&long, &inv()), Err(Error::InputTooLong));
+        let just_over = "a".repeat(MAX_INPUT_LEN + 1);
+        assert_eq!(expand(&just_over, &inv()), Err(Error::InputTooLong));
     }
 
     #[test]

@@ -13,16 +13,18 @@ mod node;
 mod osimage;
 mod provision;
 mod secret;
+pub mod sshkey;
 
 pub use control::{Control, ControlParam, PARAMS as CONTROL_PARAMS};
 pub use error::{ErrorCode, FieldError};
 pub use mac::MacAddr;
 pub use name::{validate_group_name, validate_hostname, validate_label_key};
 pub use network::{IpRange, Network, netmask_prefix};
-pub use node::{Arch, Mgt, Netboot, Nic, Node, PowerState, ProvisionState};
+pub use node::{Arch, Mgt, Netboot, Nic, Node, PowerState, ProvisionState, is_line_breaking};
 pub use osimage::{InstallMethod, OsImage, deploy_url, installer_boot};
 pub use provision::{ProvisionEvent, Refused};
 pub use secret::{MASK, Secret};
+pub use sshkey::{validate_key as validate_ssh_key, validate_keys as validate_ssh_keys};
 
 /// Lowercase hexadecimal, two digits per byte (tokens, SHA-256 digests).
 pub fn hex(bytes: &[u8]) -> String {

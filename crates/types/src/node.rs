@@ -100,6 +100,29 @@ pub struct Node {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Most NICs one node may have.
+pub const MAX_NICS: usize = 64;
+/// Most groups one node may be in.
+pub const MAX_GROUPS: usize = 256;
+/// Most labels one node may carry.
+pub const MAX_LABELS: usize = 256;
+
+/// Whether `c` may end a line for some parser (YAML, JavaScript, Unicode-aware shells): control
+/// characters, NEL, and the Unicode line and paragraph separators.
+pub fn is_line_breaking(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+fn at_most(field: &str, what: &str, len: usize, max: usize) -> Result<(), FieldError> {
+    if len > max {
+        return Err(FieldError::invalid(
+            field,
+            format!("{len} {what}: a node has at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Node {
     /// A node with only a name and the defaults (pxe, x86_64, available, power unknown).
     pub fn new(name: impl Into<String>) -> Self {
@@ -122,6 +145,9 @@ impl Node {
     /// first NIC primary when none is marked.
     pub fn validate(&mut self) -> Result<(), FieldError> {
         validate_hostname(&self.name)?;
+        at_most("groups", "groups", self.groups.len(), MAX_GROUPS)?;
+        at_most("nics", "NICs", self.nics.len(), MAX_NICS)?;
+        at_most("labels", "labels", self.labels.len(), MAX_LABELS)?;
         let mut seen_groups = HashSet::new();
         for g in &self.groups {
             validate_group_name(g)?;
@@ -195,10 +221,11 @@ impl Node {
         }
         for (k, v) in &self.labels {
             validate_label_key(k)?;
-            if v.len() > 256 || v.chars().any(char::is_control) {
+            if v.len() > 256 || v.chars().any(is_line_breaking) {
                 return Err(FieldError::invalid(
                     format!("labels.{k}"),
-                    "values are at most 256 characters without control characters",
+                    "values are at most 256 characters without control characters or line \
+                     separators",
                 ));
             }
         }
@@ -285,5 +312,37 @@ mod tests {
         let mut n = Node::new("n1");
         n.labels.insert("bad key".into(), "v".into());
         assert!(n.validate().unwrap_err().field.starts_with("labels."));
+        for sep in ["\u{2028}", "\u{2029}", "\u{85}", "\r"] {
+            let mut n = Node::new("n1");
+            n.labels.insert("install_disk".into(), format!("sda{sep}x"));
+            assert_eq!(n.validate().unwrap_err().field, "labels.install_disk");
+        }
+    }
+
+    #[test]
+    fn nics_groups_and_labels_are_counted() {
+        let mut n = Node::new("n1");
+        n.nics = (0..=MAX_NICS)
+            .map(|i| nic(&format!("eth{i}"), &format!("52:54:00:00:01:{i:02x}"), None))
+            .collect();
+        let e = n.validate().unwrap_err();
+        assert_eq!(e.field, "nics");
+        assert!(e.reason.contains("at most 64"), "{e}");
+        n.nics.pop();
+        n.validate().unwrap();
+
+        let mut n = Node::new("n1");
+        n.groups = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        assert_eq!(n.validate().unwrap_err().field, "groups");
+        n.groups.pop();
+        n.validate().unwrap();
+
+        let mut n = Node::new("n1");
+        n.labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
+        assert_eq!(n.validate().unwrap_err().field, "labels");
+        n.labels.pop_first();
+        n.validate().unwrap();
     }
 }

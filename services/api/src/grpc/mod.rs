@@ -18,6 +18,10 @@ pub fn status(e: RequestError) -> Status {
         RequestError::Noderange(e) => Status::invalid_argument(format!("noderange: {e}")),
         RequestError::Invalid(e) => field_status(&e),
         RequestError::Store(e) => store_status(&e),
+        RequestError::Internal(e) => {
+            tracing::error!(error = %e, "request work failed");
+            Status::internal(e)
+        }
     }
 }
 

@@ -21,6 +21,10 @@ use crate::netboot::BootFeed;
 /// Results per streamed message.
 const RESULTS_PER_MESSAGE: usize = 5000;
 
+/// Events per node `GetEvents` returns when the request names no limit, and the most it may ask.
+const DEFAULT_EVENTS: u64 = 20;
+const MAX_EVENTS: u32 = 1000;
+
 pub struct NodeService {
     inventory: Inventory,
     dispatcher: Arc<Dispatcher>,
@@ -194,13 +198,8 @@ impl pb::node_service_server::NodeService for NodeService {
                 "the api has no --image-url: nodes would not know where to load an installer from",
             ));
         }
-        for (i, key) in req.ssh_authorized_keys.iter().enumerate() {
-            if key.trim().is_empty() || key.contains('\n') || key.split_whitespace().count() < 2 {
-                return Err(Status::invalid_argument(format!(
-                    "ssh_authorized_keys[{i}]: not one OpenSSH public key line (\"TYPE BASE64 [COMMENT]\")"
-                )));
-            }
-        }
+        xcat3_types::validate_ssh_keys(&req.ssh_authorized_keys)
+            .map_err(|e| super::field_status(&e))?;
         let timeout_seconds = if req.timeout_seconds == 0 {
             u32::try_from(self.deploys.default_timeout.as_secs()).unwrap_or(u32::MAX)
         } else {
@@ -258,9 +257,15 @@ impl pb::node_service_server::NodeService for NodeService {
             .resolve(&req.noderange)
             .await
             .map_err(super::status)?;
+        if req.limit > MAX_EVENTS {
+            return Err(Status::invalid_argument(format!(
+                "limit: {} events per node; at most {MAX_EVENTS}",
+                req.limit
+            )));
+        }
         let names: Vec<String> = names.into_iter().filter(|n| index.contains(n)).collect();
         let limit = if req.limit == 0 {
-            20
+            DEFAULT_EVENTS
         } else {
             u64::from(req.limit)
         };
@@ -307,6 +312,7 @@ impl pb::node_service_server::NodeService for NodeService {
                 let names = self
                     .inventory
                     .new_names(&req.noderange)
+                    .await
                     .map_err(super::status)?;
                 let template = node_from_pb(&req.template.unwrap_or_default())
                     .map_err(|e| Status::invalid_argument(format!("template: {e}")))?;
@@ -319,6 +325,13 @@ impl pb::node_service_server::NodeService for NodeService {
                     })
                     .collect()
             } else {
+                let limit = self.inventory.limit();
+                if req.nodes.len() > limit {
+                    return Err(Status::invalid_argument(format!(
+                        "nodes: {} nodes in one request; at most {limit} (the noderange limit)",
+                        req.nodes.len()
+                    )));
+                }
                 req.nodes
                     .iter()
                     .map(|n| (n.name.clone(), node_from_pb(n)))

@@ -57,6 +57,19 @@ pub enum RequestError {
     Invalid(FieldError),
     #[error(transparent)]
     Store(#[from] xcat3_store::Error),
+    #[error("the request's work failed: {0}")]
+    Internal(String),
+}
+
+/// Runs CPU-heavy request work (building the name index, expanding a noderange) on the blocking
+/// pool, so that the async workers keep serving other calls while it runs. The work itself is
+/// bounded (the noderange's work budget), so it cannot hold a thread for long.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RequestError> + Send + 'static,
+) -> Result<T, RequestError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RequestError::Internal(e.to_string()))?
 }
 
 /// Where an operation reports its results, batch by batch. The first message is the total.
@@ -100,29 +113,44 @@ impl Inventory {
         &self.store
     }
 
-    async fn index(&self) -> Result<NodeIndex, RequestError> {
-        Ok(NodeIndex::new(self.store.node_names_and_groups().await?))
+    /// The most names a request may name, by noderange or by an explicit list.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Expands a noderange against the inventory (empty means `all`).
     pub async fn resolve(&self, noderange: &str) -> Result<(Vec<String>, NodeIndex), RequestError> {
-        let index = self.index().await?;
+        // Refuse text the grammar would refuse before reading the whole inventory for it.
+        if noderange.len() > xcat3_noderange::MAX_INPUT_LEN {
+            return Err(xcat3_noderange::Error::InputTooLong.into());
+        }
+        let rows = self.store.node_names_and_groups().await?;
         let expr = if noderange.trim().is_empty() {
-            "all"
+            "all".to_owned()
         } else {
-            noderange
+            noderange.to_owned()
         };
-        let names = xcat3_noderange::expand_with_limit(expr, &index, self.limit)?;
-        Ok((names, index))
+        let limit = self.limit;
+        off_the_workers(move || {
+            let index = NodeIndex::new(rows);
+            let names = xcat3_noderange::expand_with_limit(&expr, &index, limit)?;
+            Ok((names, index))
+        })
+        .await
     }
 
     /// Expands a noderange of new names (no groups, no `all`).
-    pub fn new_names(&self, noderange: &str) -> Result<Vec<String>, RequestError> {
-        Ok(xcat3_noderange::expand_with_limit(
-            noderange,
-            &NoUniverse,
-            self.limit,
-        )?)
+    pub async fn new_names(&self, noderange: &str) -> Result<Vec<String>, RequestError> {
+        let expr = noderange.to_owned();
+        let limit = self.limit;
+        off_the_workers(move || {
+            Ok(xcat3_noderange::expand_with_limit(
+                &expr,
+                &NoUniverse,
+                limit,
+            )?)
+        })
+        .await
     }
 
     /// Creates nodes. `nodes` holds each requested node, or why it could not be read.
