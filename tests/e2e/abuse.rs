@@ -249,3 +249,66 @@ async fn request_sizes_are_capped() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 }
+
+/// The `xcat3_grpc_requests_total` and duration series on a metrics page.
+fn rpc_series(text: &str) -> usize {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("xcat3_grpc_requests_total{")
+                || l.starts_with("xcat3_grpc_request_duration_seconds_count{")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_from_strangers_do_not_grow_the_metrics() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let before = s.metrics_text().await;
+    let channel = tonic::transport::Channel::from_shared(s.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut codes = std::collections::BTreeSet::new();
+    for i in 0..1000 {
+        grpc.ready().await.unwrap();
+        let path = format!("/evil{i}.Service/Method{i}");
+        let path = http::uri::PathAndQuery::try_from(path).unwrap();
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        let code = match grpc.unary(tonic::Request::new(()), path, codec).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code(),
+        };
+        codes.insert(format!("{code:?}"));
+    }
+    assert_eq!(
+        codes.into_iter().collect::<Vec<_>>(),
+        ["Unauthenticated"],
+        "strangers get no further than the token check"
+    );
+    // A known method, called without a token, keeps its own labels.
+    let mut nodes = pb::node_service_client::NodeServiceClient::new(s.authed(None).await);
+    let _ = nodes
+        .get_nodes(pb::GetNodesRequest {
+            noderange: "x".into(),
+        })
+        .await;
+    let after = s.metrics_text().await;
+    let (b, a) = (rpc_series(&before), rpc_series(&after));
+    println!(
+        "metrics page: {} -> {} bytes, {b} -> {a} RPC series after 1,000 unknown paths",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        after.contains(r#"xcat3_grpc_requests_total{service="other",method="other",code="Unauthenticated"} 1000"#),
+        "{after}"
+    );
+    assert!(
+        after
+            .contains(r#"service="xcat3.v1.NodeService",method="GetNodes",code="Unauthenticated""#),
+        "{after}"
+    );
+    assert!(a <= b + 4, "{b} -> {a} series");
+}

@@ -1,7 +1,7 @@
 //! Power and boot-device control through the all-in-one server's conductor, against OpenIPMI's
 //! ipmi_sim BMC simulator driven by the real ipmitool.
 
-use xcat3_tests::{Backend, ServerOptions, TestBmc, TestServer};
+use xcat3_tests::{Backend, ServerOptions, TestBmc, TestServer, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipmi_power_and_boot_device_through_the_conductor() {
@@ -324,4 +324,74 @@ async fn no_wait_answers_accepted_and_the_outcome_lands_in_events() {
     .await
     .unwrap();
     assert!(bmc.is_on());
+}
+
+/// Ten nodes behind one BMC that never answers: one operation waits for it, the other nine fail
+/// at once with its reason; the power sync records one event per node however often it runs, and
+/// stops at SIGTERM instead of going on starting ipmitool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_bmc_costs_one_timeout_and_the_power_sync_stops_at_sigterm() {
+    let opts = ServerOptions {
+        extra_args: [
+            "--power-sync-interval-secs",
+            "1",
+            "--operation-timeout-secs",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let mut s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    s.cli(&[
+        "create",
+        "dead[01-10]",
+        "mgt=ipmi",
+        "--control",
+        "bmc_address=127.0.0.1,bmc_port=9,bmc_username=admin,bmc_password=x",
+    ])
+    .await
+    .ok();
+    let out = s.cli(&["power", "dead[01-10]", "status"]).await;
+    assert!(out.stdout.contains("Success: 0 Total: 10"), "{out:?}");
+    let not_tried = out.stdout.matches("not tried").count();
+    assert_eq!(not_tried, 9, "{out:?}");
+    // Let the power sync run over them a few times.
+    wait_for(
+        std::time::Duration::from_secs(120),
+        "three power syncs",
+        || async { (s.log().matches("power sync done").count() >= 3).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let out = s.cli(&["events", "dead[01-10]", "-o", "json"]).await.ok();
+    let events: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    for n in 1..=10 {
+        let node = format!("dead{n:02}");
+        let failures = events
+            .iter()
+            .filter(|e| e["node"] == node.as_str() && e["kind"] == "error")
+            .count();
+        assert_eq!(failures, 1, "{node}: {events:?}");
+    }
+    // SIGTERM while a sync waits for the dead BMC: the sync stops instead of finishing.
+    wait_for(
+        std::time::Duration::from_secs(60),
+        "a sync in progress",
+        || async {
+            let log = s.log();
+            (log.matches("power sync started").count() > log.matches("power sync done").count())
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let status = s.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = s.log();
+    let after = &log[log.find("shutting down").expect("the shutdown was logged")..];
+    assert!(
+        !after.contains("power sync done"),
+        "the sync went on after the signal:\n{after}"
+    );
 }

@@ -288,6 +288,16 @@ impl TestServer {
         .await
     }
 
+    /// Sends SIGTERM and waits (at most 60 s) for the server to exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("already exited")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??)
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()

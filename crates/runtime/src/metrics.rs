@@ -5,7 +5,12 @@
 //! `xcat3_grpc_request_duration_seconds{service,method}`. The duration runs from the request's
 //! arrival to the end of its answer, so a streamed answer is timed whole; the code is the
 //! `grpc-status` the answer ended with (`Cancelled` when the client went away first).
+//!
+//! Labels come only from the methods the process's descriptor sets declare (plus health and
+//! reflection); any other path, which anyone can send without a token, is counted once as
+//! `service="other",method="other"`, so unauthenticated callers cannot grow the registry.
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -103,10 +108,13 @@ impl Metrics {
         out
     }
 
-    /// The layer that records every call passing through it.
-    pub fn layer(&self) -> MetricsLayer {
+    /// The layer that records every call passing through it, labelled by method when the method
+    /// is one that `descriptor_sets` (encoded `FileDescriptorSet`s), health or reflection
+    /// declare, and as `other` otherwise.
+    pub fn layer(&self, descriptor_sets: &[&[u8]]) -> MetricsLayer {
         MetricsLayer {
             rpc: self.rpc.clone(),
+            known: Arc::new(KnownMethods::from_descriptor_sets(descriptor_sets)),
         }
     }
 
@@ -137,9 +145,69 @@ impl Metrics {
     }
 }
 
+/// The `/package.Service/Method` paths a process may label its metrics with.
+#[derive(Debug, Default)]
+pub struct KnownMethods {
+    paths: HashSet<String>,
+}
+
+/// The label pair every unknown path is counted under.
+pub const OTHER: &str = "other";
+
+impl KnownMethods {
+    /// The methods of every service in `sets`, plus gRPC health and reflection (v1, v1alpha).
+    /// A set that does not decode adds nothing (its calls are counted as `other`).
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Self {
+        use prost::Message as _;
+        let mut paths: HashSet<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        for set in sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else {
+                tracing::warn!("a descriptor set does not decode; its calls count as 'other'");
+                continue;
+            };
+            for file in &set.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        let service = service.name();
+                        let full = if package.is_empty() {
+                            service.to_owned()
+                        } else {
+                            format!("{package}.{service}")
+                        };
+                        paths.insert(format!("/{full}/{}", method.name()));
+                    }
+                }
+            }
+        }
+        KnownMethods { paths }
+    }
+
+    /// The (service, method) labels for a request path.
+    fn labels(&self, path: &str) -> (String, String) {
+        if self.paths.contains(path) {
+            let mut parts = path.trim_start_matches('/').splitn(2, '/');
+            let service = parts.next().unwrap_or_default().to_owned();
+            let method = parts.next().unwrap_or_default().to_owned();
+            (service, method)
+        } else {
+            (OTHER.to_owned(), OTHER.to_owned())
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct MetricsLayer {
     rpc: Arc<RpcMetrics>,
+    known: Arc<KnownMethods>,
 }
 
 impl<S> Layer<S> for MetricsLayer {
@@ -148,6 +216,7 @@ impl<S> Layer<S> for MetricsLayer {
         MetricsService {
             inner,
             rpc: self.rpc.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -156,6 +225,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct MetricsService<S> {
     inner: S,
     rpc: Arc<RpcMetrics>,
+    known: Arc<KnownMethods>,
 }
 
 /// Records one call when its answer ends (or is dropped).
@@ -214,10 +284,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let path = req.uri().path();
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let service = parts.next().unwrap_or_default().to_owned();
-        let method = parts.next().unwrap_or_default().to_owned();
+        let (service, method) = self.known.labels(req.uri().path());
         let rpc = self.rpc.clone();
         let start = Instant::now();
         let fut = self.inner.call(req);
@@ -314,5 +381,25 @@ mod tests {
             text.contains("xcat3_grpc_request_duration_seconds_count"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn only_declared_methods_are_labels() {
+        let known = KnownMethods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]);
+        assert_eq!(
+            known.labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health".into(), "Check".into())
+        );
+        for path in [
+            "/grpc.health.v1.Health/Nope",
+            "/random.Service/Method",
+            "/",
+            "",
+            "/grpc.health.v1.Health/Check/extra",
+        ] {
+            assert_eq!(known.labels(path), (OTHER.into(), OTHER.into()), "{path}");
+        }
+        let garbage = KnownMethods::from_descriptor_sets(&[b"\xff\xff not a descriptor"]);
+        assert_eq!(garbage.labels("/x/y"), (OTHER.into(), OTHER.into()));
     }
 }

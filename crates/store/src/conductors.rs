@@ -7,6 +7,9 @@ use xcat3_types::PowerState;
 use crate::entity::{node, node_event, shard};
 use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, now_ms};
 
+/// Most events kept per node; older ones are deleted as new ones are written.
+pub const EVENTS_PER_NODE: usize = 100;
+
 /// One conductor write for one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeUpdate {
@@ -105,6 +108,12 @@ impl Store {
                 .exec_without_returning(&txn)
                 .await?;
         }
+        let evented: Vec<String> = updates
+            .iter()
+            .filter(|u| u.event.is_some())
+            .map(|u| u.node.clone())
+            .collect();
+        Self::trim_events(&txn, &evented).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -129,6 +138,33 @@ impl Store {
             }));
         }
         Ok(out)
+    }
+
+    /// Deletes the events of `nodes` beyond the newest [`EVENTS_PER_NODE`] of each. Called in
+    /// every transaction that writes events, for the nodes it wrote them for, so a node's history
+    /// stays bounded however often something happens to it (a dead BMC polled every minute).
+    pub(crate) async fn trim_events<C: sea_orm::ConnectionTrait>(
+        db: &C,
+        nodes: &[String],
+    ) -> Result<()> {
+        let mut nodes: Vec<&String> = nodes.iter().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let backend = db.get_database_backend();
+        for chunk in nodes.chunks(KEYS_PER_QUERY) {
+            let sql = format!(
+                "DELETE FROM node_events WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() \
+                 OVER (PARTITION BY node ORDER BY id DESC) AS newer FROM node_events WHERE node \
+                 IN ({})) ranked WHERE newer > {EVENTS_PER_NODE})",
+                crate::bind_marks(backend, chunk.len())
+            );
+            let values: Vec<sea_orm::Value> = chunk.iter().map(|n| (*n).clone().into()).collect();
+            db.execute_raw(sea_orm::Statement::from_sql_and_values(
+                backend, sql, values,
+            ))
+            .await?;
+        }
+        Ok(())
     }
 
     /// Deletes the history of deleted nodes.

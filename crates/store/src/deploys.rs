@@ -238,6 +238,7 @@ async fn apply_changes(
             .exec_without_returning(txn)
             .await?;
     }
+    Store::trim_events(txn, &changed).await?;
     Ok((outcomes, changed))
 }
 

@@ -27,7 +27,7 @@ use sea_orm::{
 };
 use xcat3_migrations::{Migrator, MigratorTrait};
 
-pub use conductors::{EventRecord, NodeUpdate};
+pub use conductors::{EVENTS_PER_NODE, EventRecord, NodeUpdate};
 pub use deploys::{
     CallbackError, CallbackReport, ChangeOutcome, DeployRecord, DeployStart, Fence, Finished,
     StateChange,
@@ -41,6 +41,20 @@ pub const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Largest number of values in one `IN (...)` list.
 pub(crate) const KEYS_PER_QUERY: usize = 5000;
+
+/// `n` bind markers for a raw statement's `IN (...)` list, in the back end's syntax.
+pub(crate) fn bind_marks(backend: DbBackend, n: usize) -> String {
+    let marks: Vec<String> = (1..=n)
+        .map(|i| {
+            if backend == DbBackend::Postgres {
+                format!("${i}")
+            } else {
+                "?".to_owned()
+            }
+        })
+        .collect();
+    marks.join(",")
+}
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]

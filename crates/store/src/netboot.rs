@@ -100,16 +100,8 @@ async fn boot_hosts<C: ConnectionTrait>(
         }
         Some(names) => {
             for chunk in names.chunks(KEYS_PER_QUERY) {
-                let marks: Vec<String> = (1..=chunk.len())
-                    .map(|i| {
-                        if backend == sea_orm::DbBackend::Postgres {
-                            format!("${i}")
-                        } else {
-                            "?".to_owned()
-                        }
-                    })
-                    .collect();
-                let sql = format!("{SELECT} WHERE nics.node IN ({})", marks.join(","));
+                let marks = crate::bind_marks(backend, chunk.len());
+                let sql = format!("{SELECT} WHERE nics.node IN ({marks})");
                 let values: Vec<sea_orm::Value> = chunk.iter().map(|n| n.clone().into()).collect();
                 rows.extend(
                     db.query_all_raw(Statement::from_sql_and_values(backend, sql, values))

@@ -156,6 +156,39 @@ async fn stale_conductors_are_fenced(db: Db) {
     assert!(s.node_events(&["f".into()], 10).await.unwrap().is_empty());
 }
 
+async fn events_are_capped_per_node(db: Db) {
+    use xcat3_store::{EVENTS_PER_NODE, NodeUpdate};
+    let s = &db.store;
+    s.create_nodes(&nodes(&["busy", "quiet"])).await.unwrap();
+    assert!(s.claim_shard(1, 1, "c").await.unwrap());
+    let event = |node: &str, i: usize| NodeUpdate {
+        node: node.into(),
+        power_state: None,
+        event: Some(("error".into(), format!("power status failed #{i}"))),
+    };
+    s.conductor_write(1, 1, "c", &[event("quiet", 0)])
+        .await
+        .unwrap();
+    // A dead BMC polled 250 times: 250 events written, in batches of 10.
+    for round in 0..25 {
+        let batch: Vec<NodeUpdate> = (0..10).map(|i| event("busy", round * 10 + i)).collect();
+        s.conductor_write(1, 1, "c", &batch).await.unwrap();
+    }
+    let busy = s.node_events(&["busy".into()], 1000).await.unwrap();
+    assert_eq!(busy.len(), EVENTS_PER_NODE);
+    assert_eq!(
+        busy.last().unwrap().message,
+        "power status failed #249",
+        "the newest are kept"
+    );
+    assert_eq!(
+        busy[0].message,
+        format!("power status failed #{}", 250 - EVENTS_PER_NODE)
+    );
+    let quiet = s.node_events(&["quiet".into()], 1000).await.unwrap();
+    assert_eq!(quiet.len(), 1, "other nodes keep their history");
+}
+
 fn start(token: &str, deadline: i64) -> xcat3_store::DeployStart {
     xcat3_store::DeployStart {
         trace_context: format!(
@@ -348,6 +381,7 @@ macro_rules! suite {
 suite!(
     deploys_follow_the_state_machine_and_tokens_work_once,
     stale_conductors_are_fenced,
+    events_are_capped_per_node,
     revisions_guard_against_lost_updates,
     inventory_updates_leave_conductor_state_alone,
     duplicate_names_are_a_conflict

@@ -147,19 +147,68 @@ impl Dispatcher {
             if !orphans.is_empty() {
                 let _ = tx.send(orphans).await;
             }
+            // The calls answer through `answers`, so that the names a call never answered (its
+            // task panicked) still get a result here.
+            let mut unanswered: HashSet<String> = groups.values().flatten().cloned().collect();
+            let (answers_tx, mut answers) = mpsc::channel(16);
             let mut calls = JoinSet::new();
             for (addr, group) in groups {
                 let client = self.client(&addr);
                 let op = op.clone();
-                let tx = tx.clone();
-                calls.spawn(async move {
-                    call(client, addr, group, op, tx, retry_moved, retry_failed).await
-                }.instrument(tracing::Span::current()));
+                let answers_tx = answers_tx.clone();
+                calls.spawn(
+                    async move {
+                        call(
+                            client,
+                            addr,
+                            group,
+                            op,
+                            answers_tx,
+                            retry_moved,
+                            retry_failed,
+                        )
+                        .await
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
-            while let Some(joined) = calls.join_next().await {
-                if let Ok(retry) = joined {
-                    pending.extend(retry);
+            drop(answers_tx);
+            let mut failed_task = None;
+            loop {
+                tokio::select! {
+                    Some(results) = answers.recv() => {
+                        for r in &results {
+                            unanswered.remove(&r.name);
+                        }
+                        let _ = tx.send(results).await;
+                    }
+                    Some(joined) = calls.join_next() => match joined {
+                        Ok(retry) => {
+                            for name in &retry {
+                                unanswered.remove(name);
+                            }
+                            pending.extend(retry);
+                        }
+                        Err(e) => failed_task = Some(e.to_string()),
+                    },
+                    else => break,
                 }
+            }
+            if let Some(e) = failed_task
+                && !unanswered.is_empty()
+            {
+                tracing::error!(error = %e, nodes = unanswered.len(), "a dispatch task failed");
+                let results = unanswered
+                    .iter()
+                    .map(|n| {
+                        error(
+                            n,
+                            "internal",
+                            format!("the api's call failed unexpectedly: {e}"),
+                        )
+                    })
+                    .collect();
+                let _ = tx.send(results).await;
             }
         }
     }

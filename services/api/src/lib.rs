@@ -222,7 +222,7 @@ impl Api {
         );
 
         let layers = tower::ServiceBuilder::new()
-            .layer(metrics.layer())
+            .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
             .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
         let server = tonic::transport::Server::builder()
             .trace_fn(xcat3_runtime::trace_context::server_span)

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use xcat3_coord::{FencingToken, ShardId, shard_of};
 use xcat3_proto::pb;
 use xcat3_store::{ChangeOutcome, DeployStart, Fence, OsImage, StateChange};
 use xcat3_types::{Network, Node, ProvisionEvent};
 
 use crate::driver::{BootDevice, PowerAction};
+use crate::tasks::KeyedTasks;
 use crate::work::{Executor, err, ok};
 
 /// What a deploy request asks for.
@@ -248,21 +248,28 @@ impl Executor {
         // boot the nodes into it if asked.
         let mut next = Vec::with_capacity(started.len());
         if params.reboot {
-            let mut calls = JoinSet::new();
+            let mut calls = KeyedTasks::new();
             for name in started {
                 let Some(node) = nodes.remove(&name) else {
                     continue;
                 };
                 let me = self.clone();
-                calls.spawn(async move {
+                calls.spawn(name, async move {
                     let outcome = me.boot_into_installer(&node).await;
                     (node.name, outcome)
                 });
             }
-            while let Some(Ok((name, outcome))) = calls.join_next().await {
-                next.push(match outcome {
-                    Ok(()) => published(name, "booting the installer (net boot, power boot)"),
-                    Err(e) => fail(name, format!("booting the installer failed: {e}")),
+            while let Some(joined) = calls.next().await {
+                next.push(match joined {
+                    Ok((name, Ok(()))) => {
+                        published(name, "booting the installer (net boot, power boot)")
+                    }
+                    Ok((name, Err(e))) => fail(name, format!("booting the installer failed: {e}")),
+                    // A failed task still ends its node's deploy, never leaves it deploying.
+                    Err((name, e)) => {
+                        tracing::error!(node = %name, error = %e, "booting the installer: the task failed");
+                        fail(name, format!("booting the installer failed unexpectedly: {e}"))
+                    }
                 });
             }
         } else {

@@ -14,6 +14,7 @@ pub mod driver;
 pub mod grpc;
 pub mod limits;
 pub mod metrics;
+mod tasks;
 pub mod work;
 
 use std::net::SocketAddr;
@@ -171,6 +172,7 @@ impl Conductor {
                 .with_queue_wait(conductor_metrics.queue_wait.clone()),
             shards: self.coordinator.shards(),
             metrics: conductor_metrics.clone(),
+            failing_status: Default::default(),
         });
         let claims = tokio::spawn(record_claims(
             self.store.clone(),
@@ -205,7 +207,7 @@ impl Conductor {
                 .max_decoding_message_size(xcat3_runtime::grpc::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(xcat3_runtime::grpc::MAX_MESSAGE_BYTES);
         let layers = tower::ServiceBuilder::new()
-            .layer(self.metrics.layer())
+            .layer(self.metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
             .layer(AuthLayer::new(
                 self.config.tokens.clone(),
                 self.config.insecure,
@@ -359,7 +361,10 @@ async fn power_sync(executor: Arc<Executor>, interval: Duration, shutdown: Cance
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let count = names.len();
-        tokio::spawn({
+        tracing::debug!(nodes = count, "power sync started");
+        // Aborted at shutdown: dropping the run drops its tasks, which kill their BMC tools
+        // (`kill_on_drop`), so no new ipmitool starts after "shutting down".
+        let run = tokio::spawn({
             let executor = executor.clone();
             async move {
                 executor
@@ -368,16 +373,28 @@ async fn power_sync(executor: Arc<Executor>, interval: Duration, shutdown: Cance
             }
         });
         let mut failed = 0;
-        while let Some(results) = rx.recv().await {
-            failed += results
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.outcome,
-                        Some(xcat3_proto::pb::node_result::Outcome::Error(_))
-                    )
-                })
-                .count();
+        loop {
+            tokio::select! {
+                results = rx.recv() => match results {
+                    Some(results) => {
+                        failed += results
+                            .iter()
+                            .filter(|r| {
+                                matches!(
+                                    r.outcome,
+                                    Some(xcat3_proto::pb::node_result::Outcome::Error(_))
+                                )
+                            })
+                            .count();
+                    }
+                    None => break,
+                },
+                _ = shutdown.cancelled() => {
+                    run.abort();
+                    tracing::info!(nodes = count, "power sync stopped: shutting down");
+                    return;
+                }
+            }
         }
         tracing::info!(nodes = count, failed, "power sync done");
     }

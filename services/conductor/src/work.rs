@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::{RwLock, mpsc};
-use tokio::task::JoinSet;
 use tracing::Instrument as _;
 use xcat3_coord::{FencingToken, Membership, ShardId, shard_of};
 use xcat3_proto::pb;
@@ -14,6 +13,7 @@ use xcat3_types::{Node, PowerState};
 
 use crate::driver::{BootDevice, DriverError, Drivers, PowerAction};
 use crate::limits::Limits;
+use crate::tasks::KeyedTasks;
 
 /// Shards whose claim is recorded in the database, with the token recorded.
 pub type Claimed = Arc<RwLock<BTreeMap<ShardId, FencingToken>>>;
@@ -42,6 +42,10 @@ pub struct Executor {
     pub limits: Limits,
     pub shards: u32,
     pub metrics: crate::metrics::ConductorMetrics,
+    /// Nodes whose last power status read failed and was recorded as an event: the next
+    /// failures are not recorded again until a read succeeds (a dead BMC polled by the power
+    /// sync every minute adds one event, not 1,440 a day).
+    pub failing_status: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 pub fn ok(name: &str, what: &str) -> pb::NodeResult {
@@ -95,20 +99,24 @@ impl Executor {
                 .or_default()
                 .push(name);
         }
-        let mut shards = JoinSet::new();
+        let mut shards = KeyedTasks::new();
         for (shard, names) in by_shard {
             let me = self.clone();
-            let tx = tx.clone();
             let work = work.clone();
-            shards.spawn(
-                async move {
-                    let results = me.on_shard(shard, names, work).await;
-                    let _ = tx.send(results).await;
-                }
-                .instrument(tracing::Span::current()),
-            );
+            let task = {
+                let names = names.clone();
+                async move { me.on_shard(shard, names, work).await }
+            };
+            shards.spawn(names, task.instrument(tracing::Span::current()));
         }
-        while shards.join_next().await.is_some() {}
+        while let Some(joined) = shards.next().await {
+            let results = match joined {
+                Ok(results) => results,
+                // A task that panicked still answers for each of its nodes.
+                Err((names, e)) => names.iter().map(|n| panicked(n, &e)).collect(),
+            };
+            let _ = tx.send(results).await;
+        }
     }
 
     async fn on_shard<F, Fut>(
@@ -168,7 +176,7 @@ impl Executor {
             .into_iter()
             .map(|r| (r.node.name.clone(), r.node))
             .collect();
-        let mut calls = JoinSet::new();
+        let mut calls = KeyedTasks::new();
         let mut results: Vec<pb::NodeResult> = Vec::with_capacity(names.len());
         for name in names {
             let Some(node) = nodes.remove(name) else {
@@ -176,7 +184,7 @@ impl Executor {
                 continue;
             };
             let me = self.clone();
-            calls.spawn(async move {
+            calls.spawn(name.clone(), async move {
                 let started = std::time::Instant::now();
                 let endpoint = Drivers::endpoint(&node);
                 let outcome = me
@@ -200,11 +208,16 @@ impl Executor {
         }
         let mut updates = Vec::new();
         let mut done = Vec::new();
-        while let Some(joined) = calls.join_next().await {
-            let Ok((node, outcome)) = joined else {
-                continue;
+        while let Some(joined) = calls.next().await {
+            let (node, outcome) = match joined {
+                Ok(answer) => answer,
+                Err((name, e)) => {
+                    results.push(panicked(&name, &e));
+                    continue;
+                }
             };
-            let (update, result) = record(&node, op, outcome);
+            let reported = self.status_failure_reported(&node.name, op, &outcome);
+            let (update, result) = record(&node, op, outcome, reported);
             updates.extend(update);
             done.push(result);
         }
@@ -239,6 +252,28 @@ impl Executor {
 }
 
 impl Executor {
+    /// Whether this status failure was recorded already (and notes the ones recorded now).
+    fn status_failure_reported(
+        &self,
+        name: &str,
+        op: Operation,
+        outcome: &Result<Done, DriverError>,
+    ) -> bool {
+        if !matches!(op, Operation::Power(PowerAction::Status)) {
+            return false;
+        }
+        let mut failing = self
+            .failing_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if outcome.is_ok() {
+            failing.remove(name);
+            false
+        } else {
+            !failing.insert(name.to_owned())
+        }
+    }
+
     /// Counts and times one driver operation.
     fn observe(&self, node: &Node, op: Operation, ok: bool, took: std::time::Duration) {
         use crate::metrics::{DriverLabels, OperationLabels};
@@ -267,11 +302,23 @@ impl Executor {
     }
 }
 
+/// The result for a node whose task failed without answering (a panic, or cancelled at shutdown).
+pub(crate) fn panicked(name: &str, e: &tokio::task::JoinError) -> pb::NodeResult {
+    tracing::error!(node = name, error = %e, "an operation's task failed");
+    let why = if e.is_panic() {
+        "the operation failed unexpectedly (a bug: see the conductor's log)"
+    } else {
+        "the operation was cancelled"
+    };
+    err(name, "internal", "", why)
+}
+
 /// The database update and the result for one node.
 fn record(
     node: &Node,
     op: Operation,
     outcome: Result<Done, DriverError>,
+    already_reported: bool,
 ) -> (Option<NodeUpdate>, pb::NodeResult) {
     let name = &node.name;
     let event = |kind: &str, message: String| Some((kind.to_owned(), message));
@@ -308,7 +355,9 @@ fn record(
         (op, Err(e)) => {
             let (code, field) = match &e {
                 DriverError::Config { field, .. } => ("failed_precondition", field.clone()),
-                DriverError::Remote(_) => ("unavailable", String::new()),
+                DriverError::Remote(_) | DriverError::Unreachable(_) => {
+                    ("unavailable", String::new())
+                }
             };
             let what = match op {
                 Operation::Power(a) => format!("power {a}"),
@@ -316,14 +365,29 @@ fn record(
             };
             let reason = match &e {
                 DriverError::Config { reason, .. } => reason.clone(),
-                DriverError::Remote(m) => m.clone(),
+                DriverError::Remote(m) | DriverError::Unreachable(m) => m.clone(),
             };
-            let update = NodeUpdate {
-                node: name.clone(),
-                power_state: None,
-                event: event("error", format!("{what} failed: {e}")),
+            // A failed status read makes the power state unknown; it is an event once per run of
+            // failures. Failed actions are always events.
+            let update = match op {
+                Operation::Power(PowerAction::Status) => {
+                    let changed = node.power_state != PowerState::Unknown;
+                    let event = (!already_reported)
+                        .then(|| event("error", format!("{what} failed: {e}")))
+                        .flatten();
+                    (changed || event.is_some()).then(|| NodeUpdate {
+                        node: name.clone(),
+                        power_state: changed.then_some(PowerState::Unknown),
+                        event,
+                    })
+                }
+                _ => Some(NodeUpdate {
+                    node: name.clone(),
+                    power_state: None,
+                    event: event("error", format!("{what} failed: {e}")),
+                }),
             };
-            (Some(update), err(name, code, &field, reason))
+            (update, err(name, code, &field, reason))
         }
     }
 }

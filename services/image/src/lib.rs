@@ -124,7 +124,7 @@ pub async fn serve(
         .set_serving::<pb::image_service_server::ImageServiceServer<grpc::ImageService>>()
         .await;
     let layers = tower::ServiceBuilder::new()
-        .layer(metrics.layer())
+        .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
         .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
     tracing::info!(grpc = %grpc_addr, http = %http_addr, base_url = %base_url, "image service serving");
     #[allow(clippy::print_stdout)]

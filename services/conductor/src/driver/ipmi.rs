@@ -33,6 +33,9 @@ impl Default for Ipmi {
     }
 }
 
+/// A failed session that took this long means the BMC never answered (see `run`).
+const NO_ANSWER_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Ipmi {
     async fn run(&self, node: &Node, args: &[&str]) -> Result<String, DriverError> {
         let c = &node.control;
@@ -54,6 +57,7 @@ impl Ipmi {
         if let Some(kg) = c.get("bmc_kg_key") {
             cmd.arg("-K").env("IPMI_KGKEY", kg);
         }
+        let started = std::time::Instant::now();
         let out = cmd
             .args(args)
             .stdin(Stdio::null())
@@ -70,10 +74,15 @@ impl Ipmi {
                 .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
-            Err(DriverError::Remote(format!(
-                "BMC {address}: {}",
-                line.trim()
-            )))
+            let text = format!("BMC {address}: {}", line.trim());
+            // ipmitool says "Unable to establish ... session" both when nothing answers and when
+            // the BMC refuses the credentials; only the first waits out every retry (about 10 s
+            // with -R 2 -N 2), a refusal comes back at once.
+            if err.contains("Unable to establish") && started.elapsed() >= NO_ANSWER_AFTER {
+                Err(DriverError::Unreachable(text))
+            } else {
+                Err(DriverError::Remote(text))
+            }
         }
     }
 

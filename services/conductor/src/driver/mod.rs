@@ -112,9 +112,13 @@ pub enum DriverError {
     /// The node lacks what the driver needs (`control.bmc_address`, ...).
     #[error("{field}: {reason}")]
     Config { field: String, reason: String },
-    /// The BMC or hypervisor answered with an error, or could not be reached.
+    /// The BMC or hypervisor answered with an error.
     #[error("{0}")]
     Remote(String),
+    /// The BMC did not answer at all (no session, no connection, or the operation's timeout).
+    /// Operations queued behind it on the same BMC fail at once with this reason.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl DriverError {

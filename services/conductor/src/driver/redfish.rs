@@ -121,7 +121,14 @@ impl Redfish {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.map_err(|e| remote(t.address, chain(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            let text = format!("BMC {}: {}", t.address, chain(&e));
+            if e.is_connect() || e.is_timeout() {
+                DriverError::Unreachable(text)
+            } else {
+                DriverError::Remote(text)
+            }
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
