@@ -353,3 +353,87 @@ async fn a_power_request_is_one_trace_from_the_api_to_the_conductor() {
         "the conductor's span has no parent"
     );
 }
+
+/// The mode bits of `path` (permissions only).
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_at_rest_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A data directory made by an earlier version, world-readable, with a world-readable database.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("xcat3.db"), b"").unwrap();
+    std::fs::set_permissions(
+        data.join("xcat3.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let opts = ServerOptions {
+        data_dir: Some(data.clone()),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    s.cli(&[
+        "create",
+        "bmc1",
+        "mgt=ipmi",
+        "--control",
+        "bmc_address=10.0.0.1,bmc_password=hidden-at-rest",
+    ])
+    .await
+    .ok();
+    assert_eq!(mode_of(&data), 0o700, "data directory");
+    for file in ["xcat3.db", "xcat3.db-wal", "xcat3.db-shm", "admin.token"] {
+        let path = data.join(file);
+        if path.exists() {
+            assert_eq!(mode_of(&path), 0o600, "{file}");
+        } else {
+            assert_ne!(file, "xcat3.db-wal", "the WAL exists while the server runs");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_does_not_lock_the_conductor_out() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    s.cli(&["create", "n1"]).await.ok();
+    let dir = s.dir().to_owned();
+    let db = dir.join("xcat3.db");
+    // The last run recorded epochs an hour ahead of this machine's clock (the clock was stepped
+    // back since, or the VM was restored from a snapshot).
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 3_600_000;
+    let s = {
+        let mut s = s;
+        s.terminate().await.unwrap();
+        let status = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+                 c.execute('UPDATE shards SET epoch=?', (int(sys.argv[2]),)); c.commit()",
+            ])
+            .arg(&db)
+            .arg(ahead.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        s.restart().await.expect("the server serves again")
+    };
+    let out = s.cli(&["list"]).await.ok();
+    assert!(out.stdout.contains("n1"), "{out:?}");
+    let out = s.cli(&["conductor-list", "-o", "json"]).await.ok();
+    assert!(out.stdout.contains("\"shards\""), "{out:?}");
+}

@@ -9,10 +9,12 @@ use crate::{
     BoxFuture, Coordinator, FencingToken, Member, Membership, Owned, Result, ShardLocks, Snapshot,
 };
 
-/// One process, every shard. The fencing token is the join time in milliseconds, so a restarted
-/// server's claims supersede those its previous run recorded in the database.
+/// One process, every shard. The fencing token is the join time in milliseconds, but never at or
+/// below the highest epoch the database holds (`floor`), so a restarted server's claims supersede
+/// those its previous run recorded even when the clock stepped back (NTP, a restored VM).
 pub struct LocalCoordinator {
     shards: u32,
+    floor: i64,
     member: Arc<Mutex<Option<Member>>>,
 }
 
@@ -20,8 +22,20 @@ impl LocalCoordinator {
     pub fn new(shards: u32) -> Self {
         Self {
             shards: shards.max(1),
+            floor: 0,
             member: Arc::default(),
         }
+    }
+
+    /// Tokens will be above `epoch` (the highest stored shard epoch).
+    pub fn above(mut self, epoch: i64) -> Self {
+        self.floor = epoch;
+        self
+    }
+
+    /// The token for a join at `now_ms`.
+    fn token(&self, now_ms: i64) -> i64 {
+        now_ms.max(self.floor.saturating_add(1))
     }
 }
 
@@ -37,9 +51,11 @@ impl Coordinator for LocalCoordinator {
     ) -> BoxFuture<'_, Result<Membership>> {
         Box::pin(async move {
             *self.member.lock().unwrap_or_else(|e| e.into_inner()) = Some(member);
-            let token = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_millis() as i64);
+            let token = self.token(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_millis() as i64),
+            );
             let all: Owned = (0..self.shards).map(|s| (s, FencingToken(token))).collect();
             let (tx, rx) = watch::channel(all);
             let locks = ShardLocks::default();
@@ -82,5 +98,21 @@ impl Coordinator for LocalCoordinator {
                 },
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_never_fall_below_the_stored_epoch() {
+        let c = LocalCoordinator::new(4);
+        assert_eq!(c.token(1_000), 1_000);
+        // The clock stepped back an hour below what the last run recorded.
+        let c = LocalCoordinator::new(4).above(5_000_000);
+        assert_eq!(c.token(1_400_000), 5_000_001);
+        assert_eq!(c.token(9_000_000), 9_000_000);
+        assert_eq!(LocalCoordinator::new(1).above(i64::MAX).token(0), i64::MAX);
     }
 }

@@ -18,10 +18,71 @@ pub fn default_data_dir(env: &HashMap<String, String>) -> PathBuf {
     }
 }
 
-/// The SQLite database under `data_dir` (created if missing).
+/// Makes every file this process creates from now on private to its user (0600, directories
+/// 0700), whatever umask it was started with: the database, its WAL, the boot-table snapshot and
+/// the lease log hold secrets. Called first thing by every service binary.
+pub fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Creates `dir` (and its parents) if missing, and makes it and the regular files directly in it
+/// private (0700 and 0600), so a data directory made by an earlier version, or by hand, stops
+/// being readable by other users.
+pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("create directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("make {} private (0700)", dir.display()))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("make {} private (0600)", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes an SQLite database file named by `url` and its WAL and shared-memory files private
+/// (0600) if they exist; other URLs are left alone. New files are private through the umask.
+pub fn private_sqlite_files(url: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(rest) = url.strip_prefix("sqlite://") else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{path}{suffix}"));
+        if file.is_file() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("make {} private (0600)", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file, created 0600, renamed over it).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// The SQLite database under `data_dir` (created if missing, private to this user).
 pub fn sqlite_url(data_dir: &Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("create data directory {}", data_dir.display()))?;
+    private_dir(data_dir)?;
     Ok(format!(
         "sqlite://{}?mode=rwc",
         data_dir.join("xcat3.db").display()
@@ -60,7 +121,7 @@ pub fn generated_token(path: &Path) -> anyhow::Result<Secret> {
     }
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        private_dir(dir)?;
     }
     let token = random_token();
     let mut f = std::fs::OpenOptions::new()

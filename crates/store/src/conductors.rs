@@ -31,6 +31,18 @@ pub struct EventRecord {
 }
 
 impl Store {
+    /// The highest fencing epoch recorded for any shard (0 when none is): a coordinator's tokens
+    /// must start above it.
+    pub async fn max_shard_epoch(&self) -> Result<i64> {
+        let max: Option<Option<i64>> = shard::Entity::find()
+            .select_only()
+            .column_as(shard::Column::Epoch.max(), "max")
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(max.flatten().unwrap_or(0))
+    }
+
     /// Records that `owner` claimed `shard` with fencing token `epoch`. Returns false (and changes
     /// nothing) if the shard already carries a newer token.
     pub async fn claim_shard(&self, shard: u32, epoch: i64, owner: &str) -> Result<bool> {

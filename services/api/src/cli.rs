@@ -109,15 +109,16 @@ impl ApiArgs {
             }
             None => FileConfig::default(),
         };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| default_data_dir(env));
+        let explicit_dir = self.data_dir.clone().or(file.data_dir);
+        if let Some(dir) = &explicit_dir {
+            xcat3_runtime::config::private_dir(dir)?;
+        }
+        let data_dir = explicit_dir.unwrap_or_else(|| default_data_dir(env));
         let database_url = match self.database_url.clone().or(file.database_url) {
             Some(url) => url,
             None => sqlite_url(&data_dir)?,
         };
+        xcat3_runtime::config::private_sqlite_files(&database_url)?;
         let mut config = ApiConfig::new(database_url);
         if let Some(listen) = self.listen.or(file.listen) {
             config.listen = listen;

@@ -90,6 +90,7 @@ impl ConductorArgs {
             Some(url) => url.clone(),
             None => sqlite_url(&data_dir)?,
         };
+        xcat3_runtime::config::private_sqlite_files(&database_url)?;
         let mut config = ConductorConfig::new(database_url);
         config.id = self.id.clone();
         config.listen = self.listen;

@@ -145,8 +145,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("create the state directory {}", config.state_dir.display()))?;
+    xcat3_runtime::config::private_dir(&config.state_dir)
+        .with_context(|| format!("the state directory {}", config.state_dir.display()))?;
     std::fs::create_dir_all(&config.tftp_root)
         .with_context(|| format!("create the TFTP root {}", config.tftp_root.display()))?;
     if let Some(dir) = &config.ipxe_dir {

@@ -193,11 +193,10 @@ impl Table {
         }
     }
 
-    /// Writes the table to `path` atomically (a temporary file renamed over it).
+    /// Writes the table to `path` atomically (a temporary file renamed over it), readable only
+    /// by this user: it holds deploy tokens.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.to_snapshot().encode_to_vec())?;
-        std::fs::rename(&tmp, path)
+        xcat3_runtime::config::write_private(path, &self.to_snapshot().encode_to_vec())
     }
 
     /// Reads a table saved by [`Table::save`]; none if there is no file.
@@ -211,5 +210,24 @@ impl Table {
         let mut table = Table::default();
         table.apply(&update)?;
         Ok(Some(table))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_saved_table_is_private_and_loads_back() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot-table.pb");
+        // An earlier, world-readable copy is replaced by a private one.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Table::default().save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(Table::load(&path).unwrap().is_some());
     }
 }

@@ -113,8 +113,14 @@ fn all_in_one(
                 path.display()
             );
         }
+        // Tokens start above what the database holds, whatever the clock says.
+        let stored_epoch = xcat3_store::Store::connect(&resolved.config.database_url)
+            .await
+            .map_err(|e| Failure::Config(e.into()))?
+            .max_shard_epoch()
+            .await?;
         let coordinator: Arc<dyn Coordinator> =
-            Arc::new(xcat3_coord::LocalCoordinator::new(shards));
+            Arc::new(xcat3_coord::LocalCoordinator::new(shards).above(stored_epoch));
         let metrics = xcat3_runtime::metrics::Metrics::new();
         let mut config =
             xcat3_conductor::ConductorConfig::new(resolved.config.database_url.clone());

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use xcat3_types::{IpRange, MacAddr};
@@ -117,7 +118,12 @@ impl Pool {
         }
         let tmp = path.with_extension("tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             for (name, net) in &pool.nets {
                 for (r, valid) in &net.blocks {
                     writeln!(f, "block {name} {} {} {valid}", r.start, r.end)?;
@@ -453,6 +459,9 @@ mod tests {
             .unwrap();
         assert_ne!(c, a);
         assert_eq!(c, b);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the lease log is private whatever the umask");
     }
 
     #[test]
