@@ -312,3 +312,90 @@ async fn unknown_paths_from_strangers_do_not_grow_the_metrics() {
     );
     assert!(a <= b + 4, "{b} -> {a} series");
 }
+
+/// Whether the server closed `conn` (a read gives end of file or an error) within `limit`, while
+/// `trickle` (if any) is sent one byte every two seconds.
+async fn closed_within(
+    conn: &mut tokio::net::TcpStream,
+    limit: Duration,
+    trickle: Option<&[u8]>,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if let Some(bytes) = trickle
+                    && sent < bytes.len()
+                {
+                    if conn.write_all(&bytes[sent..=sent]).await.is_err() {
+                        return Some(started.elapsed());
+                    }
+                    sent += 1;
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_http_clients_are_cut_off_and_cannot_take_every_descriptor() {
+    use tokio::io::AsyncWriteExt as _;
+    let opts = ServerOptions {
+        wrapper: ["prlimit", "--nofile=512:512"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let http = s.image_http.expect("the image service's HTTP address");
+    let pid = s.pid().unwrap();
+
+    // 1,000 connections that never send anything: more than the whole process may open.
+    let mut flood = Vec::new();
+    for _ in 0..1000 {
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(http),
+        )
+        .await
+        {
+            flood.push(c);
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let out = s.cli(&["list"]).await;
+    println!(
+        "{} idle connections made; server holds {fds} descriptors (limit 512); list: {}",
+        flood.len(),
+        out.code
+    );
+    assert_eq!(out.code, 0, "the gRPC api answers: {out:?}");
+    assert!(fds < 400, "{fds} descriptors open");
+    drop(flood);
+
+    // A head sent one byte every two seconds is cut off at the head deadline (10 s), not kept
+    // alive by each byte.
+    let mut slow = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = b"GET /trees/x/y HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let took = closed_within(&mut slow, Duration::from_secs(40), Some(head)).await;
+    println!("slow head closed after {took:?}");
+    assert!(took.is_some(), "a slow head kept its connection 40 s");
+
+    // A kept-alive connection that asks nothing more is closed too (through the router).
+    let mut idle = tokio::net::TcpStream::connect(http).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut idle, Duration::from_secs(40), None).await;
+    println!("idle keep-alive closed after {took:?}");
+    assert!(
+        took.is_some(),
+        "an idle keep-alive connection stayed open 40 s"
+    );
+}

@@ -502,3 +502,81 @@ async fn proxy_dhcp_boots_machines_whose_addresses_come_from_another_server() {
         )
     });
 }
+
+/// 600 read requests asking for a 255 s timeout, whose option acknowledgements are never
+/// answered (plain UDP: anyone can send them): before, they pinned every blocking thread of the
+/// agent for 25 minutes. Now the timeout is not granted, one client gets at most a few
+/// transfers, and TFTP has its own threads: another machine's TFTP and the agent's HTTP files
+/// are served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tftp_flood_cannot_starve_the_agent() {
+    let site = Site::start("dynamic_range=10.77.0.100-10.77.0.150").await;
+    let agent = site.agent(&site.srv, "10.77.0.1", "a0").await;
+    site.cli
+        .run(&["ip", "addr", "add", "10.77.0.98/24", "dev", "c0"])
+        .unwrap();
+    site.cli
+        .run(&["ip", "addr", "add", "10.77.0.99/24", "dev", "c0"])
+        .unwrap();
+    let flood = r#"
+import socket, time
+socks = []
+for i in range(600):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.77.0.99", 0))
+    s.sendto(b"\x00\x01undionly.kpxe\x00octet\x00timeout\x00255\x00tsize\x000\x00", ("10.77.0.1", 69))
+    socks.append(s)
+time.sleep(1)
+"#;
+    site.cli.run(&["python3", "-c", flood]).unwrap();
+    // Another machine (its own address) still gets its file, and the agent's HTTP answers.
+    let out = site.dir.path().join("after-flood.kpxe");
+    site.cli
+        .run(&[
+            "curl",
+            "-sf",
+            "--max-time",
+            "10",
+            "--interface",
+            "10.77.0.98",
+            "-o",
+            out.to_str().unwrap(),
+            "tftp://10.77.0.1/undionly.kpxe",
+        ])
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read("/usr/lib/ipxe/undionly.kpxe").unwrap()
+    );
+    let http = site.dir.path().join("after-flood.efi");
+    site.cli
+        .run(&[
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+            "-o",
+            http.to_str().unwrap(),
+            "http://10.77.0.1:8080/ipxe.efi",
+        ])
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&http).unwrap(),
+        std::fs::read("/usr/lib/ipxe/ipxe.efi").unwrap()
+    );
+    let metrics = site
+        .cli
+        .run(&["curl", "-sf", "http://10.77.0.1:9330/metrics"])
+        .unwrap();
+    let busy = metrics
+        .lines()
+        .find(|l| l.starts_with("xcat3_tftp_transfers_total{reason=\"busy\"}"))
+        .unwrap_or_default()
+        .to_owned();
+    println!("{busy}");
+    assert!(
+        busy.ends_with(" 592"),
+        "all but 8 of one client's requests were refused as busy: {busy}\n{}",
+        agent.log()
+    );
+}

@@ -157,6 +157,8 @@ pub struct ServerOptions {
     /// Run the network agent inside the server too (its flags go in `extra_args`); without it
     /// the server gets `--no-network-agent`.
     pub network_agent: bool,
+    /// A command the server runs under (`prlimit --nofile=512:512`, say).
+    pub wrapper: Vec<String>,
 }
 
 /// A running `xcat3-server all-in-one`, killed when dropped.
@@ -215,7 +217,14 @@ impl TestServer {
             .create(true)
             .append(true)
             .open(dir.join("server.log"))?;
-        let mut cmd = Command::new(bin("xcat3-server"));
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("xcat3-server"));
+                c
+            }
+            None => Command::new(bin("xcat3-server")),
+        };
         cmd.arg("all-in-one");
         if !opts.network_agent {
             cmd.arg("--no-network-agent");

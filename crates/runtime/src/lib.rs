@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod config;
 pub mod grpc;
+pub mod http;
 pub mod metrics;
 pub mod process;
 pub mod shutdown;

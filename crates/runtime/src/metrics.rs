@@ -139,9 +139,8 @@ impl Metrics {
                 }
             }),
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        crate::http::serve(listener, app, shutdown).await;
+        Ok(())
     }
 }
 

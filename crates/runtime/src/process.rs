@@ -28,6 +28,7 @@ where
     Fut: Future<Output = Result<(), Failure>>,
 {
     crate::config::private_umask();
+    crate::http::raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

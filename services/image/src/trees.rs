@@ -26,8 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 16 << 10;
-/// A connection idle this long between requests is closed.
-const IDLE: Duration = Duration::from_secs(60);
+/// The whole head of a request must arrive within this, and a kept-alive connection must start
+/// its next request within it (the same bound as the router's, `xcat3_runtime::http`).
+const HEAD_DEADLINE: Duration = xcat3_runtime::http::HEAD_DEADLINE;
+/// A client that reads nothing of an answer for this long is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(60);
 /// Bytes handed to one `sendfile` call.
 const SENDFILE_CHUNK: usize = 4 << 20;
 
@@ -40,15 +43,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let root = Arc::new(std::fs::canonicalize(&root)?);
+    let limit = xcat3_runtime::http::ConnectionLimit::new(xcat3_runtime::http::connection_cap());
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+        let (stream, peer, permit) = tokio::select! {
+            accepted = limit.accept(&listener) => match accepted {
+                Some(a) => a,
+                None => return Ok(()),
             },
             _ = shutdown.cancelled() => return Ok(()),
         };
@@ -59,9 +59,10 @@ pub async fn serve(
         let sent_bytes = sent_bytes.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = connection(stream, &root, router, &sent_bytes) => {}
+                _ = connection(stream, peer, &root, router, &sent_bytes) => {}
                 _ = shutdown.cancelled() => {}
             }
+            drop(permit);
         });
     }
 }
@@ -176,9 +177,17 @@ fn byte_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()>
 }
 
 /// Serves requests on one connection.
-async fn connection(mut stream: TcpStream, root: &Path, router: Router, sent_bytes: &Counter) {
+async fn connection(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    root: &Path,
+    router: Router,
+    sent_bytes: &Counter,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        // The whole head, not each read: a byte every few seconds does not keep it open.
+        let deadline = tokio::time::Instant::now() + HEAD_DEADLINE;
         let head_len = loop {
             if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
@@ -190,13 +199,13 @@ async fn connection(mut stream: TcpStream, root: &Path, router: Router, sent_byt
                 return;
             }
             let mut chunk = [0u8; 4096];
-            match tokio::time::timeout(IDLE, stream.read(&mut chunk)).await {
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             }
         };
         let Some(req) = parse(&buf[..head_len]) else {
-            hand_over(stream, buf, router).await;
+            hand_over(stream, peer, buf, router).await;
             return;
         };
         buf.drain(..head_len);
@@ -295,7 +304,9 @@ async fn send_file(
         let want = usize::try_from(end - offset)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
-        stream.writable().await?;
+        tokio::time::timeout(WRITE_STALL, stream.writable())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))??;
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             rustix::fs::sendfile(stream.as_fd(), file.as_fd(), Some(&mut offset), want)
                 .map_err(io::Error::from)
@@ -316,19 +327,13 @@ async fn send_file(
 }
 
 /// Gives the connection to hyper with the router, replaying what was read already.
-async fn hand_over(stream: TcpStream, read: Vec<u8>, router: Router) {
-    let io = hyper_util::rt::TokioIo::new(Rewind {
+async fn hand_over(stream: TcpStream, peer: std::net::SocketAddr, read: Vec<u8>, router: Router) {
+    let io = Rewind {
         pending: read,
         at: 0,
         inner: stream,
-    });
-    let service = hyper_util::service::TowerToHyperService::new(router);
-    let served = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(error = %e, "HTTP connection ended with an error");
-    }
+    };
+    xcat3_runtime::http::serve_connection(io, peer, router).await;
 }
 
 /// A stream that first yields bytes already read from it.

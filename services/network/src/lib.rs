@@ -256,15 +256,11 @@ pub async fn serve(
         tasks.spawn(dns::serve(state.clone(), sock, shutdown.clone()));
     }
     let http = http::router(state.clone(), config.tftp_root.clone());
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-        {
-            tracing::error!(error = %e, "the boot HTTP server failed");
-        }
-    });
+    tasks.spawn(xcat3_runtime::http::serve(
+        http_listener,
+        http,
+        shutdown.clone(),
+    ));
     if let Some(l) = metrics_listener {
         let token = shutdown.clone();
         tasks.spawn(async move {

@@ -1,7 +1,11 @@
 //! A read-only TFTP server (RFC 1350) with the option extension (RFC 2347) and the blksize
 //! (RFC 2348), tsize and timeout (RFC 2349) and windowsize (RFC 7440) options.
 //!
-//! Every transfer runs on its own socket and task. Files are confined to the root: names with
+//! Every transfer runs on its own socket and thread (not tokio's blocking pool, which the rest of
+//! the process needs), within bounds a booting machine cannot push: at most
+//! [`MAX_TRANSFERS`] at once overall and [`MAX_PER_CLIENT`] per client address (others get
+//! "server busy"), a `timeout` option of at most [`MAX_TIMEOUT_SECS`] (a larger one is left out of
+//! the OACK, RFC 2349), and [`TRANSFER_DEADLINE`] for a whole transfer. Files are confined to the root: names with
 //! `..`, absolute names, and names that resolve (through symlinks) outside the root are refused.
 //! Files are read once and kept in memory while they are unchanged, so 20 machines fetching the
 //! same iPXE binary cost one read.
@@ -33,6 +37,15 @@ const DEFAULT_BLKSIZE: usize = 512;
 const MAX_BLKSIZE: usize = 65464;
 const MAX_WINDOW: usize = 64;
 const RETRIES: u32 = 5;
+/// Largest `timeout` option accepted, in seconds; a larger one is ignored (not acknowledged).
+pub const MAX_TIMEOUT_SECS: u64 = 5;
+/// Transfers running at once, all clients together.
+pub const MAX_TRANSFERS: usize = 128;
+/// Transfers running at once for one client address.
+pub const MAX_PER_CLIENT: usize = 8;
+/// Longest a whole transfer may take (a 60 MB initrd at 512-byte lock-step over a slow link fits).
+pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(600);
+const ERR_UNDEFINED: u16 = 0;
 /// Files larger than this are not kept in memory between transfers.
 const CACHE_FILE_LIMIT: u64 = 512 << 20;
 
@@ -178,7 +191,7 @@ pub fn parse_request(p: &[u8]) -> Result<Option<ReadRequest>, &'static str> {
                     .map(|n| n.min(MAX_BLKSIZE as u64) as usize)
             }
             b"tsize" => req.tsize = true,
-            b"timeout" => req.timeout = number.filter(|n| (1..=255).contains(n)),
+            b"timeout" => req.timeout = number.filter(|n| (1..=MAX_TIMEOUT_SECS).contains(n)),
             b"windowsize" => {
                 req.windowsize = number
                     .filter(|n| *n >= 1)
@@ -204,6 +217,48 @@ pub struct TftpServer {
     root: PathBuf,
     state: Arc<State>,
     cache: Arc<FileCache>,
+    slots: Arc<Slots>,
+}
+
+/// Transfers in progress, overall and by client address.
+#[derive(Default)]
+struct Slots(Mutex<HashMap<std::net::IpAddr, usize>>);
+
+/// A transfer's place in [`Slots`], given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    client: std::net::IpAddr,
+}
+
+impl Slots {
+    /// A place for a transfer to `client`, or why there is none.
+    fn take(self: &Arc<Self>, client: std::net::IpAddr) -> Result<Slot, &'static str> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.values().sum::<usize>() >= MAX_TRANSFERS {
+            return Err("server busy: too many transfers");
+        }
+        let n = map.entry(client).or_default();
+        if *n >= MAX_PER_CLIENT {
+            return Err("server busy: too many transfers to this client");
+        }
+        *n += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.slots.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl TftpServer {
@@ -212,6 +267,7 @@ impl TftpServer {
             root,
             state,
             cache: Arc::new(FileCache::default()),
+            slots: Arc::default(),
         }
     }
 
@@ -244,16 +300,36 @@ impl TftpServer {
                     continue;
                 }
             };
+            let slot = match self.slots.take(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    self.count("busy");
+                    let _ = sock.send_to(&error_packet(ERR_UNDEFINED, why), peer).await;
+                    continue;
+                }
+            };
             let root = self.root.clone();
             let state = self.state.clone();
             let cache = self.cache.clone();
             let stop = shutdown.clone();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let name = req.name.clone();
+            let thread = std::thread::Builder::new()
+                .name("tftp".into())
+                .spawn(move || {
+                    let result = transfer(&root, &cache, req, peer, &stop);
+                    drop(slot);
+                    let _ = done_tx.send(result);
+                });
+            if let Err(e) = thread {
+                tracing::warn!(error = %e, "cannot start a TFTP transfer thread");
+                self.count("failed");
+                continue;
+            }
             tokio::spawn(async move {
-                let name = req.name.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || transfer(&root, &cache, req, peer, &stop))
-                        .await
-                        .unwrap_or_else(|e| Err(TransferEnd::Failed(e.to_string())));
+                let result = done_rx
+                    .await
+                    .unwrap_or_else(|e| Err(TransferEnd::Failed(e.to_string())));
                 let (reason, sent) = match result {
                     Ok(sent) => ("sent", sent),
                     Err(TransferEnd::Refused(why)) => {
@@ -329,6 +405,7 @@ fn transfer(
             return Err(end);
         }
     };
+    let deadline = std::time::Instant::now() + TRANSFER_DEADLINE;
     let blksize = req.blksize.unwrap_or(DEFAULT_BLKSIZE);
     let window = req.windowsize.unwrap_or(1);
     let timeout = Duration::from_secs(req.timeout.unwrap_or(1));
@@ -397,6 +474,12 @@ fn transfer(
     while acked < blocks {
         if stop.is_cancelled() {
             return Err(TransferEnd::Failed("shutting down".into()));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = sock.send(&error_packet(ERR_UNDEFINED, "transfer took too long"));
+            return Err(TransferEnd::Failed(format!(
+                "not done within {TRANSFER_DEADLINE:?}"
+            )));
         }
         let end = (acked + window).min(blocks);
         for n in acked + 1..=end {
@@ -484,6 +567,27 @@ mod tests {
     }
 
     #[test]
+    fn transfers_are_bounded_overall_and_per_client() {
+        let slots = Arc::new(Slots::default());
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mut held: Vec<Slot> = (0..MAX_PER_CLIENT)
+            .map(|_| slots.take(a).unwrap())
+            .collect();
+        assert!(slots.take(a).is_err(), "one client is capped");
+        held.pop();
+        held.push(slots.take(a).expect("a slot given back is free again"));
+        for i in 0..MAX_TRANSFERS - MAX_PER_CLIENT {
+            let ip = std::net::IpAddr::from([10, 1, (i / 200) as u8, (i % 200) as u8]);
+            held.push(slots.take(ip).unwrap());
+        }
+        let other: std::net::IpAddr = "10.9.9.9".parse().unwrap();
+        assert!(slots.take(other).is_err(), "everyone together is capped");
+        drop(held);
+        assert!(slots.0.lock().unwrap().is_empty());
+        assert!(slots.take(other).is_ok());
+    }
+
+    #[test]
     fn requests_parse_with_options() {
         let p =
             b"\x00\x01pxelinux.0\x00octet\x00blksize\x001468\x00tsize\x000\x00windowsize\x004\x00";
@@ -493,6 +597,15 @@ mod tests {
         assert!(r.tsize);
         assert_eq!(r.windowsize, Some(4));
         assert_eq!(parse_request(b"\x00\x02f\x00octet\x00"), Ok(None));
+        // A timeout above the cap is not acknowledged: the default applies.
+        let r = parse_request(b"\x00\x01f\x00octet\x00timeout\x00255\x00")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.timeout, None);
+        let r = parse_request(b"\x00\x01f\x00octet\x00timeout\x005\x00")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.timeout, Some(5));
         for bad in [
             &b"\x00\x01"[..],
             b"\x00\x01f\x00octet",
