@@ -34,7 +34,11 @@ fn curl_bytes(args: &[&str]) -> (bool, Vec<u8>, u16) {
 }
 
 /// A server (started with `opts`) with the Rocky image imported and the provisioning network.
-async fn rocky_site(opts: xcat3_tests::ServerOptions) -> (TestServer, tempfile::TempDir) {
+/// The tests fetch install files and post callbacks from loopback on the nodes' behalf, so the
+/// source check is off here; `install_secrets_go_only_to_the_node` tests it, and the `vm` tests
+/// run with it on.
+async fn rocky_site(mut opts: xcat3_tests::ServerOptions) -> (TestServer, tempfile::TempDir) {
+    opts.extra_args.push("--no-install-source-check".into());
     let server = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = server
@@ -788,4 +792,75 @@ async fn a_deploy_is_one_trace_from_the_api_to_the_install_callback() {
             "{name} is not in the deploy's trace: {traces:?}"
         );
     }
+}
+
+/// Anyone who can reach the agent's HTTP port and knows a MAC used to get the deploy token from
+/// `/boot/<mac>.ipxe`, and with it the kickstart (root hash, keys) and forged callbacks. Now the
+/// installer script, the install files and the callbacks go only to the node's address: this
+/// test asks from loopback, which is not it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_secrets_go_only_to_the_node() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let agent_dir = tempfile::tempdir().unwrap();
+    let (_agent, ready) = xcat3_tests::loopback_agent(&server, agent_dir.path(), &[]).await;
+    let agent_http = xcat3_tests::ready_field(&ready, "http=").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = server
+        .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    provisioning_network(&server).await;
+    let nic = format!("mac={MAC},ip=10.9.0.21");
+    let out = server
+        .cli(&["create", "n1", &format!("osimage={ROCKY}"), "--nic", &nic])
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = server.cli(&["deploy", "n1"]).await;
+    assert!(out.stdout.contains("n1: wait-callback"), "{out:?}");
+    let install = install_action(&server).await.expect("an install action");
+    let ks_url = kickstart_url(&install);
+    let token = ks_url
+        .split('/')
+        .rev()
+        .nth(1)
+        .expect("a token in the URL")
+        .to_owned();
+
+    // The agent's script names no token for a stranger.
+    let script_url = format!("http://{agent_http}/boot/{MAC}.ipxe");
+    let script = xcat3_tests::wait_for(Duration::from_secs(30), "the agent's script", || {
+        let url = script_url.clone();
+        async move {
+            let (_, body, code) = curl(&[&url]);
+            (code == 200 && body.contains("being installed")).then_some(body)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!script.contains(&token), "{script}");
+    assert!(!script.contains("/deploy/"), "{script}");
+    assert!(script.contains("only to its address 10.9.0.21"), "{script}");
+
+    // The image service serves no install file and takes no callback from here.
+    for file in ["kickstart", "done"] {
+        let url = ks_url.replace("/kickstart", &format!("/{file}"));
+        let args: Vec<&str> = if file == "done" {
+            vec!["-X", "POST", &url]
+        } else {
+            vec![&url]
+        };
+        let (_, body, code) = curl(&args);
+        assert_eq!(code, 404, "{file}: {body}");
+        assert!(!body.contains("rootpw"), "{body}");
+    }
+    assert_eq!(state_of(&server, "n1").await, "wait-callback");
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("xcat3_image_deploy_files_refused_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"xcat3_image_callbacks_total{result="wrong-source"} 1"#),
+        "{metrics}"
+    );
 }

@@ -1302,3 +1302,33 @@ impl Drop for TestDomain {
         self.virsh(&["undefine"]);
     }
 }
+
+/// A stand-alone network agent following `server` over loopback: no DHCP, TFTP or DNS, its iPXE
+/// scripts on a loopback HTTP port (in its ready line, `http=`), its state in `dir`, plus `extra`
+/// flags. Killed when dropped.
+pub async fn loopback_agent(server: &TestServer, dir: &Path, extra: &[&str]) -> (Child, String) {
+    let log = dir.join("agent.log");
+    let mut cmd = Command::new(bin("xcat3-server"));
+    cmd.args([
+        "network",
+        "--no-dhcp",
+        "--tftp-listen",
+        "none",
+        "--dns-listen",
+        "none",
+    ])
+    .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
+    .args(["--network-metrics-listen", "127.0.0.1:0", "--api-url"])
+    .arg(server.url())
+    .arg("--state-dir")
+    .arg(dir)
+    .args(extra)
+    .env("XCAT3_ADMIN_TOKEN", &server.token)
+    .env("RUST_LOG", "info,xcat3_network=debug")
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).expect("agent log"))
+    .kill_on_drop(true);
+    spawn_ready(cmd, "xcat3 network ready", &log)
+        .await
+        .expect("start a network agent")
+}

@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use xcat3_types::{ProvisionEvent, ProvisionState, Refused};
 
-use crate::entity::{deploy, node, node_event, shard};
+use crate::entity::{deploy, nic, node, node_event, shard};
 use crate::{Error, KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
 
 /// A deploy being started: what the node installs and how it reports back.
@@ -71,6 +71,10 @@ pub struct CallbackReport {
     /// False: the installer reported a failure.
     pub success: bool,
     pub message: String,
+    /// The address the callback came from; when given, it must be the node's primary NIC
+    /// address, or the callback is refused as [`CallbackError::WrongSource`] (and the token
+    /// stays valid for the real node).
+    pub source: Option<String>,
 }
 
 /// A deploy a callback ended.
@@ -91,6 +95,31 @@ pub enum CallbackError {
     Expired(String),
     #[error("node {node}: {refused}")]
     Refused { node: String, refused: Refused },
+    /// The callback did not come from the node's address (told to the caller as an unknown
+    /// token: a stranger learns nothing).
+    #[error("callback for {node} from {source_ip}, not from the node's address")]
+    WrongSource { node: String, source_ip: String },
+}
+
+/// The primary NIC address of each of `nodes` that has one.
+pub(crate) async fn primary_addresses<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    nodes: &[String],
+) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for chunk in nodes.chunks(KEYS_PER_QUERY) {
+        let rows: Vec<(String, Option<String>)> = nic::Entity::find()
+            .select_only()
+            .column(nic::Column::Node)
+            .column(nic::Column::Ip)
+            .filter(nic::Column::Node.is_in(chunk.iter().cloned()))
+            .filter(nic::Column::IsPrimary.eq(true))
+            .into_tuple()
+            .all(db)
+            .await?;
+        out.extend(rows.into_iter().filter_map(|(n, ip)| Some((n, ip?))));
+    }
+    Ok(out)
 }
 
 /// Fails with [`Error::Fenced`] unless `shard`'s recorded epoch is still `token`.
@@ -284,12 +313,27 @@ impl Store {
                 .await?;
             by_token.extend(rows.into_iter().map(|r| (r.token.clone(), r)));
         }
+        let addresses = if reports.iter().any(|r| r.source.is_some()) {
+            let nodes: Vec<String> = by_token.values().map(|r| r.node.clone()).collect();
+            primary_addresses(&txn, &nodes).await?
+        } else {
+            HashMap::new()
+        };
         let now = now_ms();
         let mut results: Vec<Result<Finished, CallbackError>> = Vec::with_capacity(reports.len());
         let mut changes = Vec::new();
         let mut slots = Vec::new();
         for (i, report) in reports.iter().enumerate() {
             // A token reported twice in one batch counts once.
+            if let (Some(source), Some(row)) = (&report.source, by_token.get(&report.token))
+                && addresses.get(&row.node) != Some(source)
+            {
+                results.push(Err(CallbackError::WrongSource {
+                    node: row.node.clone(),
+                    source_ip: source.clone(),
+                }));
+                continue;
+            }
             let Some(row) = by_token.remove(&report.token) else {
                 results.push(Err(CallbackError::UnknownToken));
                 continue;

@@ -292,7 +292,19 @@ async fn deploys_follow_the_state_machine_and_tokens_work_once(db: Db) {
         token: token.into(),
         success: true,
         message: String::new(),
+        source: None,
     };
+    // A callback from an address other than the node's is refused and leaves the token valid
+    // (d1's NIC has no address, so no source matches).
+    let stranger = CallbackReport {
+        source: Some("10.9.9.9".into()),
+        ..report("tok1")
+    };
+    let refused = s.finish_deploys("image", &[stranger]).await.unwrap();
+    assert!(
+        matches!(&refused[0], Err(CallbackError::WrongSource { node, .. }) if node == "d1"),
+        "{refused:?}"
+    );
     let results = s
         .finish_deploys(
             "image",

@@ -40,6 +40,14 @@ pub struct ImageArgs {
     /// Where trees, uploads and template overrides live [default: <data dir>/images].
     #[arg(long = "image-dir", env = "XCAT3_IMAGE_DIR")]
     pub image_dir: Option<PathBuf>,
+    /// Serve deploy files (root password hash, ssh keys) and accept install callbacks from any
+    /// address, not only from the node's primary NIC address. Only where nodes reach the image
+    /// service through NAT (a Kubernetes Service that does not keep the client's address).
+    #[arg(
+        long = "no-install-source-check",
+        env = "XCAT3_NO_INSTALL_SOURCE_CHECK"
+    )]
+    pub no_install_source_check: bool,
 }
 
 /// Flags only the stand-alone `xcat3-server image` has.
@@ -88,6 +96,7 @@ impl ImageArgs {
             base_url,
             tokens,
             insecure,
+            install_source_check: !self.no_install_source_check,
         })
     }
 }

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot};
+use xcat3_runtime::http::PeerAddr;
 use xcat3_store::{CallbackError, CallbackReport, Store};
 use xcat3_types::InstallMethod;
 
@@ -38,10 +39,18 @@ pub struct HttpState {
     pub layout: Layout,
     pub base_url: String,
     pub metrics: ImageMetrics,
+    /// Deploy files and callbacks only from the node's primary NIC address.
+    pub source_check: bool,
     callbacks: mpsc::Sender<Pending>,
 }
 
-pub fn router(store: Store, layout: Layout, base_url: String, metrics: ImageMetrics) -> Router {
+pub fn router(
+    store: Store,
+    layout: Layout,
+    base_url: String,
+    metrics: ImageMetrics,
+    source_check: bool,
+) -> Router {
     let (tx, rx) = mpsc::channel(4 * CALLBACKS_PER_COMMIT);
     tokio::spawn(commit_callbacks(store.clone(), rx, metrics.clone()));
     let state = Arc::new(HttpState {
@@ -49,6 +58,7 @@ pub fn router(store: Store, layout: Layout, base_url: String, metrics: ImageMetr
         layout,
         base_url,
         metrics,
+        source_check,
         callbacks: tx,
     });
     Router::new()
@@ -65,20 +75,38 @@ fn plain(status: StatusCode, body: impl Into<String>) -> Response {
     (status, body).into_response()
 }
 
+/// The caller's address as the checks compare it (IPv4-mapped IPv6 as IPv4); `None` when the
+/// check is off.
+fn checked_source(state: &HttpState, peer: Option<Extension<PeerAddr>>) -> Option<String> {
+    state.source_check.then(|| {
+        peer.map_or_else(
+            || "unknown".to_owned(),
+            |Extension(PeerAddr(a))| a.ip().to_canonical().to_string(),
+        )
+    })
+}
+
 async fn deploy_file(
     State(state): State<Arc<HttpState>>,
     Path((token, file)): Path<(String, String)>,
+    peer: Option<Extension<PeerAddr>>,
 ) -> Response {
     if !xcat3_types::is_hex32(&token) {
         return plain(StatusCode::NOT_FOUND, "no such deploy");
     }
-    match render_for(&state, &token, &file).await {
+    let source = checked_source(&state, peer);
+    match render_for(&state, &token, &file, source.as_deref()).await {
         Ok(body) => ([("content-type", "text/plain; charset=utf-8")], body).into_response(),
         Err(r) => r,
     }
 }
 
-async fn render_for(state: &HttpState, token: &str, file: &str) -> Result<String, Response> {
+async fn render_for(
+    state: &HttpState,
+    token: &str,
+    file: &str,
+    source: Option<&str>,
+) -> Result<String, Response> {
     use tracing::Instrument as _;
     let deploy = state
         .store
@@ -94,7 +122,9 @@ async fn render_for(state: &HttpState, token: &str, file: &str) -> Result<String
     // The span joins the deploy's trace before it starts.
     let span = tracing::info_span!("deploy file", file, node = %deploy.node);
     xcat3_runtime::trace_context::continue_trace(&span, &deploy.start.trace_context);
-    render_in(state, deploy, file).instrument(span).await
+    render_in(state, deploy, file, source)
+        .instrument(span)
+        .await
 }
 
 fn unavailable(e: xcat3_store::Error) -> Response {
@@ -109,6 +139,7 @@ async fn render_in(
     state: &HttpState,
     deploy: xcat3_store::DeployRecord,
     file: &str,
+    source: Option<&str>,
 ) -> Result<String, Response> {
     let (nodes, image, networks, hash) = tokio::try_join!(
         state.store.get_nodes(std::slice::from_ref(&deploy.node)),
@@ -122,6 +153,20 @@ async fn render_in(
         .next()
         .ok_or_else(|| plain(StatusCode::NOT_FOUND, "the node is gone"))?
         .node;
+    if let Some(source) = source {
+        let own = node
+            .primary_nic()
+            .and_then(|n| n.ip)
+            .map(|ip| ip.to_string());
+        if own.as_deref() != Some(source) {
+            tracing::warn!(node = %deploy.node, file, %source, "deploy file refused: not the node's address");
+            state.metrics.deploy_files_refused.inc();
+            return Err(plain(
+                StatusCode::NOT_FOUND,
+                "no such deploy (finished, cancelled or never issued)",
+            ));
+        }
+    }
     let image = image.ok_or_else(|| plain(StatusCode::NOT_FOUND, "the osimage is gone"))?;
     let method: InstallMethod =
         image
@@ -155,20 +200,31 @@ async fn render_in(
     Ok(body)
 }
 
-async fn done(state: State<Arc<HttpState>>, Path(token): Path<String>) -> Response {
-    callback(state, token, true, Bytes::new()).await
+async fn done(
+    state: State<Arc<HttpState>>,
+    Path(token): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
+) -> Response {
+    callback(state, token, peer, true, Bytes::new()).await
 }
 
-async fn failed(state: State<Arc<HttpState>>, Path(token): Path<String>, body: Bytes) -> Response {
-    callback(state, token, false, body).await
+async fn failed(
+    state: State<Arc<HttpState>>,
+    Path(token): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
+    body: Bytes,
+) -> Response {
+    callback(state, token, peer, false, body).await
 }
 
 async fn callback(
     State(state): State<Arc<HttpState>>,
     token: String,
+    peer: Option<Extension<PeerAddr>>,
     success: bool,
     body: Bytes,
 ) -> Response {
+    let source = checked_source(&state, peer);
     if !xcat3_types::is_hex32(&token) {
         state.metrics.callback("unknown");
         return plain(
@@ -181,6 +237,7 @@ async fn callback(
         token,
         success,
         message: String::from_utf8_lossy(tail).trim().to_owned(),
+        source,
     };
     let (tx, rx) = oneshot::channel();
     if state.callbacks.send((report, tx)).await.is_err() {
@@ -207,6 +264,14 @@ async fn callback(
         Ok(Err(e @ CallbackError::UnknownToken)) => {
             state.metrics.callback("unknown");
             plain(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(e @ CallbackError::WrongSource { .. })) => {
+            tracing::warn!(error = %e, "install callback refused");
+            state.metrics.callback("wrong-source");
+            plain(
+                StatusCode::NOT_FOUND,
+                CallbackError::UnknownToken.to_string(),
+            )
         }
         Ok(Err(e)) => {
             state.metrics.callback("refused");

@@ -52,6 +52,8 @@ pub struct ImageConfig {
     pub insecure: bool,
     /// Prometheus `/metrics` address, or none (in all-in-one, the api's page shows them).
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve deploy files and accept callbacks only from the node's primary NIC address.
+    pub install_source_check: bool,
 }
 
 impl ImageConfig {
@@ -105,6 +107,7 @@ pub async fn serve(
         layout.clone(),
         base_url.clone(),
         image_metrics.clone(),
+        config.install_source_check,
     );
     let http_task = tokio::spawn(trees::serve(
         http_listener,

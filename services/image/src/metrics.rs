@@ -23,6 +23,8 @@ pub struct ImageMetrics {
     pub imports: Family<ResultLabel, Counter>,
     /// Install files rendered, by file (kickstart, preseed, user-data, meta-data).
     pub deploy_files: Family<FileLabel, Counter>,
+    /// Install-file requests refused because they did not come from the node's address.
+    pub deploy_files_refused: Counter,
     /// Install callbacks by result: deployed, deploy-failed, unknown, refused.
     pub callbacks: Family<ResultLabel, Counter>,
     /// Callback transactions (each commits a group of callbacks).
@@ -43,6 +45,7 @@ impl Default for ImageMetrics {
         Self {
             imports: Family::default(),
             deploy_files: Family::default(),
+            deploy_files_refused: Counter::default(),
             callbacks: Family::default(),
             callback_commits: Counter::default(),
             deploy_durations: Family::new_with_constructor(deploy_histogram as fn() -> Histogram),
@@ -59,6 +62,11 @@ impl ImageMetrics {
             "image_deploy_files",
             "Install files rendered for deploys, by file",
             m.deploy_files.clone(),
+        );
+        metrics.register(
+            "image_deploy_files_refused",
+            "Install-file requests refused: not from the node's address",
+            m.deploy_files_refused.clone(),
         );
         metrics.register(
             "image_callbacks",

@@ -133,12 +133,27 @@ impl NetworkArgs {
 }
 
 /// `xcat3-server network`.
-pub fn main(args: NetworkArgs) -> std::process::ExitCode {
+/// Flags of the stand-alone agent only (in `all-in-one` the image service's flag of the same
+/// name sets both).
+#[derive(clap::Args, Debug, Clone)]
+pub struct StandaloneArgs {
+    /// Serve installer scripts (which carry a deploy token) to any address, not only to the
+    /// node's reserved one. Only for sites where requests reach the agent through NAT, or whose
+    /// other DHCP server (ProxyDHCP) gives nodes addresses other than their reservations.
+    #[arg(
+        long = "no-install-source-check",
+        env = "XCAT3_NO_INSTALL_SOURCE_CHECK"
+    )]
+    pub no_install_source_check: bool,
+}
+
+pub fn main(args: NetworkArgs, standalone: StandaloneArgs) -> std::process::ExitCode {
     use xcat3_runtime::process::Failure;
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
     xcat3_runtime::process::run("xcat3-network", env, |shutdown| async move {
-        let config = args.resolve(env, None).map_err(Failure::Config)?;
+        let mut config = args.resolve(env, None).map_err(Failure::Config)?;
+        config.install_source_check = !standalone.no_install_source_check;
         crate::serve(config, xcat3_runtime::metrics::Metrics::new(), shutdown)
             .await
             .map_err(Failure::Serve)?;

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State as AxumState};
+use axum::extract::{Extension, Path as UrlPath, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use xcat3_runtime::http::PeerAddr;
 use xcat3_types::MacAddr;
 
 use crate::State;
@@ -20,13 +21,16 @@ struct Ctx {
     state: Arc<State>,
     root: Arc<PathBuf>,
     cache: Arc<FileCache>,
+    /// Installer scripts only to the host's reserved address.
+    source_check: bool,
 }
 
-pub fn router(state: Arc<State>, root: PathBuf) -> axum::Router {
+pub fn router(state: Arc<State>, root: PathBuf, source_check: bool) -> axum::Router {
     let ctx = Ctx {
         state,
         root: Arc::new(root),
         cache: Arc::new(FileCache::default()),
+        source_check,
     };
     axum::Router::new()
         .route("/boot/{file}", get(script))
@@ -78,7 +82,31 @@ pub fn discovery_script(mac: MacAddr) -> String {
     )
 }
 
-async fn script(AxumState(ctx): AxumState<Ctx>, UrlPath(file): UrlPath<String>) -> Response {
+/// The script for an installer request that did not come from the host's address: no token,
+/// and ask again (the machine itself, once it has its address, gets the real one).
+pub fn elsewhere_script(h: &Host, peer: std::net::IpAddr) -> String {
+    let reserved = h.ip.map_or_else(|| "none".to_owned(), |ip| ip.to_string());
+    format!(
+        "#!ipxe
+         echo xcat3: {node} is being installed; its installer is served only to its address {reserved}, not to {peer}
+         echo xcat3: asking again in 10 s
+         sleep 10
+         chain --autofree --replace ${{0}}
+",
+        node = h.node
+    )
+}
+
+/// Whether an installer script may go to `peer`: the host's reserved address only.
+fn may_install(h: &Host, peer: std::net::IpAddr) -> bool {
+    matches!((h.ip, peer.to_canonical()), (Some(ip), std::net::IpAddr::V4(p)) if ip == p)
+}
+
+async fn script(
+    AxumState(ctx): AxumState<Ctx>,
+    UrlPath(file): UrlPath<String>,
+    peer: Option<Extension<PeerAddr>>,
+) -> Response {
     let Some(mac) = file
         .strip_suffix(".ipxe")
         .and_then(|m| m.parse::<MacAddr>().ok())
@@ -88,12 +116,20 @@ async fn script(AxumState(ctx): AxumState<Ctx>, UrlPath(file): UrlPath<String>) 
     let table = ctx.state.table();
     let (kind, body) = match table.hosts.get(&mac) {
         Some(h) => {
-            let kind = match h.action {
-                BootAction::LocalDisk => "local",
-                BootAction::Install { .. } => "install",
+            let peer = peer.map(|Extension(PeerAddr(a))| a.ip());
+            let (kind, body) = match (&h.action, peer) {
+                (BootAction::LocalDisk, _) => ("local", host_script(h)),
+                (BootAction::Install { .. }, p)
+                    if ctx.source_check && !p.is_some_and(|p| may_install(h, p)) =>
+                {
+                    let p = p.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                    tracing::warn!(mac = %mac, node = %h.node, peer = %p, "installer script refused: not the node's address");
+                    ("refused", elsewhere_script(h, p))
+                }
+                (BootAction::Install { .. }, _) => ("install", host_script(h)),
             };
             tracing::info!(mac = %mac, node = %h.node, script = kind, "iPXE script served");
-            (kind, host_script(h))
+            (kind, body)
         }
         None => {
             tracing::info!(mac = %mac, script = "discovery", "iPXE script served");

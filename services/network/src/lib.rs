@@ -66,6 +66,9 @@ pub struct AgentConfig {
     /// HTTP address of the iPXE scripts.
     pub http_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve a host's installer script (which names its deploy token) only to the host's
+    /// reserved address.
+    pub install_source_check: bool,
 }
 
 impl AgentConfig {
@@ -85,6 +88,7 @@ impl AgentConfig {
             dns_listen: Some(SocketAddr::from(([0, 0, 0, 0], 53))),
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9330))),
+            install_source_check: true,
         }
     }
 }
@@ -255,7 +259,11 @@ pub async fn serve(
     if let Some(sock) = dns_socket {
         tasks.spawn(dns::serve(state.clone(), sock, shutdown.clone()));
     }
-    let http = http::router(state.clone(), config.tftp_root.clone());
+    let http = http::router(
+        state.clone(),
+        config.tftp_root.clone(),
+        config.install_source_check,
+    );
     tasks.spawn(xcat3_runtime::http::serve(
         http_listener,
         http,

@@ -62,6 +62,8 @@ enum Role {
     Network {
         #[command(flatten)]
         network: xcat3_network::cli::NetworkArgs,
+        #[command(flatten)]
+        standalone: xcat3_network::cli::StandaloneArgs,
     },
     /// A conductor.
     Conductor {
@@ -89,7 +91,10 @@ fn main() -> std::process::ExitCode {
             image,
         ),
         Role::Image { image, standalone } => xcat3_image::cli::main(image, standalone),
-        Role::Network { network } => xcat3_network::cli::main(network),
+        Role::Network {
+            network,
+            standalone,
+        } => xcat3_network::cli::main(network, standalone),
         Role::Api { api, coord } => xcat3_api::cli::main(api, coord),
         Role::Conductor { conductor, coord } => xcat3_conductor::cli::main(conductor, coord),
     }
@@ -159,6 +164,7 @@ fn all_in_one(
             )
             .map_err(Failure::Config)?;
         let image_base = image_config.base_url.clone();
+        let install_source_check = image_config.install_source_check;
         let (image_ready, image_addrs) = tokio::sync::oneshot::channel();
         let image_task = {
             let metrics = metrics.clone();
@@ -192,6 +198,7 @@ fn all_in_one(
                 agent.api = format!("http://{}", resolved.config.listen);
                 agent.token = resolved.config.tokens.admin.clone();
                 agent.metrics_listen = None; // its metrics show on the api's /metrics
+                agent.install_source_check = install_source_check;
                 let metrics = metrics.clone();
                 let token = shutdown.clone();
                 Some(tokio::spawn(async move {

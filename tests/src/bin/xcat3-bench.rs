@@ -330,7 +330,8 @@ async fn netboot(n: u32, rounds: usize) {
     };
     create_ok(&server, create(0, n)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (_agent, ready) = bench_agent(&server, dir.path()).await;
+    let (_agent, ready) =
+        xcat3_tests::loopback_agent(&server, dir.path(), &["--no-install-source-check"]).await;
     let metrics = ready_field(&ready, "metrics=").unwrap();
     let hosts = "xcat3_netboot_table_hosts";
     let wait_hosts = |want: f64| {
@@ -420,43 +421,19 @@ async fn create_ok(server: &TestServer, req: pb::CreateNodesRequest) {
     assert!(results.iter().all(|r| error_of(r).is_none()));
 }
 
-/// A network agent following `server` with no DHCP, TFTP or DNS (its boot table and HTTP only),
-/// its state and log in `dir`; returns it with its ready line.
-async fn bench_agent(
-    server: &TestServer,
-    dir: &std::path::Path,
-) -> (tokio::process::Child, String) {
-    use std::process::Stdio;
-    use xcat3_tests::{bin, spawn_ready};
-    let log = dir.join("agent.log");
-    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
-    cmd.args([
-        "network",
-        "--no-dhcp",
-        "--tftp-listen",
-        "none",
-        "--dns-listen",
-        "none",
-    ])
-    .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
-    .args(["--network-metrics-listen", "127.0.0.1:0", "--api-url"])
-    .arg(server.url())
-    .arg("--state-dir")
-    .arg(dir)
-    .env("XCAT3_ADMIN_TOKEN", &server.token)
-    .env("RUST_LOG", "info,xcat3_network=debug")
-    .stdin(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .kill_on_drop(true);
-    spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap()
-}
-
 /// `deploy`: N nodes deployed in one request until their install boot configuration is in a
 /// network agent's table (the agent serves the last node's installer script), then N install
 /// callbacks posted at once to the image service, until every node is `deployed`; then undeploy.
 async fn deploy(n: u32, rounds: usize) {
     use xcat3_tests::ready_field;
-    let server = TestServer::start(Backend::Sqlite).await;
+    // The callbacks come from loopback on behalf of every node, not from the nodes' addresses.
+    let opts = ServerOptions {
+        extra_args: vec!["--no-install-source-check".into()],
+        ..Default::default()
+    };
+    let server = TestServer::start_with(Backend::Sqlite, opts)
+        .await
+        .expect("start server");
     let pid = server.pid().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let iso = xcat3_tests::iso::rocky_iso(dir.path());
@@ -481,7 +458,8 @@ async fn deploy(n: u32, rounds: usize) {
     };
     create_ok(&server, req).await;
     let last_mac = numbered_node("dp", n - 1).nics[0].mac.clone();
-    let (_agent, ready) = bench_agent(&server, dir.path()).await;
+    let (_agent, ready) =
+        xcat3_tests::loopback_agent(&server, dir.path(), &["--no-install-source-check"]).await;
     let agent_http = ready_field(&ready, "http=").unwrap();
     let image_http = server.image_http.unwrap().to_string();
     let script_path = format!("/boot/{last_mac}.ipxe");
