@@ -113,6 +113,19 @@ pub fn is_line_breaking(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
+/// Whether `v` is a plain device path like `/dev/sda` or `/dev/disk/by-id/wwn-0x5000:1`: it
+/// goes into installer files (kickstart, preseed, autoinstall) as it is.
+pub fn is_device_path(v: &str) -> bool {
+    v.strip_prefix("/dev/").is_some_and(|rest| {
+        !rest.is_empty()
+            && v.len() <= 128
+            && !rest.split('/').any(|c| c.is_empty() || c == "..")
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'))
+    })
+}
+
 fn at_most(field: &str, what: &str, len: usize, max: usize) -> Result<(), FieldError> {
     if len > max {
         return Err(FieldError::invalid(
@@ -221,6 +234,15 @@ impl Node {
         }
         for (k, v) in &self.labels {
             validate_label_key(k)?;
+            if k == "install_disk" && !is_device_path(v) {
+                return Err(FieldError::invalid(
+                    "labels.install_disk",
+                    format!(
+                        "{v:?} is not a device path (/dev/ followed by letters, digits, '.', '_', \
+                         '-', ':' or '/')"
+                    ),
+                ));
+            }
             if v.len() > 256 || v.chars().any(is_line_breaking) {
                 return Err(FieldError::invalid(
                     format!("labels.{k}"),
@@ -312,10 +334,32 @@ mod tests {
         let mut n = Node::new("n1");
         n.labels.insert("bad key".into(), "v".into());
         assert!(n.validate().unwrap_err().field.starts_with("labels."));
+        for bad in [
+            "sda",
+            "/dev/",
+            "/dev/sda b",
+            "/dev/../etc",
+            "/dev/sda;reboot",
+            "/dev//sda",
+        ] {
+            let mut n = Node::new("n1");
+            n.labels.insert("install_disk".into(), bad.into());
+            assert_eq!(
+                n.validate().unwrap_err().field,
+                "labels.install_disk",
+                "{bad}"
+            );
+        }
+        let mut n = Node::new("n1");
+        n.labels.insert(
+            "install_disk".into(),
+            "/dev/disk/by-id/wwn-0x5000c5:1".into(),
+        );
+        n.validate().unwrap();
         for sep in ["\u{2028}", "\u{2029}", "\u{85}", "\r"] {
             let mut n = Node::new("n1");
-            n.labels.insert("install_disk".into(), format!("sda{sep}x"));
-            assert_eq!(n.validate().unwrap_err().field, "labels.install_disk");
+            n.labels.insert("room".into(), format!("b2{sep}x"));
+            assert_eq!(n.validate().unwrap_err().field, "labels.room");
         }
     }
 

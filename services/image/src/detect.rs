@@ -122,6 +122,35 @@ pub fn detect(
     probes: &BTreeMap<String, Vec<u8>>,
     paths: &HashSet<String>,
 ) -> Result<Detected, DetectError> {
+    let d = detect_unchecked(probes, paths)?;
+    // What the medium says ends up in the osimage name, and from there in iPXE scripts, template
+    // paths and the CLI: only plain words.
+    let word = |what: &'static str, value: &str| {
+        let ok = (1..=32).contains(&value.len())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(())
+        } else {
+            Err(DetectError::Unreadable {
+                file: "the medium's metadata",
+                reason: format!(
+                    "its {what} {value:?} is not 1-32 letters, digits, '.', '_' or '-'"
+                ),
+            })
+        }
+    };
+    word("distribution", &d.distro)?;
+    word("version", &d.version)?;
+    word("architecture", &d.arch)?;
+    Ok(d)
+}
+
+fn detect_unchecked(
+    probes: &BTreeMap<String, Vec<u8>>,
+    paths: &HashSet<String>,
+) -> Result<Detected, DetectError> {
     let require = |what: &'static str, path: &str| -> Result<String, DetectError> {
         if paths.contains(path) {
             Ok(path.to_owned())
@@ -382,5 +411,30 @@ mod tests {
         assert!(e.to_string().contains("unknown product"), "{e}");
         let e = run((".disk/info", "Slackware 15.0 amd64"), &[]).unwrap_err();
         assert!(e.to_string().contains("unknown product"), "{e}");
+    }
+
+    #[test]
+    fn metadata_that_would_reach_scripts_is_refused() {
+        for version in [
+            "9.4 && chain http://127.0.0.1:9/pwn.ipxe &&",
+            "9.4/../../x",
+            "9.4\u{2028}x",
+            "9.4;reboot",
+            "123456789012345678901234567890123",
+        ] {
+            let t = format!(
+                "[release]\nname = Rocky Linux\nversion = {version}\n[tree]\narch = x86_64\n"
+            );
+            let e = run((".treeinfo", &t), PXE).unwrap_err();
+            assert!(e.to_string().contains("version"), "{version:?}: {e}");
+        }
+        let e = run(
+            (
+                ".treeinfo",
+                "[release]\nname = Rocky Linux\nversion = 9.4\n[tree]\narch = x86_64 x\n",
+            ),
+            PXE,
+        );
+        assert!(e.is_err());
     }
 }

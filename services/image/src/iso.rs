@@ -5,7 +5,7 @@
 //!
 //! Blocking (std::fs); the service runs it on the blocking pool.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -101,27 +101,52 @@ fn entry_name(entry: &DirEntry, plain: bool) -> String {
     base.to_ascii_lowercase()
 }
 
-/// Whether a symlink at `path` pointing at `target` stays inside the tree.
-pub fn link_stays_inside(path: &str, target: &str) -> bool {
+/// Symbolic links followed while resolving one link before it counts as a loop (as Linux).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Where a symlink at `path` pointing at `target` leads, resolved against the image's own
+/// entries (`links`: every symlink of the image, by path) and never against the filesystem:
+/// each component of the target that is itself a link is followed first, so `x/l/..` climbs from
+/// where `l` really leads, not from `x/l`. `None` when the target leaves the tree, is absolute or
+/// empty, or loops.
+pub fn resolve_link(path: &str, target: &str, links: &HashMap<&str, &str>) -> Option<Vec<String>> {
+    let mut hops = 0;
+    let mut dir: Vec<String> = path.split('/').map(String::from).collect();
+    dir.pop(); // the link's own name
+    resolve_in(dir, target, links, &mut hops)
+}
+
+fn resolve_in(
+    mut at: Vec<String>,
+    target: &str,
+    links: &HashMap<&str, &str>,
+    hops: &mut usize,
+) -> Option<Vec<String>> {
     if target.is_empty() || target.starts_with('/') {
-        return false;
+        return None;
     }
-    // Depth of the directory holding the link, then walk the target lexically.
-    let mut depth = path.matches('/').count() as i64;
     for part in Path::new(target).components() {
         match part {
-            Component::Normal(_) => depth += 1,
             Component::CurDir => {}
             Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
+                at.pop()?;
+            }
+            Component::Normal(name) => {
+                at.push(name.to_str()?.to_owned());
+                let here = at.join("/");
+                if let Some(next) = links.get(here.as_str()) {
+                    *hops += 1;
+                    if *hops > MAX_LINK_HOPS {
+                        return None;
+                    }
+                    at.pop();
+                    at = resolve_in(at, next, links, hops)?;
                 }
             }
-            Component::RootDir | Component::Prefix(_) => return false,
+            Component::RootDir | Component::Prefix(_) => return None,
         }
     }
-    true
+    Some(at)
 }
 
 impl Iso {
@@ -294,6 +319,14 @@ impl Iso {
         std::fs::create_dir(dest)?;
         let mut written = 0u64;
         let mut skipped_links = 0;
+        let links: HashMap<&str, &str> = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Kind::Symlink(to) => Some((e.path.as_str(), to.as_str())),
+                _ => None,
+            })
+            .collect();
         let target = |path: &str| -> PathBuf {
             // Names were checked when listing: each component is a plain name.
             dest.join(path)
@@ -302,7 +335,7 @@ impl Iso {
             match &entry.kind {
                 Kind::Dir => std::fs::create_dir_all(target(&entry.path))?,
                 Kind::Symlink(to) => {
-                    if link_stays_inside(&entry.path, to) {
+                    if resolve_link(&entry.path, to, &links).is_some() {
                         std::os::unix::fs::symlink(to, target(&entry.path))?;
                     } else {
                         tracing::warn!(path = %entry.path, target = %to, "symbolic link leaves the tree: skipped");
@@ -354,12 +387,36 @@ mod tests {
 
     #[test]
     fn links_may_only_point_inside_the_tree() {
-        assert!(link_stays_inside("ubuntu", "."));
-        assert!(link_stays_inside("dists/stable", "bookworm"));
-        assert!(link_stays_inside("a/b/c", "../x"));
-        assert!(!link_stays_inside("a", "../x"));
-        assert!(!link_stays_inside("a/b", "../../x"));
-        assert!(!link_stays_inside("a", "/etc/passwd"));
-        assert!(!link_stays_inside("a", ""));
+        let none = HashMap::new();
+        let inside = |path: &str, target: &str| resolve_link(path, target, &none).is_some();
+        assert!(inside("ubuntu", "."));
+        assert!(inside("dists/stable", "bookworm"));
+        assert!(inside("a/b/c", "../x"));
+        assert!(!inside("a", "../x"));
+        assert!(!inside("a/b", "../../x"));
+        assert!(!inside("a", "/etc/passwd"));
+        assert!(!inside("a", ""));
+    }
+
+    #[test]
+    fn links_are_resolved_through_the_image_s_own_links() {
+        // `a/b/h/l` leads to the tree's root; `esc` climbs through it: lexically inside
+        // (a/b/h/l/../../..), really three levels above the root.
+        let links: HashMap<&str, &str> = [
+            ("a/b/h/l", "../../.."),
+            ("esc", "a/b/h/l/../../.."),
+            ("ok", "a/b/h/l/x"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(resolve_link("a/b/h/l", "../../..", &links), Some(vec![]));
+        assert_eq!(resolve_link("esc", "a/b/h/l/../../..", &links), None);
+        assert_eq!(
+            resolve_link("ok", "a/b/h/l/x", &links),
+            Some(vec!["x".to_owned()])
+        );
+        // Loops end.
+        let loops: HashMap<&str, &str> = [("p", "q"), ("q", "p")].into_iter().collect();
+        assert_eq!(resolve_link("p", "q", &loops), None);
     }
 }

@@ -137,7 +137,13 @@ impl Context {
             },
             root_password_hash,
             ssh_authorized_keys: deploy.start.ssh_keys.clone(),
-            disk: node.labels.get("install_disk").cloned().unwrap_or_default(),
+            // Checked when the label is written; a value from before that rule is left out.
+            disk: node
+                .labels
+                .get("install_disk")
+                .filter(|d| xcat3_types::is_device_path(d))
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 }
@@ -176,11 +182,26 @@ pub fn render(templates: &Path, ctx: &Context, file: &str) -> Result<String, Ren
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     // Operators' templates run with a budget: a loop cannot hang the service.
     env.set_fuel(Some(1_000_000));
+    // Escaping for what values go into: a POSIX shell word, a kickstart argument. YAML gets
+    // minijinja's own `tojson` (JSON is YAML).
+    env.add_filter("shell_quote", shell_quote);
+    env.add_filter("ks_quote", ks_quote);
     env.render_str(&source, minijinja::value::Serde(ctx))
         .map_err(|e| RenderError::Template {
             path: origin,
             reason: format!("{e:#}"),
         })
+}
+
+/// `value` as one POSIX shell word: single-quoted, with each `'` written as `'\''`.
+pub fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// `value` as one kickstart argument: double-quoted, `\` and `"` escaped (pykickstart reads
+/// its lines with shlex).
+pub fn ks_quote(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', r"\\").replace('"', r#"\""#))
 }
 
 #[cfg(test)]
@@ -312,5 +333,57 @@ mod tests {
             render(dir.path(), &ctx, "grub.cfg"),
             Err(RenderError::UnknownFile(_))
         ));
+    }
+
+    /// Keys the api would refuse, rendered anyway: every template keeps each one a single value.
+    #[test]
+    fn hostile_values_stay_one_word_in_every_template() {
+        let hostile = [
+            "ssh-ed25519 AAAA O'Brien laptop; touch /target/pwned; echo '",
+            "ssh-ed25519 AAAA say \"hi\" $(reboot) `id` \\n",
+            "ssh-ed25519 AAAA line\u{2028}sep",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(hostile.iter().map(|k| k.to_string()).collect(), None);
+        let preseed = render(dir.path(), &ctx, "preseed").unwrap();
+        let ks = render(dir.path(), &ctx, "kickstart").unwrap();
+        let ud = render(dir.path(), &ctx, "user-data").unwrap();
+        let echoes: Vec<&str> = preseed
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("echo "))
+            .map(|l| l.split(" >> ").next().unwrap())
+            .collect();
+        let sshkeys: Vec<&str> = ks
+            .lines()
+            .filter_map(|l| l.strip_prefix("sshkey --username=root "))
+            .collect();
+        assert_eq!((echoes.len(), sshkeys.len()), (3, 3), "{preseed}\n{ks}");
+        for (i, key) in hostile.iter().enumerate() {
+            // The shell reads the preseed's word back as exactly the key ...
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", echoes[i]))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), *key);
+            // ... and kickstart's shlex reads one argument, the key.
+            let out = std::process::Command::new("python3")
+                .arg("-c")
+                .arg("import shlex,sys; w=shlex.split(sys.argv[1]); assert len(w)==1, w; print(w[0], end='')")
+                .arg(sshkeys[i])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout), *key);
+        }
+        let doc: serde_yaml::Value = serde_yaml::from_str(&ud).unwrap();
+        let keys = &doc["autoinstall"]["ssh"]["authorized-keys"];
+        for (i, key) in hostile.iter().enumerate() {
+            assert_eq!(keys[i].as_str(), Some(*key));
+        }
     }
 }
