@@ -578,11 +578,14 @@ mod vm {
         let out = site.server.cli(&["deploy", "n1"]).await;
         assert_eq!(out.code, 0, "{out:?}");
         assert!(out.stdout.contains("n1: wait-callback"), "{out:?}");
+        // Asked from the agent's own host, the script names no token: the installer goes only
+        // to the node's address (10.78.0.21), which the VM gets from the agent's DHCP.
         let script = boot_script(&site);
         assert!(
-            script.contains("kernel --name kernel http://10.78.0.1:8090/trees/"),
+            script.contains("only to its address 10.78.0.21"),
             "{script}"
         );
+        assert!(!script.contains("/deploy/"), "{script}");
 
         let vm = TestVm::boot(&site.seg.switch, "br0", VM_MAC, Firmware::Bios).unwrap();
         let deployed = wait_for(Duration::from_secs(240), "the node is deployed", || async {
@@ -863,4 +866,26 @@ async fn install_secrets_go_only_to_the_node() {
         metrics.contains(r#"xcat3_image_callbacks_total{result="wrong-source"} 1"#),
         "{metrics}"
     );
+}
+
+/// `osimage-delete` says it removes the tree too: the image service does, and stops serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn osimage_delete_removes_the_tree() {
+    let (server, _dir) = rocky_site(Default::default()).await;
+    let tree = tree_of(&server).await;
+    let url = format!(
+        "http://{}/trees/{tree}/images/pxeboot/vmlinuz",
+        server.image_http.unwrap()
+    );
+    assert_eq!(curl(&["-I", &url]).2, 200);
+    let out = server.cli(&["osimage-delete", ROCKY]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let dir = trees_dir(&server).join(&tree);
+    xcat3_tests::wait_for(Duration::from_secs(60), "the tree removed", || {
+        let gone = !dir.exists();
+        async move { gone.then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(curl(&["-I", &url]).2, 404);
 }

@@ -345,13 +345,66 @@ impl Store {
         Ok(())
     }
 
-    /// Discovered machines whose MAC no node has (yet), oldest first.
-    pub async fn list_discovered(&self) -> Result<Vec<DiscoveredRecord>> {
-        let rows = discovered::Entity::find()
+    /// Forgets machines not seen since `seen_before` (Unix ms), then the least recently seen
+    /// beyond `keep`: anything on the provisioning network can make up MACs, so the table must
+    /// not grow with them. Returns how many were forgotten.
+    pub async fn expire_discovered(&self, seen_before: i64, keep: u64) -> Result<u64> {
+        let txn = self.begin_write().await?;
+        let mut gone = discovered::Entity::delete_many()
+            .filter(discovered::Column::LastSeen.lt(seen_before))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        // The last_seen of the `keep`-th most recently seen machine; older ones go.
+        let cutoff: Option<i64> = discovered::Entity::find()
+            .select_only()
+            .column(discovered::Column::LastSeen)
+            .order_by_desc(discovered::Column::LastSeen)
+            .offset(keep)
+            .limit(1)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        if let Some(cutoff) = cutoff {
+            gone += discovered::Entity::delete_many()
+                .filter(discovered::Column::LastSeen.lte(cutoff))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        txn.commit().await?;
+        Ok(gone)
+    }
+
+    /// Discovered machines whose MAC no node has (yet), oldest first: one page of at most
+    /// `limit` rows, starting after `after` (a previous page's next key), and the key to ask
+    /// for the next page with (none after the last page).
+    pub async fn list_discovered(
+        &self,
+        after: Option<(i64, String)>,
+        limit: u64,
+    ) -> Result<(Vec<DiscoveredRecord>, Option<(i64, String)>)> {
+        let mut query = discovered::Entity::find();
+        if let Some((first_seen, mac)) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(discovered::Column::FirstSeen.gt(first_seen))
+                    .add(
+                        Condition::all()
+                            .add(discovered::Column::FirstSeen.eq(first_seen))
+                            .add(discovered::Column::Mac.gt(mac)),
+                    ),
+            );
+        }
+        let rows = query
             .order_by_asc(discovered::Column::FirstSeen)
             .order_by_asc(discovered::Column::Mac)
+            .limit(limit)
             .all(&self.db)
             .await?;
+        let next = (rows.len() as u64 == limit)
+            .then(|| rows.last().map(|r| (r.first_seen, r.mac.clone())))
+            .flatten();
         let macs: Vec<String> = rows.iter().map(|r| r.mac.clone()).collect();
         let mut adopted = std::collections::HashSet::new();
         for chunk in macs.chunks(KEYS_PER_QUERY) {
@@ -364,7 +417,7 @@ impl Store {
                 .await?;
             adopted.extend(found);
         }
-        Ok(rows
+        let page = rows
             .into_iter()
             .filter(|r| !adopted.contains(&r.mac))
             .map(|m| DiscoveredRecord {
@@ -377,6 +430,7 @@ impl Store {
                 first_seen: m.first_seen,
                 last_seen: m.last_seen,
             })
-            .collect())
+            .collect();
+        Ok((page, next))
     }
 }

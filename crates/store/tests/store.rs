@@ -189,6 +189,45 @@ async fn events_are_capped_per_node(db: Db) {
     assert_eq!(quiet.len(), 1, "other nodes keep their history");
 }
 
+async fn discovered_machines_page_and_expire(db: Db) {
+    use xcat3_store::DiscoveredRecord;
+    let s = &db.store;
+    let now = xcat3_store::now_ms();
+    let machines: Vec<DiscoveredRecord> = (0..25)
+        .map(|i| DiscoveredRecord {
+            mac: format!("52:54:00:00:09:{i:02x}"),
+            ip: String::new(),
+            network: "n".into(),
+            agent: "a".into(),
+            client_arch: -1,
+            vendor_class: String::new(),
+            // Pairs share a first_seen, so the page key needs the MAC too.
+            first_seen: now - 1000 + i64::from(i / 2),
+            last_seen: now - 100_000 + i64::from(i) * 1000,
+        })
+        .collect();
+    s.record_discovered(&machines).await.unwrap();
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let (page, next) = s.list_discovered(after, 10).await.unwrap();
+        assert!(page.len() <= 10);
+        seen.extend(page.into_iter().map(|m| m.mac));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let all: Vec<String> = machines.iter().map(|m| m.mac.clone()).collect();
+    assert_eq!(seen, all, "every machine once, oldest first");
+    // Not seen for 90 s: the first 10 go; then only the 5 most recently seen are kept.
+    assert_eq!(s.expire_discovered(now - 90_000, 1000).await.unwrap(), 10);
+    assert_eq!(s.expire_discovered(now - 90_000, 5).await.unwrap(), 10);
+    let (left, next) = s.list_discovered(None, 100).await.unwrap();
+    assert!(next.is_none());
+    let left: Vec<String> = left.into_iter().map(|m| m.mac).collect();
+    assert_eq!(left, all[20..].to_vec());
+}
+
 fn start(token: &str, deadline: i64) -> xcat3_store::DeployStart {
     xcat3_store::DeployStart {
         trace_context: format!(
@@ -394,6 +433,7 @@ suite!(
     deploys_follow_the_state_machine_and_tokens_work_once,
     stale_conductors_are_fenced,
     events_are_capped_per_node,
+    discovered_machines_page_and_expire,
     revisions_guard_against_lost_updates,
     inventory_updates_leave_conductor_state_alone,
     duplicate_names_are_a_conflict

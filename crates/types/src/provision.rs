@@ -44,7 +44,10 @@ impl ProvisionEvent {
             ProvisionEvent::Manage => &[Enroll],
             ProvisionEvent::Deploy => &[Available, Deployed, DeployFailed],
             ProvisionEvent::Published => &[Deploying],
-            ProvisionEvent::Callback => &[WaitCallback],
+            // From `deploying` too: the install boot action is live from the moment the node
+            // enters `deploying`, so a conductor that died before `published` must not make the
+            // finished install's callback bounce (and the node reinstall until its deadline).
+            ProvisionEvent::Callback => &[Deploying, WaitCallback],
             ProvisionEvent::Fail => &[Deploying, WaitCallback],
             ProvisionEvent::Timeout => &[Deploying, WaitCallback],
             ProvisionEvent::Undeploy => &[Deploying, WaitCallback, Deployed, DeployFailed],
@@ -155,6 +158,11 @@ mod tests {
              deploy-failed); a deploy is in progress: undeploy it first"
         );
         assert!(ProvisionEvent::Callback.apply(Deployed).is_err());
+        assert_eq!(
+            ProvisionEvent::Callback.apply(Deploying),
+            Ok(Deployed),
+            "a conductor that died before publishing does not strand the node"
+        );
         assert!(ProvisionEvent::Timeout.apply(Deployed).is_err());
         assert!(ProvisionEvent::Undeploy.apply(Available).is_err());
     }

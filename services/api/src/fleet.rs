@@ -77,6 +77,13 @@ fn spread(names: &[String], snapshot: &Snapshot) -> BTreeMap<String, i64> {
 }
 
 /// Keeps the gauges current every `interval` until `shutdown`.
+/// Discovered machines not seen for this long are forgotten ...
+const DISCOVERED_TTL_MS: i64 = 24 * 3_600_000;
+/// ... and at most this many are kept (the least recently seen go first).
+const DISCOVERED_KEEP: u64 = 100_000;
+/// How often they are looked at.
+const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
 pub async fn run(
     store: Store,
     coordinator: Arc<dyn Coordinator>,
@@ -85,10 +92,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(interval);
+    let mut last_expiry = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return,
+        }
+        let expire_now =
+            last_expiry.is_none_or(|t: tokio::time::Instant| t.elapsed() >= EXPIRY_EVERY);
+        if expire_now
+            && let Err(e) = store
+                .expire_discovered(xcat3_store::now_ms() - DISCOVERED_TTL_MS, DISCOVERED_KEEP)
+                .await
+        {
+            tracing::debug!(error = %e, "expiring discovered machines failed");
+        }
+        if expire_now {
+            last_expiry = Some(tokio::time::Instant::now());
         }
         match store.node_state_counts().await {
             Ok(counts) => {

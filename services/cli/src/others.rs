@@ -187,14 +187,25 @@ struct DiscoveredDoc {
 }
 
 pub async fn discovered_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
-    let reply = conn
-        .networks()
-        .await?
-        .list_discovered(pb::ListDiscoveredRequest {})
-        .await?;
-    let docs: Vec<DiscoveredDoc> = reply
-        .into_inner()
-        .machines
+    let mut machines = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let reply = conn
+            .networks()
+            .await?
+            .list_discovered(pb::ListDiscoveredRequest {
+                page_size: 5000,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        machines.extend(reply.machines);
+        if reply.next_page_token.is_empty() {
+            break;
+        }
+        page_token = reply.next_page_token;
+    }
+    let docs: Vec<DiscoveredDoc> = machines
         .into_iter()
         .map(|m| DiscoveredDoc {
             first_seen: m.first_seen.map_or(0, |t| t.seconds),

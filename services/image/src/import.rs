@@ -160,8 +160,23 @@ pub async fn hash_file(
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let io = |e: std::io::Error| ImportError::Invalid(format!("{}: {e}", path.display()));
+        // Only regular files: a FIFO would block the open (and the one-at-a-time import lock)
+        // forever, /dev/zero would never end.
+        let not_a_file = || {
+            ImportError::Invalid(format!(
+                "{}: not a regular file (devices, FIFOs and directories are refused)",
+                path.display()
+            ))
+        };
+        if !std::fs::metadata(&path).map_err(io)?.is_file() {
+            return Err(not_a_file());
+        }
         let mut file = std::fs::File::open(&path).map_err(io)?;
-        let total = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(not_a_file());
+        }
+        let total = meta.len();
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
@@ -290,4 +305,36 @@ pub async fn import(
         already: false,
         detected: description,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn server_paths_must_be_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (progress, _rx) = mpsc::channel(16);
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.path()] {
+            let e = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                hash_file(path, &progress),
+            )
+            .await
+            .expect("refused at once, not blocked")
+            .unwrap_err();
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let file = dir.path().join("x.iso");
+        std::fs::write(&file, b"abc").unwrap();
+        let (sha, size) = hash_file(&file, &progress).await.unwrap();
+        assert_eq!(size, 3);
+        assert_eq!(sha.len(), 64);
+    }
 }

@@ -116,11 +116,18 @@ pub async fn serve(
         image_metrics.tree_bytes.clone(),
         shutdown.clone(),
     ));
+    let importing: Arc<tokio::sync::Mutex<()>> = Arc::default();
+    let sweeper = tokio::spawn(remove_deleted_trees(
+        store.clone(),
+        layout.clone(),
+        importing.clone(),
+        shutdown.clone(),
+    ));
     let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
         store,
         layout,
         metrics: image_metrics,
-        importing: Arc::default(),
+        importing,
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -149,11 +156,63 @@ pub async fn serve(
         .await;
     shutdown.cancel();
     let _ = http_task.await;
+    let _ = sweeper.await;
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
     served?;
     Ok(())
+}
+
+/// How often trees of deleted osimages are looked for.
+const TREE_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes, at start and then every [`TREE_SWEEP`], the trees no osimage refers to any more
+/// (`xcat3 osimage-delete` deletes the record through the api, which cannot reach this service's
+/// volume). Holds the import lock, so a tree being imported is never taken for an orphan.
+async fn remove_deleted_trees(
+    store: xcat3_store::Store,
+    layout: import::Layout,
+    importing: Arc<tokio::sync::Mutex<()>>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(TREE_SWEEP);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let _no_import = importing.lock().await;
+        let images = match store.list_osimages().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::debug!(error = %e, "tree sweep: listing osimages failed");
+                continue;
+            }
+        };
+        let used: std::collections::HashSet<String> =
+            images.into_iter().map(|i| i.repo_root).collect();
+        let trees = layout.trees();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            for entry in std::fs::read_dir(&trees).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // `.partial-*` are imports in progress (or cleaned at start).
+                if name.starts_with('.') || used.contains(&format!("trees/{name}")) {
+                    continue;
+                }
+                if std::fs::remove_dir_all(entry.path()).is_ok() {
+                    removed.push(name);
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or_default();
+        for tree in removed {
+            tracing::info!(%tree, "removed the tree of a deleted osimage");
+        }
+    }
 }
 
 /// Binds the HTTP listener with a deep accept queue: a rack that finishes installing together

@@ -208,14 +208,37 @@ impl pb::network_service_server::NetworkService for NetworkService {
 
     async fn list_discovered(
         &self,
-        _: Request<pb::ListDiscoveredRequest>,
+        request: Request<pb::ListDiscoveredRequest>,
     ) -> Result<Response<pb::ListDiscoveredResponse>, Status> {
-        let machines = self
+        let req = request.into_inner();
+        let size = match req.page_size {
+            0 => 1000,
+            n @ 1..=5000 => u64::from(n),
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n}; at most 5000"
+                )));
+            }
+        };
+        let after =
+            if req.page_token.is_empty() {
+                None
+            } else {
+                let parsed = req
+                    .page_token
+                    .split_once('/')
+                    .and_then(|(t, mac)| Some((t.parse::<i64>().ok()?, mac.to_owned())));
+                Some(parsed.ok_or_else(|| {
+                    Status::invalid_argument("page_token: not one this api gave out")
+                })?)
+            };
+        let (machines, next) = self
             .store
-            .list_discovered()
+            .list_discovered(after, size)
             .await
             .map_err(|e| store_status(&e))?;
         Ok(Response::new(pb::ListDiscoveredResponse {
+            next_page_token: next.map_or_else(String::new, |(t, mac)| format!("{t}/{mac}")),
             machines: machines
                 .into_iter()
                 .map(|m| pb::DiscoveredMachine {
