@@ -1,9 +1,55 @@
 #!/usr/bin/env bash
-# Fuzzes the network agent's packet handling (DHCP, DNS, TFTP requests) with cargo fuzz (libFuzzer).
-#   bash scripts/fuzz.sh [SECONDS]     default 60
-# cargo-fuzz needs nightly features; on a stable toolchain RUSTC_BOOTSTRAP=1 enables them.
+# Fuzzes every parser that hostile input reaches (fuzz/fuzz_targets/*.rs) with cargo fuzz
+# (libFuzzer), each for SECONDS, starting from the seeds in fuzz/seeds/<target> (plus a small ISO
+# that xorriso builds here, since a binary seed is not committed). Any crash fails the script and
+# leaves its input in fuzz/artifacts/<target>/: turn it into a regression test.
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]     default: 60 s, every target
+# cargo-fuzz needs nightly features; on the stable toolchain RUSTC_BOOTSTRAP=1 enables them.
+# Built with overflow checks and without a sanitizer (the code has no `unsafe`: what we look for
+# is panics, overflows, hangs and memory blow-ups, which libFuzzer's own limits catch).
 set -euo pipefail
-cd "$(dirname "$0")/../services/network"
+cd "$(dirname "$0")/.."
+seconds="${1:-60}"
+shift || true
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 export RUSTC_BOOTSTRAP=1
-cargo fuzz run packets -- -max_total_time="${1:-60}" -max_len=1500
+cd fuzz
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(packets noderange trees import_yaml templates iso)
+
+# A small ISO in the layout of a real medium (a .treeinfo, a kernel, a symlink) as the iso seed.
+if command -v xorriso >/dev/null && ! [ -s seeds/iso/rocky.iso ]; then
+  tree=$(mktemp -d)
+  mkdir -p "$tree/images/pxeboot" "$tree/Packages"
+  printf '[release]\nname = Rocky Linux\nversion = 9.4\n[tree]\narch = x86_64\n' > "$tree/.treeinfo"
+  echo kernel > "$tree/images/pxeboot/vmlinuz"
+  echo initrd > "$tree/images/pxeboot/initrd.img"
+  ln -s images/pxeboot/vmlinuz "$tree/vmlinuz"
+  ln -s ../images "$tree/Packages/up"
+  xorriso -as mkisofs -quiet -R -J -o seeds/iso/rocky.iso "$tree" 2>/dev/null
+  rm -rf "$tree"
+fi
+
+# Start from the workspace's lock file, so the fuzz build uses the same dependency versions.
+[ -e Cargo.lock ] || cp ../Cargo.lock Cargo.lock
+cargo fuzz build --sanitizer none --debug-assertions
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t" "artifacts/$t"
+  max_len=4096
+  case "$t" in
+    packets) max_len=1500 ;;
+    iso) max_len=262144 ;;
+  esac
+  echo "fuzz: $t for ${seconds}s"
+  rc=0
+  cargo fuzz run --sanitizer none --debug-assertions "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -timeout=10 \
+    -artifact_prefix="artifacts/$t/" -print_final_stats=1 > "artifacts/$t/log" 2>&1 || rc=$?
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|panicked|ERROR|Test unit written' \
+    "artifacts/$t/log" | head -n 20 || true
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "artifacts/$t/log"
+    echo "fuzz: $t found a crash (fuzz/artifacts/$t)"
+    exit 1
+  fi
+done

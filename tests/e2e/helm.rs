@@ -209,6 +209,17 @@ fn check_invariants(objects: &[Value]) {
         !env.contains("DATABASE_URL") && !env.contains("ETCD"),
         "{env}"
     );
+    // ... nor the admin token: its own token may only follow the boot table.
+    assert!(
+        env.contains("XCAT3_AGENT_TOKEN") && env.contains("agent-token"),
+        "{env}"
+    );
+    assert!(
+        !env.contains("XCAT3_ADMIN_TOKEN") && !env.contains("admin-token"),
+        "{env}"
+    );
+    let api_env = format!("{:?}", containers(api)[0]["env"]);
+    assert!(api_env.contains("agent-token"), "{api_env}");
 }
 
 #[test]

@@ -437,3 +437,53 @@ async fn a_clock_stepped_back_does_not_lock_the_conductor_out() {
     let out = s.cli(&["conductor-list", "-o", "json"]).await.ok();
     assert!(out.stdout.contains("\"shards\""), "{out:?}");
 }
+
+/// The network agents get their own token: enough to follow the boot table, nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_token_only_follows_the_boot_table() {
+    const AGENT: &str = "agent-token-for-tests-0123456789";
+    let opts = ServerOptions {
+        env: vec![("XCAT3_AGENT_TOKEN".into(), AGENT.into())],
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    s.cli(&["create", "n1", "--nic", "mac=52:54:00:ab:00:01"])
+        .await
+        .ok();
+    for args in [vec!["list"], vec!["passwd-list"], vec!["create", "n2"]] {
+        let out = s.cli_env(&args, &[("XCAT3_TOKEN", AGENT)]).await;
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(out.stderr.contains("PermissionDenied"), "{args:?}: {out:?}");
+    }
+    // An agent holding only that token follows the table and serves the node.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("agent.token");
+    std::fs::write(&token_file, AGENT).unwrap();
+    let (_agent, ready) = xcat3_tests::loopback_agent(
+        &s,
+        dir.path(),
+        &["--api-token-file", token_file.to_str().unwrap()],
+    )
+    .await;
+    let http = xcat3_tests::ready_field(&ready, "http=").unwrap();
+    let url = format!("http://{http}/boot/52:54:00:ab:00:01.ipxe");
+    xcat3_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "the agent knows n1",
+        || {
+            let url = url.clone();
+            async move {
+                let out = std::process::Command::new("curl")
+                    .args(["-sf", &url])
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("n1 boots from its local disk")
+                    .then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!s.log().contains(AGENT), "the agent token was logged");
+}

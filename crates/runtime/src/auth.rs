@@ -3,6 +3,9 @@
 //! - The admin token may call everything.
 //! - The read-only token may call methods whose name starts with `Get` or `List`; anything else
 //!   answers `PERMISSION_DENIED`.
+//! - The agent token (given to the network agents' DaemonSet hosts) may only call the netboot
+//!   protocol (`xcat3.internal.v1.NetbootConfig`: follow the boot table, claim dynamic blocks,
+//!   report discoveries); anything else answers `PERMISSION_DENIED`.
 //! - No token, or a wrong one, answers `UNAUTHENTICATED`.
 //! - Health checks and server reflection are open: Kubernetes probes cannot send headers, and the
 //!   schema is public (it is in the repository).
@@ -22,19 +25,25 @@ use xcat3_types::Secret;
 pub struct Tokens {
     pub admin: Option<Secret>,
     pub readonly: Option<Secret>,
+    /// The network agents' token: the netboot protocol only.
+    pub agent: Option<Secret>,
 }
 
 impl Tokens {
     pub fn is_empty(&self) -> bool {
-        self.admin.is_none() && self.readonly.is_none()
+        self.admin.is_none() && self.readonly.is_none() && self.agent.is_none()
     }
 }
+
+/// The service the agent token may call.
+pub const AGENT_SERVICE: &str = "/xcat3.internal.v1.NetbootConfig/";
 
 /// What a request is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Admin,
     ReadOnly,
+    Agent,
 }
 
 #[derive(Debug)]
@@ -86,12 +95,19 @@ impl Policy {
             Access::Admin
         } else if matches(&self.tokens.readonly) {
             Access::ReadOnly
+        } else if matches(&self.tokens.agent) {
+            Access::Agent
         } else {
             return Err(tonic::Status::unauthenticated("invalid bearer token"));
         };
         if access == Access::ReadOnly && !is_read_only(path) {
             return Err(tonic::Status::permission_denied(format!(
                 "the read-only token cannot call {path}"
+            )));
+        }
+        if access == Access::Agent && !path.starts_with(AGENT_SERVICE) {
+            return Err(tonic::Status::permission_denied(format!(
+                "the agent token cannot call {path}"
             )));
         }
         Ok(())
@@ -169,6 +185,7 @@ mod tests {
             tokens: Tokens {
                 admin: Some(Secret::new("adm")),
                 readonly: Some(Secret::new("ro")),
+                agent: Some(Secret::new("agt")),
             },
             insecure: false,
         }
@@ -203,6 +220,28 @@ mod tests {
             ..policy()
         };
         assert!(open.check(create, None).is_ok());
+    }
+
+    #[test]
+    fn the_agent_token_only_follows_the_boot_table() {
+        let p = policy();
+        for method in ["Watch", "Blocks", "ReportDiscovered"] {
+            let path = format!("{AGENT_SERVICE}{method}");
+            assert!(p.check(&path, Some(b"Bearer agt")).is_ok(), "{path}");
+        }
+        for path in [
+            "/xcat3.v1.NodeService/GetNodes",
+            "/xcat3.v1.NodeService/CreateNodes",
+            "/xcat3.v1.PasswdService/ListPasswds",
+            "/xcat3.internal.v1.Conductor/Run",
+            "/xcat3.internal.v1.NetbootConfigX/Watch",
+        ] {
+            assert_eq!(
+                p.check(path, Some(b"Bearer agt")).unwrap_err().code(),
+                tonic::Code::PermissionDenied,
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct ApiArgs {
     /// File holding the read-only token (else XCAT3_READONLY_TOKEN).
     #[arg(long, env = "XCAT3_READONLY_TOKEN_FILE")]
     pub readonly_token_file: Option<PathBuf>,
+    /// File holding the network agents' token, which may only follow the boot table and report
+    /// discoveries (else XCAT3_AGENT_TOKEN).
+    #[arg(long, env = "XCAT3_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
     /// Largest number of names a noderange may expand to [default: 100000].
     #[arg(long, env = "XCAT3_NODERANGE_LIMIT")]
     pub noderange_limit: Option<usize>,
@@ -165,6 +169,7 @@ impl ApiArgs {
         let mut tokens = Tokens {
             admin: token_from(admin_file.as_deref(), env, "XCAT3_ADMIN_TOKEN")?,
             readonly: token_from(readonly_file.as_deref(), env, "XCAT3_READONLY_TOKEN")?,
+            agent: token_from(self.agent_token_file.as_deref(), env, "XCAT3_AGENT_TOKEN")?,
         };
         let mut generated_token_file = None;
         if tokens.admin.is_none() && generate_token && !config.insecure {

@@ -136,7 +136,11 @@ impl NodeDoc {
 pub fn read_nodes(path: &std::path::Path) -> anyhow::Result<Vec<NodeDoc>> {
     use anyhow::Context as _;
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let doc: NodesDoc =
-        serde_yaml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    parse_nodes(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+/// Parses the text of a nodes file (see [`read_nodes`]).
+pub fn parse_nodes(text: &str) -> anyhow::Result<Vec<NodeDoc>> {
+    let doc: NodesDoc = serde_yaml::from_str(text)?;
     Ok(doc.nodes)
 }

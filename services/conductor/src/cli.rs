@@ -100,6 +100,7 @@ impl ConductorArgs {
         config.tokens = Tokens {
             admin: token_from(self.admin_token_file.as_deref(), env, "XCAT3_ADMIN_TOKEN")?,
             readonly: None,
+            agent: None,
         };
         config.insecure = self.insecure;
         if config.tokens.is_empty() && !config.insecure {

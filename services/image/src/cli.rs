@@ -116,6 +116,7 @@ pub fn main(args: ImageArgs, standalone: StandaloneArgs) -> std::process::ExitCo
         let tokens = xcat3_runtime::auth::Tokens {
             admin,
             readonly: None,
+            agent: None,
         };
         let config = args
             .resolve(

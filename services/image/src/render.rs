@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
-use xcat3_store::DeployRecord;
-use xcat3_types::{Network, Node, OsImage, deploy_url};
+use xcat3_store::{DeployRecord, DeployStart};
+use xcat3_types::{MacAddr, Network, Nic, Node, OsImage, deploy_url};
 
 /// Built-in templates by file name.
 fn builtin(file: &str) -> Option<&'static str> {
@@ -204,62 +204,66 @@ pub fn ks_quote(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', r"\\").replace('"', r#"\""#))
 }
 
+/// A node with one NIC on a /24, deployed with `keys`, for tests and the fuzz targets.
+#[doc(hidden)]
+pub fn example_context(keys: Vec<String>, hash: Option<&str>) -> Context {
+    let mut node = Node::new("n1");
+    node.nics.push(Nic {
+        name: "eth0".into(),
+        mac: "52:54:00:00:00:01".parse::<MacAddr>().unwrap(),
+        ip: Some("10.0.0.5".parse().unwrap()),
+        primary: true,
+    });
+    node.labels.insert("install_disk".into(), "/dev/vda".into());
+    let mut net = Network::new(
+        "prov",
+        "10.0.0.0".parse().unwrap(),
+        "255.255.255.0".parse().unwrap(),
+    );
+    net.gateway = Some("10.0.0.1".parse().unwrap());
+    net.nameservers = vec!["10.0.0.2".parse().unwrap()];
+    net.domain = Some("cluster.example".into());
+    let deploy = DeployRecord {
+        node: "n1".into(),
+        start: DeployStart {
+            osimage: "rocky9.4-x86_64-install-compute".into(),
+            token: "t0k".into(),
+            deadline: 0,
+            ssh_keys: keys,
+            reboot: false,
+            trace_context: String::new(),
+        },
+        started_at: 0,
+    };
+    let image = OsImage {
+        name: "rocky9.4-x86_64-install-compute".into(),
+        distro: "rocky".into(),
+        version: "9.4".into(),
+        arch: "x86_64".into(),
+        install_method: "kickstart".into(),
+        kernel: "trees/ab/images/pxeboot/vmlinuz".into(),
+        initrd: "trees/ab/images/pxeboot/initrd.img".into(),
+        repo_root: "trees/ab".into(),
+        created_at: 0,
+        source: "r.iso".into(),
+        sha256: "ab".into(),
+    };
+    Context::new(
+        &node,
+        &deploy,
+        &image,
+        &[net],
+        "http://10.0.0.1:8090/",
+        hash.map(str::to_owned),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xcat3_store::DeployStart;
-    use xcat3_types::{MacAddr, Nic};
 
     fn context(keys: Vec<String>, hash: Option<&str>) -> Context {
-        let mut node = Node::new("n1");
-        node.nics.push(Nic {
-            name: "eth0".into(),
-            mac: "52:54:00:00:00:01".parse::<MacAddr>().unwrap(),
-            ip: Some("10.0.0.5".parse().unwrap()),
-            primary: true,
-        });
-        node.labels.insert("install_disk".into(), "/dev/vda".into());
-        let mut net = Network::new(
-            "prov",
-            "10.0.0.0".parse().unwrap(),
-            "255.255.255.0".parse().unwrap(),
-        );
-        net.gateway = Some("10.0.0.1".parse().unwrap());
-        net.nameservers = vec!["10.0.0.2".parse().unwrap()];
-        net.domain = Some("cluster.example".into());
-        let deploy = DeployRecord {
-            node: "n1".into(),
-            start: DeployStart {
-                osimage: "rocky9.4-x86_64-install-compute".into(),
-                token: "t0k".into(),
-                deadline: 0,
-                ssh_keys: keys,
-                reboot: false,
-                trace_context: String::new(),
-            },
-            started_at: 0,
-        };
-        let image = OsImage {
-            name: "rocky9.4-x86_64-install-compute".into(),
-            distro: "rocky".into(),
-            version: "9.4".into(),
-            arch: "x86_64".into(),
-            install_method: "kickstart".into(),
-            kernel: "trees/ab/images/pxeboot/vmlinuz".into(),
-            initrd: "trees/ab/images/pxeboot/initrd.img".into(),
-            repo_root: "trees/ab".into(),
-            created_at: 0,
-            source: "r.iso".into(),
-            sha256: "ab".into(),
-        };
-        Context::new(
-            &node,
-            &deploy,
-            &image,
-            &[net],
-            "http://10.0.0.1:8090/",
-            hash.map(str::to_owned),
-        )
+        example_context(keys, hash)
     }
 
     #[test]

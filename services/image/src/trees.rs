@@ -77,6 +77,23 @@ struct TreeRequest {
     keep_alive: bool,
 }
 
+/// For the fuzz targets: parses `head` as a connection would and checks what would be answered
+/// for a file of `size` bytes: a path of plain components only, a range inside the file.
+#[doc(hidden)]
+pub fn check_request(head: &[u8], size: u64) {
+    let Some(req) = parse(head) else { return };
+    if let Some(path) = &req.path {
+        assert!(
+            path.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "{path:?}"
+        );
+    }
+    if let Ok(Some((start, end))) = byte_range(req.range.as_deref(), size) {
+        assert!(start <= end && end < size, "{start}-{end} of {size}");
+    }
+}
+
 /// Parses a complete head; `None` when it is not a tree request this module answers.
 fn parse(head: &[u8]) -> Option<TreeRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];

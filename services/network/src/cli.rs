@@ -22,7 +22,8 @@ pub struct NetworkArgs {
         default_value = "http://127.0.0.1:3010"
     )]
     pub api_url: String,
-    /// File holding the token the agent calls the api with (else XCAT3_ADMIN_TOKEN).
+    /// File holding the token the agent calls the api with (else XCAT3_AGENT_TOKEN, the scoped
+    /// agent token, or XCAT3_ADMIN_TOKEN).
     #[arg(long = "api-token-file", env = "XCAT3_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
     /// Interfaces to serve DHCP on, comma-separated [default: every interface but loopback]. The
@@ -106,7 +107,10 @@ impl NetworkArgs {
             .clone()
             .unwrap_or_else(xcat3_runtime::config::hostname);
         let mut config = AgentConfig::new(id, self.api_url.clone(), state_dir);
-        config.token = token_from(self.api_token_file.as_deref(), env, "XCAT3_ADMIN_TOKEN")?;
+        config.token = match token_from(self.api_token_file.as_deref(), env, "XCAT3_AGENT_TOKEN")? {
+            Some(t) => Some(t),
+            None => token_from(None, env, "XCAT3_ADMIN_TOKEN")?,
+        };
         config.interfaces = InterfaceFilter {
             names: self
                 .dhcp_interfaces

@@ -134,6 +134,7 @@ fn all_in_one(
         config.tokens = Tokens {
             admin: resolved.config.tokens.admin.clone(),
             readonly: None,
+            agent: None,
         };
         config.insecure = resolved.config.insecure;
         drivers.apply(&mut config);
@@ -159,6 +160,7 @@ fn all_in_one(
                 Tokens {
                     admin: resolved.config.tokens.admin.clone(),
                     readonly: None,
+                    agent: None,
                 },
                 resolved.config.insecure,
             )

@@ -1,7 +1,7 @@
 //! Every packet parser of the network agent on arbitrary bytes: the DHCP path (frame check,
 //! decode, decision, encode), DNS queries and TFTP requests. None may panic.
 //!
-//! `cargo fuzz run packets` from services/network (see scripts/fuzz.sh).
+//! `bash scripts/fuzz.sh packets` (see fuzz/README.md).
 
 #![no_main]
 

@@ -1,0 +1,21 @@
+//! `xcat3 import` / `create -f`: a nodes file (YAML) parsed, converted to the wire and back as
+//! the api does, and validated. Errors are fine; panics are not.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(docs) = xcat3_cli::doc::parse_nodes(text) else {
+        return;
+    };
+    for doc in docs {
+        let (wire, _) = doc.into_pb();
+        if let Ok(mut node) = xcat3_proto::convert::node_from_pb(&wire) {
+            let _ = node.validate();
+        }
+    }
+});
