@@ -6,6 +6,7 @@
 //! service's data directory, then the built-in one (`services/image/templates/`), so an operator
 //! can override per image or for all.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
@@ -210,18 +211,18 @@ pub fn example_context(keys: Vec<String>, hash: Option<&str>) -> Context {
     let mut node = Node::new("n1");
     node.nics.push(Nic {
         name: "eth0".into(),
-        mac: "52:54:00:00:00:01".parse::<MacAddr>().unwrap(),
-        ip: Some("10.0.0.5".parse().unwrap()),
+        mac: MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+        ip: Some(Ipv4Addr::new(10, 0, 0, 5)),
         primary: true,
     });
     node.labels.insert("install_disk".into(), "/dev/vda".into());
     let mut net = Network::new(
         "prov",
-        "10.0.0.0".parse().unwrap(),
-        "255.255.255.0".parse().unwrap(),
+        Ipv4Addr::new(10, 0, 0, 0),
+        Ipv4Addr::new(255, 255, 255, 0),
     );
-    net.gateway = Some("10.0.0.1".parse().unwrap());
-    net.nameservers = vec!["10.0.0.2".parse().unwrap()];
+    net.gateway = Some(Ipv4Addr::new(10, 0, 0, 1));
+    net.nameservers = vec![Ipv4Addr::new(10, 0, 0, 2)];
     net.domain = Some("cluster.example".into());
     let deploy = DeployRecord {
         node: "n1".into(),
