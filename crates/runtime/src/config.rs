@@ -89,6 +89,9 @@ pub fn sqlite_url(data_dir: &Path) -> anyhow::Result<String> {
     ))
 }
 
+/// The shortest token accepted, from a file or the environment.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// Reads a token file (at least 16 characters once trimmed).
 pub fn read_token(path: &Path) -> anyhow::Result<Secret> {
     let text = std::fs::read_to_string(path)
@@ -110,7 +113,12 @@ pub fn token_from(
 ) -> anyhow::Result<Option<Secret>> {
     match file {
         Some(path) => read_token(path).map(Some),
-        None => Ok(env.get(var).filter(|t| !t.is_empty()).map(Secret::new)),
+        None => match env.get(var).map(|t| t.trim()).filter(|t| !t.is_empty()) {
+            Some(t) if t.len() < MIN_TOKEN_LEN => anyhow::bail!(
+                "{var} is shorter than {MIN_TOKEN_LEN} characters: use a long random token"
+            ),
+            t => Ok(t.map(Secret::new)),
+        },
     }
 }
 

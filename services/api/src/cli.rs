@@ -254,6 +254,9 @@ mod tests {
             r.config.tokens.admin.unwrap().expose(),
             "from-env-0123456789"
         );
+        let short = HashMap::from([("XCAT3_ADMIN_TOKEN".to_owned(), "secret".to_owned())]);
+        let err = args.resolve(&short, true).unwrap_err();
+        assert!(format!("{err:#}").contains("shorter than 16"), "{err:#}");
 
         std::fs::write(&cfg, "bogus: 1\n").unwrap();
         let err = args.resolve(&HashMap::new(), true).unwrap_err();
