@@ -18,12 +18,7 @@ async fn server_with_readonly() -> TestServer {
 
 /// The peak resident memory of a process, in MiB (`VmHWM`).
 fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
+    xcat3_tests::status_mib(pid, "VmHWM:") as u64
 }
 
 async fn get_nodes_status(s: &TestServer, token: &str, noderange: String) -> tonic::Code {

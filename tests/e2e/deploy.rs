@@ -40,13 +40,20 @@ fn curl_bytes(args: &[&str]) -> (bool, Vec<u8>, u16) {
 async fn rocky_site(mut opts: xcat3_tests::ServerOptions) -> (TestServer, tempfile::TempDir) {
     opts.extra_args.push("--no-install-source-check".into());
     let server = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let dir = import_rocky(&server).await;
+    (server, dir)
+}
+
+/// Imports the Rocky image into `server` and defines the provisioning network; the directory
+/// holds the ISO.
+async fn import_rocky(server: &TestServer) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let out = server
         .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
         .await;
     assert_eq!(out.code, 0, "{out:?}");
-    provisioning_network(&server).await;
-    (server, dir)
+    provisioning_network(server).await;
+    dir
 }
 
 async fn provisioning_network(server: &TestServer) {
@@ -807,12 +814,7 @@ async fn install_secrets_go_only_to_the_node() {
     let agent_dir = tempfile::tempdir().unwrap();
     let (_agent, ready) = xcat3_tests::loopback_agent(&server, agent_dir.path(), &[]).await;
     let agent_http = xcat3_tests::ready_field(&ready, "http=").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = server
-        .copycds(&[rocky_iso(dir.path()).to_str().unwrap()])
-        .await;
-    assert_eq!(out.code, 0, "{out:?}");
-    provisioning_network(&server).await;
+    let _dir = import_rocky(&server).await;
     let nic = format!("mac={MAC},ip=10.9.0.21");
     let out = server
         .cli(&["create", "n1", &format!("osimage={ROCKY}"), "--nic", &nic])

@@ -1303,6 +1303,16 @@ impl Drop for TestDomain {
     }
 }
 
+/// A `/proc/<pid>/status` memory field (`VmRSS:`, `VmHWM:`) in MiB; 0 when unreadable.
+pub fn status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// A stand-alone network agent following `server` over loopback: no DHCP, TFTP or DNS, its iPXE
 /// scripts on a loopback HTTP port (in its ready line, `http=`), its state in `dir`, plus `extra`
 /// flags. Killed when dropped.
