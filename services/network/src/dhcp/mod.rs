@@ -180,10 +180,22 @@ pub fn well_formed(packet: &[u8]) -> bool {
         match packet[i] {
             0 => i += 1,
             255 => return true,
-            _ => {
+            code => {
                 let Some(&len) = packet.get(i + 1) else {
                     return false;
                 };
+                // Options whose size is fixed and that the decoder takes on trust (dhcproto
+                // asserts it, and would otherwise read the next option's bytes as its own):
+                // rapid commit, client NII, the bulk-leasequery times (found by fuzzing).
+                let fixed = match code {
+                    80 => Some(0),
+                    94 => Some(3),
+                    152..=155 => Some(4),
+                    _ => None,
+                };
+                if fixed.is_some_and(|n| n != len) {
+                    return false;
+                }
                 i += 2 + usize::from(len);
             }
         }
@@ -248,5 +260,33 @@ pub fn handle<'o>(
             state.metrics.dhcp_answered(kind);
             Some((out.as_slice(), to))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::answer::Settings;
+    use crate::dhcp::pool::Pool;
+
+    /// Inputs the fuzzer (fuzz/fuzz_targets/packets.rs) found; each once panicked.
+    #[test]
+    fn fuzz_findings_are_dropped_not_panicked_on() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
+        let state = State::for_tests(crate::fuzz_table(), Pool::in_memory(), Settings::default());
+        let local = [Ipv4Addr::new(10, 0, 0, 1)];
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let packet = std::fs::read(entry.unwrap().path()).unwrap();
+            let mut out = Vec::new();
+            let _ = handle(&state, &packet, &local, 67, &mut out);
+            checked += 1;
+        }
+        assert!(checked > 0);
+        // An option whose size is fixed, with another size, is malformed.
+        let mut p = vec![0u8; 240];
+        p[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        p.extend_from_slice(&[53, 1, 1, 152, 1, 0, 255]);
+        assert!(!well_formed(&p));
     }
 }
