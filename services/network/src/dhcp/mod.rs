@@ -184,16 +184,19 @@ pub fn well_formed(packet: &[u8]) -> bool {
                 let Some(&len) = packet.get(i + 1) else {
                     return false;
                 };
-                // Options whose size is fixed and that the decoder takes on trust (dhcproto
-                // asserts it, and would otherwise read the next option's bytes as its own):
-                // rapid commit, client NII, the bulk-leasequery times (found by fuzzing).
-                let fixed = match code {
-                    80 => Some(0),
-                    94 => Some(3),
-                    152..=155 => Some(4),
-                    _ => None,
+                // Options whose size the decoder takes on trust (dhcproto asserts it, or
+                // subtracts from it, and would otherwise read the next option's bytes as its
+                // own): rapid commit, client NII, client FQDN, bulk-leasequery status and times.
+                // Found by fuzzing (`fuzz/fuzz_targets/packets.rs`).
+                let size_ok = match code {
+                    80 => len == 0,
+                    94 => len == 3,
+                    81 => len >= 3,
+                    151 => len >= 1,
+                    152..=155 => len == 4,
+                    _ => true,
                 };
-                if fixed.is_some_and(|n| n != len) {
+                if !size_ok {
                     return false;
                 }
                 i += 2 + usize::from(len);
