@@ -298,7 +298,7 @@ for _ in range(20):
         "eth0",
         "10.77.0.1",
         &site.proxy.path,
-        "x",
+        "the-api-is-gone-anyway-0123",
         &dir,
         &[],
     )
