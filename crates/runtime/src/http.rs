@@ -125,6 +125,19 @@ where
 
 /// Serves `router` on `listener` until `shutdown`, at most [`connection_cap`] connections at once.
 pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+    accept_loop(listener, shutdown, move |stream, peer| {
+        serve_connection(stream, peer, router.clone())
+    })
+    .await
+}
+
+/// Accepts connections on `listener` until `shutdown`, at most [`connection_cap`] at once, and
+/// runs `handle` for each in its own task (ended at `shutdown`).
+pub async fn accept_loop<F, Fut>(listener: TcpListener, shutdown: CancellationToken, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let limit = ConnectionLimit::new(connection_cap());
     loop {
         let (stream, peer, permit) = tokio::select! {
@@ -134,11 +147,11 @@ pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: Cancel
             },
             _ = shutdown.cancelled() => return,
         };
-        let router = router.clone();
+        let connection = handle(stream, peer);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = serve_connection(stream, peer, router) => {}
+                _ = connection => {}
                 _ = shutdown.cancelled() => {}
             }
             drop(permit);

@@ -43,28 +43,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let root = Arc::new(std::fs::canonicalize(&root)?);
-    let limit = xcat3_runtime::http::ConnectionLimit::new(xcat3_runtime::http::connection_cap());
-    loop {
-        let (stream, peer, permit) = tokio::select! {
-            accepted = limit.accept(&listener) => match accepted {
-                Some(a) => a,
-                None => return Ok(()),
-            },
-            _ = shutdown.cancelled() => return Ok(()),
-        };
+    xcat3_runtime::http::accept_loop(listener, shutdown, move |stream, peer| {
         let _ = stream.set_nodelay(true);
-        let root = root.clone();
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        let sent_bytes = sent_bytes.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = connection(stream, peer, &root, router, &sent_bytes) => {}
-                _ = shutdown.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
+        let (root, router, sent_bytes) = (root.clone(), router.clone(), sent_bytes.clone());
+        async move { connection(stream, peer, &root, router, &sent_bytes).await }
+    })
+    .await;
+    Ok(())
 }
 
 /// What a request head asks for.
