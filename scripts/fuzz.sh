@@ -17,8 +17,10 @@ cd fuzz
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(packets noderange trees import_yaml templates iso)
 
-# A small ISO in the layout of a real medium (a .treeinfo, a kernel, a symlink) as the iso seed.
-if command -v xorriso >/dev/null && ! [ -s seeds/iso/rocky.iso ]; then
+# A small ISO in the layout of a real medium (a .treeinfo, a kernel, a symlink) as the iso seed
+# (written to the ignored corpus directory: a clean clone has no seeds/iso).
+mkdir -p corpus/iso
+if command -v xorriso >/dev/null && ! [ -s corpus/iso/rocky.iso ]; then
   tree=$(mktemp -d)
   mkdir -p "$tree/images/pxeboot" "$tree/Packages"
   printf '[release]\nname = Rocky Linux\nversion = 9.4\n[tree]\narch = x86_64\n' > "$tree/.treeinfo"
@@ -26,7 +28,7 @@ if command -v xorriso >/dev/null && ! [ -s seeds/iso/rocky.iso ]; then
   echo initrd > "$tree/images/pxeboot/initrd.img"
   ln -s images/pxeboot/vmlinuz "$tree/vmlinuz"
   ln -s ../images "$tree/Packages/up"
-  xorriso -as mkisofs -quiet -R -J -o seeds/iso/rocky.iso "$tree" 2>/dev/null
+  xorriso -as mkisofs -quiet -R -J -o corpus/iso/rocky.iso "$tree"
   rm -rf "$tree"
 fi
 
@@ -34,7 +36,7 @@ fi
 [ -e Cargo.lock ] || cp ../Cargo.lock Cargo.lock
 cargo fuzz build --sanitizer none --debug-assertions
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t"
+  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
   max_len=4096
   case "$t" in
     packets) max_len=1500 ;;
