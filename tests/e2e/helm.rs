@@ -150,10 +150,13 @@ fn check_invariants(objects: &[Value]) {
             .any(|c| c["image"].as_str().is_some_and(|i| i.contains("xcat3")));
         if xcat3 {
             for c in containers(w) {
-                // gRPC services are probed over gRPC health; the network agent over HTTP.
+                // gRPC services are probed over gRPC health (a TCP check with TLS); the network
+                // agent over HTTP.
+                let probe = &c["livenessProbe"];
                 assert!(
-                    c["livenessProbe"]["grpc"].is_mapping()
-                        || name.ends_with("-network") && c["livenessProbe"]["httpGet"].is_mapping(),
+                    probe["grpc"].is_mapping()
+                        || probe["tcpSocket"].is_mapping()
+                        || name.ends_with("-network") && probe["httpGet"].is_mapping(),
                     "{name}: no liveness probe"
                 );
                 assert_eq!(
@@ -185,7 +188,7 @@ fn check_invariants(objects: &[Value]) {
     );
     assert!(named(objects, "PodDisruptionBudget", "-conductor").is_some());
     let args = format!("{:?}", containers(conductor)[0]["args"]);
-    assert!(args.contains("--advertise=http://$(POD_IP)"), "{args}");
+    assert!(args.contains("://$(POD_IP)"), "{args}");
     assert!(named(objects, "Service", "-api").is_some());
     // The image service keeps its trees on a volume it owns alone, and the api forwards imports.
     let image = named(objects, "Deployment", "-image").expect("an image service Deployment");
@@ -198,7 +201,7 @@ fn check_invariants(objects: &[Value]) {
     assert!(format!("{:?}", http["spec"]["ports"]).contains("8090"));
     let api = named(objects, "Deployment", "-api").unwrap();
     let api_args = format!("{:?}", containers(api)[0]["args"]);
-    assert!(api_args.contains("--image-grpc=http://"), "{api_args}");
+    assert!(api_args.contains("--image-grpc=http"), "{api_args}");
     // The network agent answers DHCP on the hosts' interfaces and needs no database.
     let agent = named(objects, "DaemonSet", "-network").expect("a network agent DaemonSet");
     let spec = &agent["spec"]["template"]["spec"];
@@ -333,4 +336,42 @@ fn the_chart_lints_renders_validates_and_keeps_its_invariants() {
         env.contains("https://etcd-a.example:2379,https://etcd-b.example:2379"),
         "{env}"
     );
+
+    // TLS: every gRPC URL is https://, internal listeners want client certificates, probes are
+    // TCP (the kubelet's gRPC probe has no TLS), etcd gets its user, password and CA, and the
+    // DaemonSet's hosts get the CA alone, never the service key.
+    assert!(env.contains("XCAT3_TLS_CERT") && env.contains("XCAT3_CONDUCTOR_TLS_NAME"));
+    assert!(
+        !env.contains("XCAT3_TLS_CLIENT_CA"),
+        "people reach the api with tokens"
+    );
+    assert!(
+        env.contains("xcat3-etcd-auth") && env.contains("XCAT3_ETCD_CA"),
+        "{env}"
+    );
+    for (kind_, suffix) in [("Deployment", "-conductor"), ("Deployment", "-image")] {
+        let c = &containers(named(&external, kind_, suffix).unwrap())[0];
+        let env = format!("{:?}", c["env"]);
+        assert!(env.contains("XCAT3_TLS_CLIENT_CA"), "{suffix}: {env}");
+        assert!(c["readinessProbe"]["tcpSocket"].is_mapping(), "{suffix}");
+    }
+    let conductor_args = format!("{:?}", containers(conductor)[0]["args"]);
+    assert!(
+        conductor_args.contains("--advertise=https://$(POD_IP)"),
+        "{conductor_args}"
+    );
+    assert!(
+        args.contains("--image-grpc=https://rel-xcat3-image"),
+        "{args}"
+    );
+    let agent = named(&external, "DaemonSet", "-network").unwrap();
+    let agent_spec = format!("{:?}", agent["spec"]["template"]["spec"]);
+    assert!(
+        agent_spec.contains("--api-url=https://rel-xcat3-api"),
+        "{agent_spec}"
+    );
+    assert!(agent_spec.contains("XCAT3_TLS_CA") && !agent_spec.contains("tls.key"));
+    assert!(!agent_spec.contains("XCAT3_TLS_KEY"), "{agent_spec}");
+    let default_api = format!("{:?}", containers(api_default)[0]);
+    assert!(!default_api.contains("XCAT3_TLS"), "TLS is off by default");
 }

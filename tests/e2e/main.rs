@@ -15,6 +15,7 @@ mod network;
 mod observability;
 mod power;
 mod security;
+mod tls;
 
 /// Declares, for each listed test function `f(Backend)`, one `#[tokio::test]` per back end.
 #[macro_export]

@@ -539,59 +539,78 @@ pub fn free_port() -> u16 {
 pub struct TestEtcd {
     _child: Child,
     pub endpoint: String,
+    ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl TestEtcd {
     pub async fn start() -> anyhow::Result<TestEtcd> {
+        Self::launch(None).await
+    }
+
+    /// An etcd whose client port speaks TLS only, with the certificate and key given; `ca`
+    /// verifies it (etcdctl uses it too).
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<TestEtcd> {
+        Self::launch(Some((cert, key, ca))).await
+    }
+
+    async fn launch(tls: Option<(&Path, &Path, &Path)>) -> anyhow::Result<TestEtcd> {
         let dir = tempfile::Builder::new().prefix("xcat3-etcd").tempdir()?;
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .arg("--name=t")
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name=t")
             .arg(format!("--data-dir={}", dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={endpoint}"))
             .arg(format!("--advertise-client-urls={endpoint}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=t={peer_url}"))
-            .arg("--log-level=error")
+            .arg("--log-level=error");
+        if let Some((cert, key, _)) = tls {
+            cmd.arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()));
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("etcd.log"))?)
             .kill_on_drop(true)
             .spawn()
             .context("start etcd (scripts/install-deps.sh installs Debian's etcd-server)")?;
+        let etcd = TestEtcd {
+            _child: child,
+            endpoint,
+            ca: tls.map(|(_, _, ca)| ca.to_owned()),
+            _dir: dir,
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let ok = tokio::process::Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args([
-                    "--endpoints",
-                    &endpoint,
-                    "--command-timeout=1s",
-                    "endpoint",
-                    "health",
-                ])
-                .output()
-                .await
-                .is_ok_and(|o| o.status.success());
-            if ok {
-                break;
-            }
+        while !etcd
+            .etcdctl(&["--command-timeout=1s", "endpoint", "health"])
+            .await
+            .is_ok_and(|o| o.status.success())
+        {
             if std::time::Instant::now() > deadline {
                 bail!(
                     "etcd not healthy within 20 s: {}",
-                    std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default()
+                    std::fs::read_to_string(etcd._dir.path().join("etcd.log")).unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(TestEtcd {
-            _child: child,
-            endpoint,
-            _dir: dir,
-        })
+        Ok(etcd)
+    }
+
+    /// Runs etcdctl (API v3) against this etcd.
+    pub async fn etcdctl(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        let mut cmd = tokio::process::Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint]);
+        if let Some(ca) = &self.ca {
+            cmd.arg(format!("--cacert={}", ca.display()));
+        }
+        cmd.args(args).output().await
     }
 }
 
@@ -828,6 +847,16 @@ impl TestCluster {
         lease_ttl_secs: u64,
         conductor_args: &[&str],
     ) -> anyhow::Result<TestCluster> {
+        Self::start_with_api(conductors, lease_ttl_secs, conductor_args, &[]).await
+    }
+
+    /// Like [`TestCluster::start`], with extra flags for the api.
+    pub async fn start_with_api(
+        conductors: usize,
+        lease_ttl_secs: u64,
+        conductor_args: &[&str],
+        api_args: &[&str],
+    ) -> anyhow::Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("xcat3-cluster").tempdir()?;
         let etcd = TestEtcd::start().await?;
         let (pg, database_url) = PgDatabase::create()?;
@@ -860,6 +889,7 @@ impl TestCluster {
         .arg(&cluster.database_url)
         .arg("--etcd-endpoints")
         .arg(&cluster.etcd.endpoint)
+        .args(api_args)
         .env("XCAT3_ADMIN_TOKEN", CLUSTER_TOKEN)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -909,9 +939,14 @@ impl TestCluster {
         .kill_on_drop(true);
         let (child, ready) = spawn_ready(cmd, "xcat3 conductor ready", &log).await?;
         self.conductors.push((id.to_owned(), child));
+        let scheme = if args.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         self.conductor_addrs.push((
             id.to_owned(),
-            format!("http://{}", ready_field(&ready, "grpc=")?),
+            format!("{scheme}://{}", ready_field(&ready, "grpc=")?),
         ));
         Ok(())
     }
@@ -1010,9 +1045,123 @@ impl TestCluster {
             .max_encoding_message_size(256 << 20)
     }
 
+    /// Runs the `xcat3` CLI against the api with the cluster's token; `env` comes last (an
+    /// `XCAT3_URL` there wins).
+    pub async fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+        let out = Command::new(bin("xcat3"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env("XCAT3_URL", format!("http://{}", self.api))
+            .env("XCAT3_TOKEN", CLUSTER_TOKEN)
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run xcat3");
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The log of conductor or api `name` (`c0`, `api`).
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+/// A throw-away certificate authority (made with the openssl command), for TLS tests.
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    pub fn new() -> anyhow::Result<TestCa> {
+        let dir = tempfile::Builder::new().prefix("xcat3-ca").tempdir()?;
+        let ca = TestCa { dir };
+        ca.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=xcat3 test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])?;
+        Ok(ca)
+    }
+
+    fn openssl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a certificate for `sans` (`IP:127.0.0.1,DNS:conductor`), usable by servers and
+    /// clients; returns the certificate and key files.
+    pub fn issue(&self, name: &str, sans: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (cert, key, csr, ext) = (
+            format!("{name}.pem"),
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            self.dir.path().join(&ext),
+            format!(
+                "subjectAltName={sans}\nbasicConstraints=CA:FALSE\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
+            ),
+        )?;
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ])?;
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ])?;
+        Ok((self.dir.path().join(cert), self.dir.path().join(key)))
     }
 }
 
@@ -1025,6 +1174,7 @@ pub struct TestRedfish {
     pub port: u16,
     /// The CA (PEM) that signed the HTTPS emulator's certificate, when it uses TLS.
     pub cert: Option<PathBuf>,
+    _ca: Option<TestCa>,
     _dir: tempfile::TempDir,
 }
 
@@ -1056,75 +1206,18 @@ impl TestRedfish {
              SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': '27946b59-9e44-4fa7-8e91-f3527a1ef094', 'name': 'node-0', 'power_state': 'Off', 'nics': [{{'mac': '52:54:00:23:10:01', 'ip': '10.231.0.119'}}]}}]\n",
             d.join("htpasswd").display()
         );
-        let mut cert = None;
+        let mut ca = None;
+        let mut cert_path = None;
         if tls {
-            // A throw-away CA, and a certificate for 127.0.0.1 signed by it.
-            std::fs::write(
-                d.join("leaf.ext"),
-                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-            )?;
-            let openssl = |args: &[&str]| -> anyhow::Result<()> {
-                let out = std::process::Command::new("openssl")
-                    .args(args)
-                    .current_dir(d)
-                    .output()?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "openssl {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                Ok(())
-            };
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=xcat3 test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ])?;
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "leaf.csr",
-            ])?;
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                "leaf.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-extfile",
-                "leaf.ext",
-                "-out",
-                "cert.pem",
-            ])?;
+            let test_ca = TestCa::new()?;
+            let (cert, key) = test_ca.issue("redfish", "IP:127.0.0.1")?;
             conf += &format!(
                 "SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n",
-                d.join("cert.pem").display(),
-                d.join("key.pem").display()
+                cert.display(),
+                key.display()
             );
-            cert = Some(d.join("ca.pem"));
+            cert_path = Some(test_ca.ca());
+            ca = Some(test_ca);
         }
         std::fs::write(d.join("emu.conf"), conf)?;
         let child = Command::new(&emulator)
@@ -1153,7 +1246,8 @@ impl TestRedfish {
         Ok(TestRedfish {
             _child: child,
             port,
-            cert,
+            cert: cert_path,
+            _ca: ca,
             _dir: dir,
         })
     }

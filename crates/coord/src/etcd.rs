@@ -43,6 +43,10 @@ pub struct EtcdConfig {
     pub shards: u32,
     /// How long hand-over waits for work on a shard before releasing it anyway.
     pub handover_grace: Duration,
+    /// etcd user and password, with etcd authentication on.
+    pub credentials: Option<(String, xcat3_types::Secret)>,
+    /// TLS to https:// endpoints.
+    pub tls: Option<etcd_client::TlsOptions>,
 }
 
 impl EtcdConfig {
@@ -53,6 +57,8 @@ impl EtcdConfig {
             lease_ttl: Duration::from_secs(10),
             shards: crate::DEFAULT_SHARDS,
             handover_grace: Duration::from_secs(30),
+            credentials: None,
+            tls: None,
         }
     }
 
@@ -97,9 +103,18 @@ async fn bounded<T>(
 impl EtcdCoordinator {
     /// Connects, and reads (or, for a new cluster, writes) the shard count.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        if let Some((user, password)) = &config.credentials {
+            // A simple token expires after etcd's --auth-token-ttl without use: get a new one.
+            options = options
+                .with_user(user.clone(), password.expose().to_owned())
+                .with_auto_token_refresh(true);
+        }
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.clone());
+        }
         let mut client = bounded(
             Duration::from_secs(10),
             "connect",

@@ -203,11 +203,26 @@ pub struct CoordArgs {
     /// Lease time to live in seconds: a crashed conductor's shards move after about this long.
     #[arg(long, env = "XCAT3_LEASE_TTL_SECS", default_value_t = 10)]
     pub lease_ttl_secs: u64,
+    /// etcd user (with etcd authentication on); the password comes from --etcd-password-file
+    /// or XCAT3_ETCD_PASSWORD.
+    #[arg(long, env = "XCAT3_ETCD_USER")]
+    pub etcd_user: Option<String>,
+    #[arg(long, env = "XCAT3_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<std::path::PathBuf>,
+    /// PEM CA that https:// etcd endpoints are verified against.
+    #[arg(long, env = "XCAT3_ETCD_CA")]
+    pub etcd_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate for etcd (with --etcd-key), when etcd asks for one.
+    #[arg(long, env = "XCAT3_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "XCAT3_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<std::path::PathBuf>,
 }
 
 impl CoordArgs {
-    /// The etcd configuration, or `None` for the local coordinator.
-    pub fn etcd(&self) -> Option<EtcdConfig> {
+    /// The etcd configuration (credentials and certificates read from their files), or `None`
+    /// for the local coordinator.
+    pub fn etcd(&self) -> Result<Option<EtcdConfig>> {
         let endpoints: Vec<String> = self
             .etcd_endpoints
             .iter()
@@ -215,20 +230,71 @@ impl CoordArgs {
             .cloned()
             .collect();
         if endpoints.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut c = EtcdConfig::new(endpoints);
         c.prefix = self.etcd_prefix.trim_end_matches('/').to_owned();
         c.shards = self.shards;
         c.lease_ttl = std::time::Duration::from_secs(self.lease_ttl_secs.max(2));
-        Some(c)
+        if let Some(user) = &self.etcd_user {
+            let password = match &self.etcd_password_file {
+                Some(path) => read_small(path, "etcd password")?.trim().to_owned(),
+                None => std::env::var("XCAT3_ETCD_PASSWORD").map_err(|_| {
+                    Error::Config(
+                        "--etcd-user needs --etcd-password-file or XCAT3_ETCD_PASSWORD".into(),
+                    )
+                })?,
+            };
+            c.credentials = Some((user.clone(), xcat3_types::Secret::new(password)));
+        }
+        let tls = c.endpoints.iter().any(|e| e.starts_with("https://"));
+        if tls {
+            let Some(ca) = &self.etcd_ca else {
+                return Err(Error::Config(
+                    "https:// etcd endpoints need --etcd-ca to verify them".into(),
+                ));
+            };
+            let mut options = etcd_client::TlsOptions::new().ca_certificate(
+                etcd_client::Certificate::from_pem(read_small(ca, "etcd CA")?),
+            );
+            if let (Some(cert), Some(key)) = (&self.etcd_cert, &self.etcd_key) {
+                options = options.identity(etcd_client::Identity::from_pem(
+                    read_small(cert, "etcd client certificate")?,
+                    read_small(key, "etcd client key")?,
+                ));
+            }
+            c.tls = Some(options);
+        } else if c.credentials.is_some() && !all_local(&c.endpoints) {
+            tracing::warn!(
+                "the etcd password goes over plain http:// to a remote etcd: use https:// endpoints"
+            );
+        }
+        Ok(Some(c))
     }
 
     /// Connects the coordinator these flags describe.
     pub async fn connect(&self) -> Result<Arc<dyn Coordinator>> {
-        Ok(match self.etcd() {
+        Ok(match self.etcd()? {
             Some(config) => Arc::new(EtcdCoordinator::connect(config).await?),
             None => Arc::new(LocalCoordinator::new(self.shards)),
         })
     }
+}
+
+/// Whether every endpoint is on this machine (a password over plain http stays local).
+fn all_local(endpoints: &[String]) -> bool {
+    endpoints.iter().all(|e| {
+        let host = e.split("://").nth(1).unwrap_or(e);
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
+    })
+}
+
+/// A credential or certificate file: at most 1 MiB.
+fn read_small(path: &std::path::Path, what: &str) -> Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+        .map_err(|e| Error::Config(format!("read the {what} from {}: {e}", path.display())))?;
+    Ok(text)
 }

@@ -7,7 +7,8 @@
 //! - [`auth`]: the bearer-token tower layer (admin and read-only tokens);
 //! - [`grpc`]: health and reflection services and the message-size limits;
 //! - [`shutdown`]: SIGTERM/SIGINT handling;
-//! - [`config`]: data directory, token files, generated tokens.
+//! - [`config`]: data directory, token files, generated tokens;
+//! - [`tls`]: TLS for gRPC listeners and clients from PEM files.
 //!
 //! Invariant: this crate knows no xcat3 protocol; services hand it their descriptor sets.
 
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod trace_context;

@@ -73,6 +73,10 @@ pub struct ApiArgs {
     pub min_conductors: i32,
     #[arg(long, env = "XCAT3_MAX_CONDUCTORS", default_value_t = 16)]
     pub max_conductors: i32,
+    /// With TLS: the name every conductor's certificate must carry, when their addresses (pod
+    /// IPs) are not in their certificates [default: the host of each conductor's address].
+    #[arg(long, env = "XCAT3_CONDUCTOR_TLS_NAME")]
+    pub conductor_tls_name: Option<String>,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -158,6 +162,7 @@ impl ApiArgs {
         }
         config.image_url = self.image_url.clone();
         config.image_grpc = self.image_grpc.clone();
+        config.conductor_tls_name = self.conductor_tls_name.clone();
         if let Some(m) = self.deploy_timeout_minutes {
             config.deploy_timeout = std::time::Duration::from_secs(m.max(1) * 60);
         }
@@ -192,12 +197,17 @@ impl ApiArgs {
 }
 
 /// `xcat3-api` / `xcat3-server api`: the api alone; conductors are found through `coord`.
-pub fn main(args: ApiArgs, coord: xcat3_coord::CoordArgs) -> std::process::ExitCode {
+pub fn main(
+    args: ApiArgs,
+    coord: xcat3_coord::CoordArgs,
+    tls: xcat3_runtime::tls::TlsArgs,
+) -> std::process::ExitCode {
     use xcat3_runtime::process::Failure;
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
     xcat3_runtime::process::run("xcat3-api", env, |shutdown| async move {
-        let resolved = args.resolve(env, false).map_err(Failure::Config)?;
+        let mut resolved = args.resolve(env, false).map_err(Failure::Config)?;
+        resolved.config.tls = xcat3_runtime::tls::Tls::load(&tls).map_err(Failure::Config)?;
         let coordinator = coord
             .connect()
             .await

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument as _;
 use xcat3_coord::{Coordinator, Snapshot, shard_of};
 use xcat3_proto::{internal, pb};
@@ -54,6 +54,10 @@ pub struct Dispatcher {
     clients: Mutex<HashMap<String, Client>>,
     /// How long to wait for a shard without a live owner to be taken over before giving up.
     takeover_wait: Duration,
+    /// With a CA, only conductors that prove their name over TLS are called (and get the token).
+    tls: xcat3_runtime::tls::Tls,
+    /// The name conductors' certificates must carry, if not the host of their address.
+    tls_name: Option<String>,
 }
 
 fn error(name: &str, code: &str, reason: impl Into<String>) -> pb::NodeResult {
@@ -68,11 +72,14 @@ fn error(name: &str, code: &str, reason: impl Into<String>) -> pb::NodeResult {
 }
 
 impl Dispatcher {
-    /// `token` is sent to the conductors (they accept the admin token).
+    /// `token` is sent to the conductors (they accept the admin token), only over TLS to a
+    /// verified conductor when `tls` has a CA.
     pub fn new(
         coordinator: Arc<dyn Coordinator>,
         token: Option<&Secret>,
         takeover_wait: Duration,
+        tls: xcat3_runtime::tls::Tls,
+        tls_name: Option<String>,
     ) -> Self {
         let auth = Bearer::new(token);
         Self {
@@ -80,6 +87,8 @@ impl Dispatcher {
             auth,
             clients: Mutex::default(),
             takeover_wait,
+            tls,
+            tls_name,
         }
     }
 
@@ -92,8 +101,10 @@ impl Dispatcher {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(addr.to_owned())
-            .map_err(|e| format!("bad conductor address {addr:?}: {e}"))?
+        let channel = self
+            .tls
+            .endpoint(addr, self.tls_name.as_deref())
+            .map_err(|e| format!("conductor {addr}: {e:#}"))?
             .connect_timeout(Duration::from_secs(3))
             .connect_lazy();
         let client = internal::conductor_client::ConductorClient::new(InterceptedService::new(
@@ -246,65 +257,71 @@ async fn call(
 ) -> Vec<String> {
     let mut unanswered: HashSet<String> = names.iter().cloned().collect();
     let mut retry = Vec::new();
-    let failure = match client {
-        Err(e) => Some(e),
-        Ok(mut client) => {
-            let started = match &op {
-                Op::Power(action, no_wait) => {
-                    let req = internal::PowerRequest {
-                        names,
-                        action: action.clone(),
-                        no_wait: *no_wait,
-                    };
-                    client.power(req).await
-                }
-                Op::BootDevice(device, no_wait) => {
-                    let req = internal::BootDeviceRequest {
-                        names,
-                        device: device.clone(),
-                        no_wait: *no_wait,
-                    };
-                    client.boot_device(req).await
-                }
-                Op::Deploy(req) => {
-                    let req = internal::DeployRequest {
-                        names,
-                        ..req.clone()
-                    };
-                    client.deploy(req).await
-                }
-                Op::Undeploy => client.undeploy(internal::UndeployRequest { names }).await,
-            };
-            match started {
-                Err(status) => Some(format!("{}: {}", addr, status.message())),
-                Ok(stream) => {
-                    let mut stream = stream.into_inner();
-                    loop {
-                        match stream.message().await {
-                            Ok(Some(msg)) => {
-                                let mut forward = Vec::with_capacity(msg.results.len());
-                                for r in msg.results {
-                                    if !unanswered.remove(&r.name) {
-                                        continue; // never two results for one node
-                                    }
-                                    let moved = matches!(&r.outcome, Some(pb::node_result::Outcome::Error(e)) if e.code == "unavailable" && e.reason.starts_with("shard "));
-                                    if moved && retry_moved {
-                                        retry.push(r.name);
-                                    } else {
-                                        forward.push(r);
-                                    }
+    let mut client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing was sent: the action did not run there.
+            let reason = format!("{e}; not called, the action did not run");
+            let results = names
+                .iter()
+                .map(|n| error(n, "unavailable", reason.clone()));
+            let _ = tx.send(results.collect()).await;
+            return Vec::new();
+        }
+    };
+    let failure = {
+        let started = match &op {
+            Op::Power(action, no_wait) => {
+                let req = internal::PowerRequest {
+                    names,
+                    action: action.clone(),
+                    no_wait: *no_wait,
+                };
+                client.power(req).await
+            }
+            Op::BootDevice(device, no_wait) => {
+                let req = internal::BootDeviceRequest {
+                    names,
+                    device: device.clone(),
+                    no_wait: *no_wait,
+                };
+                client.boot_device(req).await
+            }
+            Op::Deploy(req) => {
+                let req = internal::DeployRequest {
+                    names,
+                    ..req.clone()
+                };
+                client.deploy(req).await
+            }
+            Op::Undeploy => client.undeploy(internal::UndeployRequest { names }).await,
+        };
+        match started {
+            Err(status) => Some(format!("{}: {}", addr, status.message())),
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(msg)) => {
+                            let mut forward = Vec::with_capacity(msg.results.len());
+                            for r in msg.results {
+                                if !unanswered.remove(&r.name) {
+                                    continue; // never two results for one node
                                 }
-                                if !forward.is_empty() {
-                                    let _ = tx.send(forward).await;
+                                let moved = matches!(&r.outcome, Some(pb::node_result::Outcome::Error(e)) if e.code == "unavailable" && e.reason.starts_with("shard "));
+                                if moved && retry_moved {
+                                    retry.push(r.name);
+                                } else {
+                                    forward.push(r);
                                 }
                             }
-                            Ok(None) => break None,
-                            Err(status) => {
-                                break Some(format!(
-                                    "conductor {addr} failed: {}",
-                                    status.message()
-                                ));
+                            if !forward.is_empty() {
+                                let _ = tx.send(forward).await;
                             }
+                        }
+                        Ok(None) => break None,
+                        Err(status) => {
+                            break Some(format!("conductor {addr} failed: {}", status.message()));
                         }
                     }
                 }

@@ -66,6 +66,10 @@ pub struct ApiConfig {
     pub deploy_timeout: Duration,
     /// Scale the conductor Deployment from the node count (on Kubernetes).
     pub scaler: Option<scaler::ScalerConfig>,
+    /// TLS of the gRPC listener, and of the calls to conductors and the image service.
+    pub tls: xcat3_runtime::tls::Tls,
+    /// The name conductors' certificates must carry [default: the host of their address].
+    pub conductor_tls_name: Option<String>,
 }
 
 impl ApiConfig {
@@ -85,6 +89,8 @@ impl ApiConfig {
             image_grpc: None,
             deploy_timeout: Duration::from_secs(3600),
             scaler: None,
+            tls: Default::default(),
+            conductor_tls_name: None,
         }
     }
 }
@@ -181,6 +187,8 @@ impl Api {
             coordinator.clone(),
             config.tokens.admin.as_ref(),
             config.takeover_wait,
+            config.tls.clone(),
+            config.conductor_tls_name.clone(),
         ));
         let conductors = pb::conductor_service_server::ConductorServiceServer::new(
             grpc::conductors::ConductorService::new(dispatcher.clone()),
@@ -213,6 +221,7 @@ impl Api {
             grpc::images::ImageProxy::new(
                 config.image_grpc.as_deref(),
                 config.tokens.admin.as_ref(),
+                &config.tls,
             )
             .map_err(anyhow::Error::msg)?,
         )
@@ -224,7 +233,9 @@ impl Api {
         let layers = tower::ServiceBuilder::new()
             .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
             .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
-        let server = tonic::transport::Server::builder()
+        let server = config
+            .tls
+            .apply(tonic::transport::Server::builder())?
             .trace_fn(xcat3_runtime::trace_context::server_span)
             .layer(layers)
             .add_service(health_service)

@@ -9,9 +9,11 @@ struct Args {
     api: xcat3_api::cli::ApiArgs,
     #[command(flatten)]
     coord: xcat3_coord::CoordArgs,
+    #[command(flatten)]
+    tls: xcat3_runtime::tls::TlsArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    xcat3_api::cli::main(args.api, args.coord)
+    xcat3_api::cli::main(args.api, args.coord, args.tls)
 }

@@ -27,6 +27,13 @@ pub struct ConnArgs {
     /// Bearer token.
     #[arg(long, global = true, env = "XCAT3_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate(s) an https:// api must present a certificate from.
+    #[arg(long, global = true, env = "XCAT3_CA")]
+    pub ca: Option<PathBuf>,
+    /// The name the api's certificate must carry, when the URL's host is not in it (a
+    /// port-forward to 127.0.0.1) [default: the URL's host].
+    #[arg(long, global = true, env = "XCAT3_SERVER_NAME")]
+    pub server_name: Option<String>,
     /// Client configuration file [default: ~/.config/xcat3/config.yaml].
     #[arg(long, global = true, env = "XCAT3_CLIENT_CONFIG")]
     pub client_config: Option<PathBuf>,

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use xcat3_proto::pb;
 
 use crate::args::ConnArgs;
@@ -34,11 +34,15 @@ pub type Svc = InterceptedService<Channel, Auth>;
 struct FileConfig {
     url: Option<String>,
     token: Option<String>,
+    ca: Option<PathBuf>,
 }
 
 pub struct Connection {
     url: String,
     auth: Auth,
+    /// The CA an https:// api is verified against (PEM).
+    ca: Option<Vec<u8>>,
+    server_name: Option<String>,
 }
 
 impl Connection {
@@ -79,15 +83,38 @@ impl Connection {
             ),
             None => None,
         };
+        let ca = match args.ca.clone().or(file.ca) {
+            Some(p) => {
+                Some(std::fs::read(&p).with_context(|| format!("read the CA {}", p.display()))?)
+            }
+            None => None,
+        };
+        if url.starts_with("https://") && ca.is_none() {
+            anyhow::bail!(
+                "{url} is https://: name the CA its certificate comes from (--ca or XCAT3_CA)"
+            );
+        }
         Ok(Connection {
             url,
             auth: Auth(auth),
+            ca,
+            server_name: args.server_name.clone(),
         })
     }
 
     async fn channel(&self) -> anyhow::Result<Svc> {
-        let channel = Endpoint::from_shared(self.url.clone())
-            .with_context(|| format!("{:?} is not a valid api address", self.url))?
+        let mut endpoint = Endpoint::from_shared(self.url.clone())
+            .with_context(|| format!("{:?} is not a valid api address", self.url))?;
+        if let (Some(ca), true) = (&self.ca, self.url.starts_with("https://")) {
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some(name) = &self.server_name {
+                config = config.domain_name(name);
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .context("the CA is not usable")?;
+        }
+        let channel = endpoint
             .connect()
             .await
             .with_context(|| format!("cannot reach the api at {}", self.url))?;

@@ -59,7 +59,8 @@ pub struct ConductorArgs {
     /// Internal gRPC address.
     #[arg(long, env = "XCAT3_CONDUCTOR_LISTEN", default_value = "127.0.0.1:3020")]
     pub listen: SocketAddr,
-    /// Address the api uses to reach this conductor [default: http://<listen>].
+    /// Address the api uses to reach this conductor [default: http://<listen>, https:// with
+    /// --tls-cert].
     #[arg(long, env = "XCAT3_CONDUCTOR_ADVERTISE")]
     pub advertise: Option<String>,
     /// Prometheus /metrics address, or "none".
@@ -114,12 +115,17 @@ impl ConductorArgs {
 }
 
 /// `xcat3-conductor` / `xcat3-server conductor`. A conductor needs etcd unless it is alone.
-pub fn main(args: ConductorArgs, coord: xcat3_coord::CoordArgs) -> std::process::ExitCode {
+pub fn main(
+    args: ConductorArgs,
+    coord: xcat3_coord::CoordArgs,
+    tls: xcat3_runtime::tls::TlsArgs,
+) -> std::process::ExitCode {
     use xcat3_runtime::process::Failure;
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
     xcat3_runtime::process::run("xcat3-conductor", env, |shutdown| async move {
-        let config = args.resolve(env).map_err(Failure::Config)?;
+        let mut config = args.resolve(env).map_err(Failure::Config)?;
+        config.tls = xcat3_runtime::tls::Tls::load(&tls).map_err(Failure::Config)?;
         let coordinator = coord
             .connect()
             .await

@@ -41,7 +41,8 @@ pub struct ConductorConfig {
     pub id: Option<String>,
     /// Internal gRPC address (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Address the api uses to reach this conductor (default `http://<bound listen address>`).
+    /// Address the api uses to reach this conductor (default `http://<bound listen address>`,
+    /// `https://` with TLS).
     pub advertise: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     pub database_url: String,
@@ -53,6 +54,8 @@ pub struct ConductorConfig {
     pub power_sync_interval: Duration,
     pub ipmi: driver::ipmi::Ipmi,
     pub kvm: driver::kvm::KvmConfig,
+    /// TLS of the gRPC listener (with a client CA, only the api's certificate gets in).
+    pub tls: xcat3_runtime::tls::Tls,
 }
 
 impl ConductorConfig {
@@ -69,6 +72,7 @@ impl ConductorConfig {
             power_sync_interval: Duration::from_secs(60),
             ipmi: driver::ipmi::Ipmi::default(),
             kvm: driver::kvm::KvmConfig::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -149,7 +153,7 @@ impl Conductor {
             .config
             .advertise
             .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+            .unwrap_or_else(|| format!("{}://{addr}", self.config.tls.scheme()));
         let member = Member {
             id: self.id.clone(),
             host: xcat3_runtime::config::hostname(),
@@ -214,7 +218,10 @@ impl Conductor {
             ));
         tracing::info!(id = %self.id, %addr, "conductor serving");
         let token = shutdown.clone();
-        let served = tonic::transport::Server::builder()
+        let served = self
+            .config
+            .tls
+            .apply(tonic::transport::Server::builder())?
             .trace_fn(xcat3_runtime::trace_context::server_span)
             .layer(layers)
             .add_service(health_service)

@@ -9,9 +9,11 @@ struct Args {
     conductor: xcat3_conductor::cli::ConductorArgs,
     #[command(flatten)]
     coord: xcat3_coord::CoordArgs,
+    #[command(flatten)]
+    tls: xcat3_runtime::tls::TlsArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    xcat3_conductor::cli::main(args.conductor, args.coord)
+    xcat3_conductor::cli::main(args.conductor, args.coord, args.tls)
 }

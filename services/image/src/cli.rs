@@ -97,12 +97,17 @@ impl ImageArgs {
             tokens,
             insecure,
             install_source_check: !self.no_install_source_check,
+            tls: Default::default(),
         })
     }
 }
 
 /// `xcat3-server image`.
-pub fn main(args: ImageArgs, standalone: StandaloneArgs) -> std::process::ExitCode {
+pub fn main(
+    args: ImageArgs,
+    standalone: StandaloneArgs,
+    tls: xcat3_runtime::tls::TlsArgs,
+) -> std::process::ExitCode {
     use xcat3_runtime::process::Failure;
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
@@ -118,7 +123,7 @@ pub fn main(args: ImageArgs, standalone: StandaloneArgs) -> std::process::ExitCo
             readonly: None,
             agent: None,
         };
-        let config = args
+        let mut config = args
             .resolve(
                 env,
                 None,
@@ -127,6 +132,7 @@ pub fn main(args: ImageArgs, standalone: StandaloneArgs) -> std::process::ExitCo
                 standalone.insecure,
             )
             .map_err(Failure::Config)?;
+        config.tls = xcat3_runtime::tls::Tls::load(&tls).map_err(Failure::Config)?;
         crate::serve(
             config,
             xcat3_runtime::metrics::Metrics::new(),

@@ -54,6 +54,9 @@ pub struct ImageConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Serve deploy files and accept callbacks only from the node's primary NIC address.
     pub install_source_check: bool,
+    /// TLS of the gRPC (import) listener; the HTTP side nodes use stays plain (installers and
+    /// iPXE cannot be given a CA).
+    pub tls: xcat3_runtime::tls::Tls,
 }
 
 impl ImageConfig {
@@ -145,7 +148,9 @@ pub async fn serve(
         let _ = ready.send((grpc_addr, http_addr));
     }
     let token = shutdown.clone();
-    let served = tonic::transport::Server::builder()
+    let served = config
+        .tls
+        .apply(tonic::transport::Server::builder())?
         .trace_fn(xcat3_runtime::trace_context::server_span)
         .layer(layers)
         .add_service(health_service)

@@ -151,13 +151,18 @@ pub struct StandaloneArgs {
     pub no_install_source_check: bool,
 }
 
-pub fn main(args: NetworkArgs, standalone: StandaloneArgs) -> std::process::ExitCode {
+pub fn main(
+    args: NetworkArgs,
+    standalone: StandaloneArgs,
+    tls: xcat3_runtime::tls::TlsArgs,
+) -> std::process::ExitCode {
     use xcat3_runtime::process::Failure;
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
     xcat3_runtime::process::run("xcat3-network", env, |shutdown| async move {
         let mut config = args.resolve(env, None).map_err(Failure::Config)?;
         config.install_source_check = !standalone.no_install_source_check;
+        config.tls = xcat3_runtime::tls::Tls::load(&tls).map_err(Failure::Config)?;
         crate::serve(config, xcat3_runtime::metrics::Metrics::new(), shutdown)
             .await
             .map_err(Failure::Serve)?;

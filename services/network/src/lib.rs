@@ -69,6 +69,8 @@ pub struct AgentConfig {
     /// Serve a host's installer script (which names its deploy token) only to the host's
     /// reserved address.
     pub install_source_check: bool,
+    /// TLS to the api: with a CA, the api must be https:// and prove its name.
+    pub tls: xcat3_runtime::tls::Tls,
 }
 
 impl AgentConfig {
@@ -89,6 +91,7 @@ impl AgentConfig {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9330))),
             install_source_check: true,
+            tls: Default::default(),
         }
     }
 }
@@ -226,7 +229,7 @@ pub async fn serve(
         );
     }
 
-    let client = watch::ApiClient::new(&config.api, config.token.as_ref())?;
+    let client = watch::ApiClient::new(&config.api, config.token.as_ref(), &config.tls)?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(watch::follow(
         client.clone(),

@@ -39,11 +39,16 @@ pub struct ApiClient(NetbootConfigClient<InterceptedService<Channel, Bearer>>);
 impl ApiClient {
     /// `url` is `http://host:port`, or `unix:/path` for an api reached through a Unix socket (an
     /// agent in another network namespace of the same machine).
-    pub fn new(url: &str, token: Option<&Secret>) -> anyhow::Result<Self> {
+    /// With `tls` verifying servers, only an https:// api is called.
+    pub fn new(
+        url: &str,
+        token: Option<&Secret>,
+        tls: &xcat3_runtime::tls::Tls,
+    ) -> anyhow::Result<Self> {
         let unix = url.strip_prefix("unix:").map(PathBuf::from);
         let endpoint = match unix {
             Some(_) => Endpoint::from_static("http://api.invalid"),
-            None => Endpoint::from_shared(url.to_owned())?,
+            None => tls.endpoint(url, None)?,
         }
         .connect_timeout(Duration::from_secs(3))
         .http2_keep_alive_interval(Duration::from_secs(10))

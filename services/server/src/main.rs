@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use xcat3_coord::{CoordArgs, Coordinator};
 use xcat3_runtime::auth::Tokens;
 use xcat3_runtime::process::Failure;
+use xcat3_runtime::tls::TlsArgs;
 
 #[derive(Parser)]
 #[command(version, about = "xcat3 server: run one service, or all of them")]
@@ -50,6 +51,8 @@ enum Role {
         image: xcat3_image::cli::ImageArgs,
         #[command(flatten)]
         standalone: xcat3_image::cli::StandaloneArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// The public gRPC api.
     Api {
@@ -57,6 +60,8 @@ enum Role {
         api: xcat3_api::cli::ApiArgs,
         #[command(flatten)]
         coord: CoordArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// A network agent (DHCP, ProxyDHCP, TFTP, iPXE HTTP), fed by the api.
     Network {
@@ -64,6 +69,8 @@ enum Role {
         network: xcat3_network::cli::NetworkArgs,
         #[command(flatten)]
         standalone: xcat3_network::cli::StandaloneArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// A conductor.
     Conductor {
@@ -71,6 +78,8 @@ enum Role {
         conductor: xcat3_conductor::cli::ConductorArgs,
         #[command(flatten)]
         coord: CoordArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
@@ -90,13 +99,22 @@ fn main() -> std::process::ExitCode {
             (!no_network_agent).then_some(network),
             image,
         ),
-        Role::Image { image, standalone } => xcat3_image::cli::main(image, standalone),
+        Role::Image {
+            image,
+            standalone,
+            tls,
+        } => xcat3_image::cli::main(image, standalone, tls),
         Role::Network {
             network,
             standalone,
-        } => xcat3_network::cli::main(network, standalone),
-        Role::Api { api, coord } => xcat3_api::cli::main(api, coord),
-        Role::Conductor { conductor, coord } => xcat3_conductor::cli::main(conductor, coord),
+            tls,
+        } => xcat3_network::cli::main(network, standalone, tls),
+        Role::Api { api, coord, tls } => xcat3_api::cli::main(api, coord, tls),
+        Role::Conductor {
+            conductor,
+            coord,
+            tls,
+        } => xcat3_conductor::cli::main(conductor, coord, tls),
     }
 }
 

@@ -63,8 +63,78 @@ securityContext:
       key: url
 - name: XCAT3_ETCD_ENDPOINTS
   value: {{ include "xcat3.etcdEndpoints" . | quote }}
+{{- include "xcat3.etcdEnv" . }}
 - name: XCAT3_SHARDS
   value: {{ .Values.shards | quote }}
 - name: HOME
   value: /tmp
+{{- end -}}
+
+{{/* etcd credentials and CA, when configured. */}}
+{{- define "xcat3.etcdEnv" -}}
+{{- with .Values.etcd.auth.existingSecret }}
+- name: XCAT3_ETCD_USER
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: username}
+- name: XCAT3_ETCD_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: password}
+{{- end }}
+{{- if .Values.etcd.tls.secretName }}
+- name: XCAT3_ETCD_CA
+  value: /etc/xcat3/etcd-tls/ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* "https" with TLS on, else "http": the scheme of every gRPC URL. */}}
+{{- define "xcat3.grpcScheme" -}}
+{{ if .Values.tls.enabled }}https{{ else }}http{{ end }}
+{{- end -}}
+
+{{/* TLS files for a gRPC service; `clientCa` (mutual TLS) for the internal ones. */}}
+{{- define "xcat3.tlsEnv" -}}
+{{- if .root.Values.tls.enabled }}
+- name: XCAT3_TLS_CERT
+  value: /etc/xcat3/tls/tls.crt
+- name: XCAT3_TLS_KEY
+  value: /etc/xcat3/tls/tls.key
+- name: XCAT3_TLS_CA
+  value: /etc/xcat3/tls/ca.crt
+{{- if .clientCa }}
+- name: XCAT3_TLS_CLIENT_CA
+  value: /etc/xcat3/tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "xcat3.tlsVolumeMounts" -}}
+{{- if .Values.tls.enabled }}
+- {name: tls, mountPath: /etc/xcat3/tls, readOnly: true}
+{{- end }}
+{{- if .Values.etcd.tls.secretName }}
+- {name: etcd-tls, mountPath: /etc/xcat3/etcd-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "xcat3.tlsVolumes" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret: {secretName: {{ required "tls.secretName is required with tls.enabled" .Values.tls.secretName }}, defaultMode: 0400}
+{{- end }}
+{{- if .Values.etcd.tls.secretName }}
+- name: etcd-tls
+  secret: {secretName: {{ .Values.etcd.tls.secretName }}, defaultMode: 0400}
+{{- end }}
+{{- end -}}
+
+{{/* A probe of a gRPC port: the gRPC health check, or a TCP check with TLS (the kubelet's gRPC
+probe speaks plaintext only). */}}
+{{- define "xcat3.grpcProbe" -}}
+{{- if .root.Values.tls.enabled -}}
+tcpSocket: {port: {{ .port }}}
+{{- else if .service -}}
+grpc: {port: {{ .port }}, service: {{ .service }}}
+{{- else -}}
+grpc: {port: {{ .port }}}
+{{- end }}
 {{- end -}}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 use xcat3_proto::pb;
 use xcat3_runtime::auth::Bearer;
@@ -18,12 +18,18 @@ pub struct ImageProxy {
 
 impl ImageProxy {
     /// `url`: the image service's gRPC URL (none: imports are refused); `token` is sent to it.
-    pub fn new(url: Option<&str>, token: Option<&Secret>) -> Result<Self, String> {
+    /// With `tls` verifying servers, only an https:// URL is accepted.
+    pub fn new(
+        url: Option<&str>,
+        token: Option<&Secret>,
+        tls: &xcat3_runtime::tls::Tls,
+    ) -> Result<Self, String> {
         let client = match url {
             None => None,
             Some(url) => {
-                let channel = Endpoint::from_shared(url.to_owned())
-                    .map_err(|e| format!("image service URL {url:?}: {e}"))?
+                let channel = tls
+                    .endpoint(url, None)
+                    .map_err(|e| format!("image service: {e:#}"))?
                     .connect_timeout(Duration::from_secs(3))
                     .connect_lazy();
                 Some(
