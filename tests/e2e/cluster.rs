@@ -306,3 +306,37 @@ async fn without_a_live_conductor_each_node_gets_a_clear_error_at_once() {
         );
     }
 }
+
+/// A new etcd cluster (or one restored from an old backup) starts its revisions again from 1,
+/// below the fencing epochs the database holds from the previous one: the conductor raises its
+/// tokens above them, records its claims and serves, instead of never serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_etcd_cluster_does_not_lock_the_conductors_out() {
+    let mut cluster = TestCluster::start(0, 3, &[]).await.unwrap();
+    xcat3_tests::psql(
+        &cluster.database_url,
+        "INSERT INTO shards (id, epoch, owner) \
+         SELECT g, 1000000, 'old-cluster' FROM generate_series(0, 63) g",
+    )
+    .unwrap();
+    cluster
+        .add_conductor("c0", &["--power-sync-interval-secs", "0"])
+        .await
+        .unwrap();
+    let bmc = xcat3_tests::TestBmc::start().await.unwrap();
+    cluster
+        .cli(
+            &["create", "n1", "mgt=ipmi", "--control", &bmc.control()],
+            &[],
+        )
+        .await
+        .ok();
+    let out = cluster.cli(&["power", "n1", "on"], &[]).await;
+    assert!(
+        out.stdout.contains("n1: on"),
+        "{out:?}\n{}",
+        cluster.log("c0")
+    );
+    assert!(bmc.is_on());
+    assert!(cluster.log("c0").contains("etcd is behind the database"));
+}

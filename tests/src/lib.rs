@@ -90,7 +90,8 @@ impl Drop for PgDatabase {
     }
 }
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+/// Runs `sql` on the PostgreSQL database at `url`.
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
     let out = std::process::Command::new("psql")
         .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
         .output()

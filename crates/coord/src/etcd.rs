@@ -70,6 +70,13 @@ impl EtcdConfig {
         format!("{}/shards/", self.prefix)
     }
 
+    /// Added to every claim's create revision to make its fencing token. Raised (never lowered)
+    /// when the database holds epochs this etcd's revisions have not reached: a new or restored
+    /// etcd cluster.
+    fn epoch_base_key(&self) -> String {
+        format!("{}/config/epoch_base", self.prefix)
+    }
+
     fn shard_key(&self, shard: ShardId) -> String {
         format!("{}/shards/{shard:05}", self.prefix)
     }
@@ -154,6 +161,27 @@ impl EtcdCoordinator {
         })
     }
 
+    /// The epoch base (0 when unset), the revision it was read at, and its key's mod revision.
+    async fn read_epoch_base(client: &mut Client, config: &EtcdConfig) -> Result<(i64, i64, i64)> {
+        let key = config.epoch_base_key();
+        let resp = bounded(
+            config.op_timeout(),
+            "read epoch base",
+            client.get(key.clone(), None),
+        )
+        .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok(match resp.kvs().first() {
+            None => (0, revision, 0),
+            Some(kv) => (
+                parse_base(&key, kv.value_str().ok())?,
+                revision,
+                kv.mod_revision(),
+            ),
+        })
+    }
+
+    /// The epoch base and the snapshot.
     async fn read_snapshot(
         client: &mut Client,
         config: &EtcdConfig,
@@ -252,6 +280,48 @@ impl Coordinator for EtcdCoordinator {
             Ok(Self::read_snapshot(&mut client, &self.config, self.shards)
                 .await?
                 .0)
+        })
+    }
+
+    fn raise_above(&self, epoch: i64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut client = self.client.clone();
+            let key = self.config.epoch_base_key();
+            // A few rounds: another member may be raising it at the same time.
+            for _ in 0..5 {
+                let (base, revision, mod_revision) =
+                    Self::read_epoch_base(&mut client, &self.config).await?;
+                // Every later claim has a revision above `revision`.
+                if base.saturating_add(revision) >= epoch {
+                    return Ok(());
+                }
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        mod_revision,
+                    )])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        epoch.saturating_add(1).to_string(),
+                        None,
+                    )]);
+                let resp = bounded(
+                    self.config.op_timeout(),
+                    "raise epoch base",
+                    client.txn(txn),
+                )
+                .await?;
+                if resp.succeeded() {
+                    tracing::warn!(
+                        base = epoch.saturating_add(1),
+                        revision,
+                        "etcd is behind the database's fencing epochs (a new or restored etcd cluster): fencing tokens now start above them"
+                    );
+                    return Ok(());
+                }
+            }
+            Err(Error::Config(format!("{key} keeps changing; try again")))
         })
     }
 }
@@ -417,6 +487,7 @@ impl Session {
         releasing: &mut HashSet<ShardId>,
     ) -> Result<()> {
         let limit = self.config.op_timeout();
+        let (base, _, _) = EtcdCoordinator::read_epoch_base(client, &self.config).await?;
         let (snapshot, detail) =
             EtcdCoordinator::read_snapshot(client, &self.config, self.shards).await?;
         let ids: Vec<String> = snapshot.members.iter().map(|m| m.id.clone()).collect();
@@ -429,7 +500,7 @@ impl Session {
                 continue;
             }
             if target.get(shard) == Some(me) && !releasing.contains(shard) {
-                owned.insert(*shard, FencingToken(*created));
+                owned.insert(*shard, FencingToken(base.saturating_add(*created)));
             } else {
                 release.push(*shard);
             }
@@ -444,18 +515,27 @@ impl Session {
             .filter(|(s, m)| *m == me && !detail.contains_key(s))
         {
             let key = self.config.shard_key(*shard);
+            // The base is read in the claim's own transaction, so the token is exact.
+            let base_key = self.config.epoch_base_key();
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key,
-                    me.clone(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
+                .and_then([
+                    TxnOp::put(key, me.clone(), Some(PutOptions::new().with_lease(lease))),
+                    TxnOp::get(base_key.clone(), None),
+                ]);
             let resp = bounded(limit, "claim shard", client.txn(txn)).await?;
             if resp.succeeded()
                 && let Some(header) = resp.header()
             {
-                owned.insert(*shard, FencingToken(header.revision()));
+                let mut base = 0;
+                for op in resp.op_responses() {
+                    if let etcd_client::TxnOpResponse::Get(get) = op
+                        && let Some(kv) = get.kvs().first()
+                    {
+                        base = parse_base(&base_key, kv.value_str().ok())?;
+                    }
+                }
+                owned.insert(*shard, FencingToken(base.saturating_add(header.revision())));
             }
         }
         if *self.owned.borrow() != owned {
@@ -495,4 +575,11 @@ impl Session {
             shard
         });
     }
+}
+
+fn parse_base(key: &str, value: Option<&str>) -> Result<i64> {
+    value
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|b| *b >= 0)
+        .ok_or_else(|| Error::Corrupt(format!("{key} is not a non-negative number")))
 }

@@ -91,6 +91,10 @@ pub trait Coordinator: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Membership>>;
     /// Who owns what now.
     fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot>>;
+    /// Makes every fencing token handed out from now on larger than `epoch` (the highest the
+    /// database holds), for a coordinator whose own counter is behind it: a new or restored etcd
+    /// cluster, a clock stepped back. Does nothing when it is already ahead.
+    fn raise_above(&self, epoch: i64) -> BoxFuture<'_, Result<()>>;
 }
 
 /// The shards this member owns, with their tokens.

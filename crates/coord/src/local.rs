@@ -1,5 +1,6 @@
 //! The coordinator of the all-in-one server: no etcd, one member owns every shard.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -14,7 +15,7 @@ use crate::{
 /// those its previous run recorded even when the clock stepped back (NTP, a restored VM).
 pub struct LocalCoordinator {
     shards: u32,
-    floor: i64,
+    floor: AtomicI64,
     member: Arc<Mutex<Option<Member>>>,
 }
 
@@ -22,20 +23,20 @@ impl LocalCoordinator {
     pub fn new(shards: u32) -> Self {
         Self {
             shards: shards.max(1),
-            floor: 0,
+            floor: AtomicI64::new(0),
             member: Arc::default(),
         }
     }
 
     /// Tokens will be above `epoch` (the highest stored shard epoch).
-    pub fn above(mut self, epoch: i64) -> Self {
-        self.floor = epoch;
+    pub fn above(self, epoch: i64) -> Self {
+        self.floor.fetch_max(epoch, Ordering::Relaxed);
         self
     }
 
     /// The token for a join at `now_ms`.
     fn token(&self, now_ms: i64) -> i64 {
-        now_ms.max(self.floor.saturating_add(1))
+        now_ms.max(self.floor.load(Ordering::Relaxed).saturating_add(1))
     }
 }
 
@@ -77,6 +78,12 @@ impl Coordinator for LocalCoordinator {
                 lease: Arc::default(),
             })
         })
+    }
+
+    /// Applies to the next join (tokens are fixed for a membership's life).
+    fn raise_above(&self, epoch: i64) -> BoxFuture<'_, Result<()>> {
+        self.floor.fetch_max(epoch, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
     }
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Snapshot>> {

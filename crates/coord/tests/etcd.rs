@@ -302,3 +302,52 @@ async fn the_shard_count_is_fixed_at_creation() {
         .expect("a different shard count is refused");
     assert!(err.to_string().contains("64 shards"), "{err}");
 }
+
+/// A new (or restored) etcd cluster starts its revisions from 1, below the epochs the database
+/// holds: after `raise_above`, every token is above them, and tokens still grow claim by claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_start_above_the_database_on_a_new_etcd_cluster() {
+    let etcd = TestEtcd::start().await.unwrap();
+    let stored = 1_000_000;
+    let coord = EtcdCoordinator::connect(config(&etcd.endpoint))
+        .await
+        .unwrap();
+    coord.raise_above(stored).await.unwrap();
+    // Already ahead: nothing changes.
+    coord.raise_above(10).await.unwrap();
+    let a = conductor(&etcd.endpoint, "a").await;
+    wait_for(Duration::from_secs(15), "a owns every shard", || async {
+        (a.membership.owned().len() == SHARDS as usize).then_some(())
+    })
+    .await
+    .unwrap();
+    let first = a.membership.owned();
+    assert!(
+        first.values().all(|t| t.0 > stored && t.0 < stored + 1_000),
+        "{first:?}"
+    );
+    // A second member takes some shards over with larger tokens than the first owner had.
+    let b = conductor(&etcd.endpoint, "b").await;
+    wait_balanced(&[&a, &b], Duration::from_secs(15)).await;
+    for (shard, token) in b.membership.owned() {
+        assert!(
+            token > first[&shard],
+            "shard {shard}: {token:?} <= {:?}",
+            first[&shard]
+        );
+    }
+    // Raised again while they run (the database got ahead): the owners' tokens follow.
+    coord.raise_above(5_000_000).await.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "tokens above the new floor",
+        || async {
+            let all = [a.membership.owned(), b.membership.owned()];
+            all.iter()
+                .all(|o| !o.is_empty() && o.values().all(|t| t.0 > 5_000_000))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}

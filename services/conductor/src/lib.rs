@@ -159,6 +159,10 @@ impl Conductor {
             host: xcat3_runtime::config::hostname(),
             addr: advertise,
         };
+        // Tokens must start above what the database holds, whatever etcd (new, restored) says.
+        self.coordinator
+            .raise_above(self.store.max_shard_epoch().await?)
+            .await?;
         let membership = self.coordinator.join(member, shutdown.clone()).await?;
         let claimed = Claimed::default();
         let conductor_metrics = metrics::ConductorMetrics::register(&self.metrics);
@@ -180,6 +184,7 @@ impl Conductor {
         });
         let claims = tokio::spawn(record_claims(
             self.store.clone(),
+            self.coordinator.clone(),
             membership.clone(),
             claimed,
             self.id.clone(),
@@ -248,6 +253,7 @@ impl Conductor {
 /// Records each newly owned shard's fencing token in the database before any work runs on it.
 async fn record_claims(
     store: Store,
+    coordinator: Arc<dyn Coordinator>,
     membership: Membership,
     claimed: Claimed,
     id: String,
@@ -269,11 +275,25 @@ async fn record_claims(
                     known.insert(*shard, *token);
                     metrics.shard_claims.inc();
                 }
-                Ok(false) => tracing::warn!(
-                    shard,
-                    token = token.0,
-                    "the database holds a newer owner for this shard"
-                ),
+                Ok(false) => {
+                    tracing::warn!(
+                        shard,
+                        token = token.0,
+                        "the database holds a newer owner for this shard"
+                    );
+                    // Either another conductor claimed it since (etcd will say so), or etcd is
+                    // behind the database (replaced while we ran): then raise its tokens.
+                    let raised = match store.max_shard_epoch().await {
+                        Ok(epoch) => coordinator
+                            .raise_above(epoch)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = raised {
+                        tracing::warn!(error = %e, "raising the fencing tokens failed; will retry");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "recording a shard claim failed; will retry")
                 }
