@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use xcat3_coord::{Coordinator, Member, Membership, shard_of};
+use xcat3_coord::{Coordinator, Member, shard_of};
 use xcat3_proto::internal;
 use xcat3_runtime::auth::{AuthLayer, Tokens};
 use xcat3_runtime::metrics::Metrics;
@@ -183,14 +183,10 @@ impl Conductor {
             failing_status: Default::default(),
         });
         let claims = tokio::spawn(record_claims(
-            self.store.clone(),
+            executor.clone(),
             self.coordinator.clone(),
-            membership.clone(),
-            claimed,
-            self.id.clone(),
             shutdown.clone(),
             ready,
-            conductor_metrics,
         ));
         let sync = tokio::spawn(power_sync(
             executor.clone(),
@@ -252,15 +248,19 @@ impl Conductor {
 
 /// Records each newly owned shard's fencing token in the database before any work runs on it.
 async fn record_claims(
-    store: Store,
+    executor: Arc<Executor>,
     coordinator: Arc<dyn Coordinator>,
-    membership: Membership,
-    claimed: Claimed,
-    id: String,
     shutdown: CancellationToken,
     mut ready: Option<tokio::sync::oneshot::Sender<()>>,
-    metrics: metrics::ConductorMetrics,
 ) {
+    let Executor {
+        store,
+        membership,
+        claimed,
+        id,
+        metrics,
+        ..
+    } = &*executor;
     let mut owned = membership.watch();
     loop {
         let now = owned.borrow_and_update().clone();
@@ -270,7 +270,7 @@ async fn record_claims(
             if known.get(shard) == Some(token) {
                 continue;
             }
-            match store.claim_shard(*shard, token.0, &id).await {
+            match store.claim_shard(*shard, token.0, id).await {
                 Ok(true) => {
                     known.insert(*shard, *token);
                     metrics.shard_claims.inc();
