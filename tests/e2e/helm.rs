@@ -372,6 +372,22 @@ fn the_chart_lints_renders_validates_and_keeps_its_invariants() {
     );
     assert!(agent_spec.contains("XCAT3_TLS_CA") && !agent_spec.contains("tls.key"));
     assert!(!agent_spec.contains("XCAT3_TLS_KEY"), "{agent_spec}");
+    // The secrets key reaches every service that reads the database, never the agents.
+    for suffix in ["-api", "-conductor", "-image"] {
+        let c = format!(
+            "{:?}",
+            containers(named(&external, "Deployment", suffix).unwrap())[0]
+        );
+        assert!(
+            c.contains("XCAT3_SECRETS_KEY_FILE") && c.contains("XCAT3_SECRETS_PREVIOUS_KEY_FILES"),
+            "{suffix}: {c}"
+        );
+    }
+    assert!(!agent_spec.contains("secrets-key"), "{agent_spec}");
     let default_api = format!("{:?}", containers(api_default)[0]);
     assert!(!default_api.contains("XCAT3_TLS"), "TLS is off by default");
+    assert!(
+        !default_api.contains("XCAT3_SECRETS_KEY"),
+        "no key unless the operator gives one"
+    );
 }

@@ -487,3 +487,131 @@ async fn the_agent_token_only_follows_the_boot_table() {
     .unwrap();
     assert!(!s.log().contains(AGENT), "the agent token was logged");
 }
+
+/// Contents of the SQLite database and its WAL, for looking for secrets in them.
+fn database_bytes(dir: &std::path::Path) -> Vec<u8> {
+    ["xcat3.db", "xcat3.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(dir.join(f)).ok())
+        .flatten()
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// With `--secrets-key-file`, BMC passwords and credential hashes are sealed in the database: a
+/// copied database holds none of them, a server without the key says so instead of using the
+/// ciphertext, and a key is rotated with `reseal-secrets` while values written before any key
+/// (plain) are sealed by it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copied_database_leaks_no_secret() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = |name: &str, byte: &str| {
+        let path = keys.path().join(name);
+        std::fs::write(&path, byte.repeat(32)).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (k1, k2) = (key_file("k1", "a1"), key_file("k2", "b2"));
+    let with_keys = |current: &str, previous: &[&str]| ServerOptions {
+        extra_args: [
+            vec!["--secrets-key-file".to_owned(), current.to_owned()],
+            previous
+                .iter()
+                .flat_map(|p| ["--secrets-previous-key-files".to_owned(), p.to_string()])
+                .collect(),
+        ]
+        .concat(),
+        ..Default::default()
+    };
+    // Written before any key was configured: stored as given.
+    let s = TestServer::start(Backend::Sqlite).await;
+    let bmc = xcat3_tests::TestBmc::start().await.unwrap();
+    s.cli(&["create", "old1", "mgt=ipmi", "--control", &bmc.control()])
+        .await
+        .ok();
+    let password = xcat3_tests::TestBmc::PASSWORD;
+    assert!(
+        contains(&database_bytes(s.dir()), password),
+        "the test's premise"
+    );
+
+    // With a key: new secrets are sealed, old plain ones still work, and reseal seals those.
+    let s = s.restart_with(with_keys(&k1, &[])).await.unwrap();
+    let dir = s.dir().to_owned();
+    let bmc2 = xcat3_tests::TestBmc::start().await.unwrap();
+    s.cli(&["create", "new1", "mgt=ipmi", "--control", &bmc2.control()])
+        .await
+        .ok();
+    s.cli(&["passwd-create", "system", "password=root-password-77"])
+        .await
+        .ok();
+    let out = s.cli(&["power", "old1,new1", "on"]).await.ok();
+    assert!(
+        out.stdout.contains("old1: on") && out.stdout.contains("new1: on"),
+        "{out:?}"
+    );
+    let reseal = |args: Vec<String>| {
+        let dir = dir.clone();
+        async move {
+            let out = tokio::process::Command::new(bin("xcat3-server"))
+                .arg("reseal-secrets")
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(args)
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let said = reseal(vec!["--secrets-key-file".into(), k1.clone()]).await;
+    assert!(
+        said.contains("resealed the secrets of 1 nodes and 0 credentials"),
+        "{said}"
+    );
+    let said = reseal(vec!["--secrets-key-file".into(), k1.clone()]).await;
+    assert!(said.contains("of 0 nodes and 0 credentials"), "{said}");
+
+    // A fresh copy of the database (what a backup holds after a checkpoint): no password, no
+    // crypt hash.
+    let s = s.restart_with(with_keys(&k1, &[])).await.unwrap();
+    let bmc3 = xcat3_tests::TestBmc::start().await.unwrap();
+    s.cli(&["create", "new2", "mgt=ipmi", "--control", &bmc3.control()])
+        .await
+        .ok();
+    let copy = database_bytes(s.dir());
+    assert!(!contains(&copy, "$6$"), "a credential hash is readable");
+    let sealed = copy
+        .windows(b"xcat3:sealed:v1:".len())
+        .filter(|w| *w == b"xcat3:sealed:v1:")
+        .count();
+    assert!(sealed >= 3, "{sealed} sealed values");
+
+    // Without the key: the reason, never the ciphertext used as a password.
+    let s = s.restart().await.unwrap();
+    let out = s.cli(&["power", "new1", "status"]).await;
+    assert_ne!(out.code, 0);
+    assert!(format!("{out:?}").contains("--secrets-key-file"), "{out:?}");
+
+    // Rotation: k2 current with k1 still readable, reseal, then k2 alone.
+    let s = s.restart_with(with_keys(&k2, &[&k1])).await.unwrap();
+    let out = s.cli(&["power", "new1,new2,old1", "status"]).await.ok();
+    assert_eq!(out.stdout.matches(": on").count(), 2, "{out:?}");
+    let said = reseal(vec![
+        "--secrets-key-file".into(),
+        k2.clone(),
+        "--secrets-previous-key-files".into(),
+        k1.clone(),
+    ])
+    .await;
+    assert!(said.contains("of 3 nodes and 1 credentials"), "{said}");
+    let s = s.restart_with(with_keys(&k2, &[])).await.unwrap();
+    let out = s.cli(&["power", "new1,new2,old1", "status"]).await.ok();
+    assert_eq!(out.stdout.matches("Error").count(), 0, "{out:?}");
+    assert!(!s.log().contains(password), "a BMC password was logged");
+}

@@ -279,13 +279,18 @@ impl TestServer {
     }
 
     /// Stops the server (SIGKILL) and starts it again on the same data and database.
-    pub async fn restart(mut self) -> anyhow::Result<TestServer> {
+    pub async fn restart(self) -> anyhow::Result<TestServer> {
+        self.restart_with(ServerOptions::default()).await
+    }
+
+    /// Like [`TestServer::restart`], with other options (the data directory stays).
+    pub async fn restart_with(mut self, opts: ServerOptions) -> anyhow::Result<TestServer> {
         self.child.kill().await?;
         let tmp = self._tmp.take();
         let pg = self._pg.take();
         let opts = ServerOptions {
             data_dir: Some(self.dir.clone()),
-            ..Default::default()
+            ..opts
         };
         Self::spawn(
             self.backend,

@@ -169,3 +169,21 @@ pub fn optional_addr(what: &str, v: &str) -> anyhow::Result<Option<std::net::Soc
         .with_context(|| format!("{what}: {v:?} is not an address (or \"none\")"))?;
     Ok(Some(addr))
 }
+
+/// Where the keys that seal stored secrets (BMC passwords and keys, credential hashes) come from.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SecretsArgs {
+    /// File holding the key (64 hex digits: `openssl rand -hex 32`) that secrets are encrypted
+    /// with in the database; without it they are stored as given.
+    #[arg(long, env = "XCAT3_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// Earlier keys, comma-separated: still read while `xcat3-server reseal-secrets` moves every
+    /// secret to the current key (rotation).
+    #[arg(
+        long,
+        env = "XCAT3_SECRETS_PREVIOUS_KEY_FILES",
+        value_delimiter = ',',
+        requires = "secrets_key_file"
+    )]
+    pub secrets_previous_key_files: Vec<PathBuf>,
+}

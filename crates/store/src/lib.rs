@@ -4,8 +4,10 @@
 //!
 //! ## What is stored
 //! Nodes with their NICs, networks, OS images, named credentials (hashed) and the registry of
-//! running services. Secrets in node control parameters are stored as given: the conductor needs
-//! them to reach the BMC. They leave the store only through [`xcat3_types::Control::get`].
+//! running services. Secrets in node control parameters (the conductor needs them to reach the
+//! BMC) and credential hashes are sealed with AES-256-GCM when a key is configured
+//! ([`sealing`]); they leave the store only through [`xcat3_types::Control::get`] and
+//! [`Store::passwd_hash`].
 //!
 //! ## Bulk writes
 //! Every write method runs in one transaction and sends multi-row statements of at most
@@ -18,6 +20,7 @@ mod misc;
 mod netboot;
 mod networks;
 mod nodes;
+pub mod sealing;
 
 use std::time::Duration;
 
@@ -35,6 +38,7 @@ pub use deploys::{
 pub use misc::{OsImage, OsImageDeletion, PasswdRecord, ServiceRecord};
 pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite};
 pub use nodes::NodeRecord;
+pub use sealing::{Resealed, SealingKeys};
 
 /// Largest number of rows one INSERT carries (keeps under SQLite's and PostgreSQL's parameter limits).
 pub const ROWS_PER_STATEMENT: usize = 1000;
@@ -105,6 +109,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// This process's committed inventory writes (see [`Store::subscribe_writes`]).
     writes: tokio::sync::broadcast::Sender<std::sync::Arc<InventoryWrite>>,
+    /// Seal secrets on the way in, open them on the way out.
+    keys: SealingKeys,
 }
 
 impl Store {
@@ -134,7 +140,14 @@ impl Store {
         Ok(Store {
             db,
             writes: tokio::sync::broadcast::channel(1024).0,
+            keys: SealingKeys::default(),
         })
+    }
+
+    /// Seals secrets written from now on with `keys` (and opens with them).
+    pub fn with_sealing(mut self, keys: SealingKeys) -> Store {
+        self.keys = keys;
+        self
     }
 
     /// `sqlite` or `postgres`.

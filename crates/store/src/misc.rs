@@ -8,7 +8,10 @@ use sea_orm::{
 pub use xcat3_types::OsImage;
 
 use crate::entity::{deploy, node, osimage, passwd, service};
-use crate::{KEYS_PER_QUERY, Result, Store, now_ms};
+
+/// The associated data a credential's sealed hash is bound to.
+pub(crate) const PASSWD_FIELD: &str = "passwd.hash";
+use crate::{KEYS_PER_QUERY, Result, Store, corrupt, now_ms};
 
 impl From<osimage::Model> for OsImage {
     fn from(m: osimage::Model) -> Self {
@@ -170,7 +173,7 @@ impl Store {
         passwd::Entity::insert(passwd::ActiveModel {
             key: Set(key.to_owned()),
             username: Set(username.to_owned()),
-            hash: Set(hash.to_owned()),
+            hash: Set(self.keys.seal(PASSWD_FIELD, hash)),
             crypt_method: Set(crypt_method.to_owned()),
             created_at: Set(now),
         })
@@ -203,10 +206,15 @@ impl Store {
 
     /// The stored hash of a credential: for rendering install templates, never for the API.
     pub async fn passwd_hash(&self, key: &str) -> Result<Option<String>> {
-        Ok(passwd::Entity::find_by_id(key.to_owned())
+        passwd::Entity::find_by_id(key.to_owned())
             .one(&self.db)
             .await?
-            .map(|m| m.hash))
+            .map(|m| {
+                self.keys
+                    .open(PASSWD_FIELD, &m.hash)
+                    .map_err(|e| corrupt(format!("credential {key}"), e))
+            })
+            .transpose()
     }
 
     pub async fn delete_passwd(&self, key: &str) -> Result<bool> {

@@ -7,10 +7,10 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QuerySelect,
 };
-use xcat3_types::{Control, Nic, Node};
+use xcat3_types::{Control, Nic, Node, is_secret};
 
 use crate::entity::{deploy, nic, node};
-use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
+use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, SealingKeys, Store, corrupt, now_ms};
 
 /// A node as stored, with its revision and timestamps (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,15 +22,51 @@ pub struct NodeRecord {
     pub updated_at: i64,
 }
 
-fn to_active(n: &Node, revision: i64, created_at: i64, updated_at: i64) -> node::ActiveModel {
-    let control: BTreeMap<&str, &str> = n.control.entries().collect();
+/// The control parameters as stored: secrets sealed (when a key is configured).
+fn stored_control(n: &Node, keys: &SealingKeys) -> String {
+    let control: BTreeMap<&str, String> = n
+        .control
+        .entries()
+        .map(|(k, v)| {
+            let v = if is_secret(k) {
+                keys.seal(&format!("control.{k}"), v)
+            } else {
+                v.to_owned()
+            };
+            (k, v)
+        })
+        .collect();
+    serde_json::to_string(&control).unwrap_or_else(|_| "{}".into())
+}
+
+/// Opens the sealed secrets of a stored control map.
+fn open_control(stored: &str, keys: &SealingKeys, what: &dyn Fn() -> String) -> Result<Control> {
+    let mut map: BTreeMap<String, String> =
+        serde_json::from_str(stored).map_err(|e| corrupt(what(), e))?;
+    for (k, v) in map.iter_mut() {
+        if is_secret(k) {
+            *v = keys
+                .open(&format!("control.{k}"), v)
+                .map_err(|e| corrupt(format!("{}: control.{k}", what()), e))?;
+        }
+    }
+    Ok(Control::from_stored(map))
+}
+
+fn to_active(
+    n: &Node,
+    keys: &SealingKeys,
+    revision: i64,
+    created_at: i64,
+    updated_at: i64,
+) -> node::ActiveModel {
     node::ActiveModel {
         name: Set(n.name.clone()),
         groups: Set(n.groups.join(",")),
         mgt: Set(n.mgt.map(|m| m.to_string())),
         netboot: Set(n.netboot.to_string()),
         arch: Set(n.arch.to_string()),
-        control: Set(serde_json::to_string(&control).unwrap_or_else(|_| "{}".into())),
+        control: Set(stored_control(n, keys)),
         osimage: Set(n.osimage.clone()),
         provision_state: Set(n.provision_state.to_string()),
         power_state: Set(n.power_state.to_string()),
@@ -55,7 +91,7 @@ fn nic_rows(n: &Node) -> impl Iterator<Item = nic::ActiveModel> + '_ {
         })
 }
 
-fn from_row(m: node::Model, mut nics: Vec<nic::Model>) -> Result<NodeRecord> {
+fn from_row(m: node::Model, mut nics: Vec<nic::Model>, keys: &SealingKeys) -> Result<NodeRecord> {
     let what = || format!("node {}", m.name);
     let mut n = Node::new(m.name.clone());
     n.groups = m
@@ -72,8 +108,7 @@ fn from_row(m: node::Model, mut nics: Vec<nic::Model>) -> Result<NodeRecord> {
         .map_err(|e| corrupt(what(), e))?;
     n.netboot = m.netboot.parse().map_err(|e| corrupt(what(), e))?;
     n.arch = m.arch.parse().map_err(|e| corrupt(what(), e))?;
-    n.control =
-        Control::from_stored(serde_json::from_str(&m.control).map_err(|e| corrupt(what(), e))?);
+    n.control = open_control(&m.control, keys, &what)?;
     n.osimage = m.osimage;
     n.provision_state = m.provision_state.parse().map_err(|e| corrupt(what(), e))?;
     n.power_state = m.power_state.parse().map_err(|e| corrupt(what(), e))?;
@@ -103,9 +138,14 @@ fn from_row(m: node::Model, mut nics: Vec<nic::Model>) -> Result<NodeRecord> {
     })
 }
 
-async fn insert_node_rows<C: ConnectionTrait>(db: &C, nodes: &[Node], now: i64) -> Result<()> {
+async fn insert_node_rows<C: ConnectionTrait>(
+    db: &C,
+    nodes: &[Node],
+    keys: &SealingKeys,
+    now: i64,
+) -> Result<()> {
     for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
-        node::Entity::insert_many(chunk.iter().map(|n| to_active(n, 1, now, now)))
+        node::Entity::insert_many(chunk.iter().map(|n| to_active(n, keys, 1, now, now)))
             .exec_without_returning(db)
             .await?;
     }
@@ -136,7 +176,7 @@ impl Store {
     /// Inserts new nodes and their NICs in one transaction: all of them, or none.
     pub async fn create_nodes(&self, nodes: &[Node]) -> Result<()> {
         let txn = self.begin_write().await?;
-        insert_node_rows(&txn, nodes, now_ms()).await?;
+        insert_node_rows(&txn, nodes, &self.keys, now_ms()).await?;
         let names = nodes.iter().map(|n| n.name.clone()).collect();
         self.commit_inventory(txn, names, false).await?;
         Ok(())
@@ -193,14 +233,18 @@ impl Store {
             node::Column::UpdatedAt,
         ];
         for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-            node::Entity::insert_many(chunk.iter().map(|(n, rev)| to_active(n, rev + 1, now, now)))
-                .on_conflict(
-                    OnConflict::column(node::Column::Name)
-                        .update_columns(update_cols)
-                        .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await?;
+            node::Entity::insert_many(
+                chunk
+                    .iter()
+                    .map(|(n, rev)| to_active(n, &self.keys, rev + 1, now, now)),
+            )
+            .on_conflict(
+                OnConflict::column(node::Column::Name)
+                    .update_columns(update_cols)
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
         }
         if nics_changed {
             let names: Vec<String> = fresh.iter().map(|(n, _)| n.name.clone()).collect();
@@ -314,7 +358,7 @@ impl Store {
             .filter_map(|name| rows.remove(name))
             .map(|m| {
                 let node_nics = nics.remove(&m.name).unwrap_or_default();
-                from_row(m, node_nics)
+                from_row(m, node_nics, &self.keys)
             })
             .collect()
     }

@@ -418,6 +418,57 @@ async fn deploys_follow_the_state_machine_and_tokens_work_once(db: Db) {
     );
 }
 
+/// Secrets written before a key are sealed by `reseal_secrets`, read back through the key, and
+/// moved to a new key on rotation; a store without the key cannot read them.
+async fn secrets_are_sealed_and_resealed(db: Db) {
+    use xcat3_store::{Resealed, SealingKeys};
+    let plain = db.store.clone();
+    let mut n = Node::new("n1");
+    n.control.set("bmc_password", "pw-1234".into()).unwrap();
+    n.control.set("bmc_address", "10.0.0.9".into()).unwrap();
+    plain.create_nodes(&[n]).await.unwrap();
+    plain
+        .create_passwd("system", "root", "$6$salt$hash", "sha512")
+        .await
+        .unwrap();
+    let (k1, k2) = ([1u8; 32], [2u8; 32]);
+    let one = plain.clone().with_sealing(SealingKeys::new(Some(&k1), &[]));
+    let all = Resealed {
+        nodes: 1,
+        credentials: 1,
+    };
+    assert_eq!(one.reseal_secrets().await.unwrap(), all);
+    assert_eq!(one.reseal_secrets().await.unwrap(), Resealed::default());
+    let read = |s: Store| async move {
+        let node = s.get_nodes(&["n1".into()]).await?.remove(0).node;
+        let hash = s.passwd_hash("system").await?;
+        Ok::<_, Error>((
+            node.control.get("bmc_password").map(String::from),
+            node.control.get("bmc_address").map(String::from),
+            hash,
+        ))
+    };
+    let expected = (
+        Some("pw-1234".to_owned()),
+        Some("10.0.0.9".to_owned()),
+        Some("$6$salt$hash".to_owned()),
+    );
+    assert_eq!(read(one.clone()).await.unwrap(), expected);
+    assert!(read(plain.clone()).await.is_err(), "read without the key");
+    // Rotation.
+    let rotating = plain
+        .clone()
+        .with_sealing(SealingKeys::new(Some(&k2), &[k1]));
+    assert_eq!(read(rotating.clone()).await.unwrap(), expected);
+    assert_eq!(rotating.reseal_secrets().await.unwrap(), all);
+    let two = plain.clone().with_sealing(SealingKeys::new(Some(&k2), &[]));
+    assert_eq!(read(two.clone()).await.unwrap(), expected);
+    assert!(
+        read(one).await.is_err(),
+        "the old key alone no longer reads them"
+    );
+}
+
 macro_rules! suite {
     ($($test:ident),+) => {
         mod on_sqlite {
@@ -430,6 +481,7 @@ macro_rules! suite {
 }
 
 suite!(
+    secrets_are_sealed_and_resealed,
     deploys_follow_the_state_machine_and_tokens_work_once,
     stale_conductors_are_fenced,
     events_are_capped_per_node,

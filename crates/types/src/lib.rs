@@ -15,7 +15,7 @@ mod provision;
 mod secret;
 pub mod sshkey;
 
-pub use control::{Control, ControlParam, PARAMS as CONTROL_PARAMS};
+pub use control::{Control, ControlParam, PARAMS as CONTROL_PARAMS, is_secret};
 pub use error::{ErrorCode, FieldError};
 pub use mac::MacAddr;
 pub use name::{validate_group_name, validate_hostname, validate_label_key};

@@ -77,6 +77,8 @@ pub struct ApiArgs {
     /// IPs) are not in their certificates [default: the host of each conductor's address].
     #[arg(long, env = "XCAT3_CONDUCTOR_TLS_NAME")]
     pub conductor_tls_name: Option<String>,
+    #[command(flatten)]
+    pub secrets: xcat3_runtime::config::SecretsArgs,
 }
 
 #[derive(serde::Deserialize, Default, Debug)]
@@ -163,6 +165,11 @@ impl ApiArgs {
         config.image_url = self.image_url.clone();
         config.image_grpc = self.image_grpc.clone();
         config.conductor_tls_name = self.conductor_tls_name.clone();
+        config.sealing = xcat3_store::SealingKeys::from_files(
+            self.secrets.secrets_key_file.as_deref(),
+            &self.secrets.secrets_previous_key_files,
+        )
+        .map_err(anyhow::Error::msg)?;
         if let Some(m) = self.deploy_timeout_minutes {
             config.deploy_timeout = std::time::Duration::from_secs(m.max(1) * 60);
         }

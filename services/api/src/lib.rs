@@ -70,6 +70,8 @@ pub struct ApiConfig {
     pub tls: xcat3_runtime::tls::Tls,
     /// The name conductors' certificates must carry [default: the host of their address].
     pub conductor_tls_name: Option<String>,
+    /// Keys that seal BMC secrets and credential hashes in the database.
+    pub sealing: xcat3_store::SealingKeys,
 }
 
 impl ApiConfig {
@@ -91,6 +93,7 @@ impl ApiConfig {
             scaler: None,
             tls: Default::default(),
             conductor_tls_name: None,
+            sealing: Default::default(),
         }
     }
 }
@@ -122,7 +125,8 @@ impl Api {
             xcat3_runtime::grpc::bind("gRPC", config.listen, config.metrics_listen).await?;
         let store = Store::connect(&config.database_url)
             .await
-            .context("open the database")?;
+            .context("open the database")?
+            .with_sealing(config.sealing.clone());
         Ok(Api {
             config,
             coordinator,

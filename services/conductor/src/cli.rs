@@ -79,6 +79,8 @@ pub struct ConductorArgs {
     pub insecure: bool,
     #[command(flatten)]
     pub drivers: DriverArgs,
+    #[command(flatten)]
+    pub secrets: xcat3_runtime::config::SecretsArgs,
 }
 
 impl ConductorArgs {
@@ -110,6 +112,11 @@ impl ConductorArgs {
             );
         }
         self.drivers.apply(&mut config);
+        config.sealing = xcat3_store::SealingKeys::from_files(
+            self.secrets.secrets_key_file.as_deref(),
+            &self.secrets.secrets_previous_key_files,
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(config)
     }
 }

@@ -56,6 +56,8 @@ pub struct ConductorConfig {
     pub kvm: driver::kvm::KvmConfig,
     /// TLS of the gRPC listener (with a client CA, only the api's certificate gets in).
     pub tls: xcat3_runtime::tls::Tls,
+    /// Keys that open the sealed BMC secrets.
+    pub sealing: xcat3_store::SealingKeys,
 }
 
 impl ConductorConfig {
@@ -73,6 +75,7 @@ impl ConductorConfig {
             ipmi: driver::ipmi::Ipmi::default(),
             kvm: driver::kvm::KvmConfig::default(),
             tls: Default::default(),
+            sealing: Default::default(),
         }
     }
 }
@@ -104,7 +107,8 @@ impl Conductor {
             xcat3_runtime::grpc::bind("conductor", config.listen, config.metrics_listen).await?;
         let store = Store::connect(&config.database_url)
             .await
-            .context("open the database")?;
+            .context("open the database")?
+            .with_sealing(config.sealing.clone());
         let host = xcat3_runtime::config::hostname();
         let id = config
             .id

@@ -61,6 +61,8 @@ pub struct StandaloneArgs {
     /// Accept requests without a token (local development only).
     #[arg(long, env = "XCAT3_INSECURE")]
     pub insecure: bool,
+    #[command(flatten)]
+    pub secrets: xcat3_runtime::config::SecretsArgs,
 }
 
 impl ImageArgs {
@@ -98,6 +100,7 @@ impl ImageArgs {
             insecure,
             install_source_check: !self.no_install_source_check,
             tls: Default::default(),
+            sealing: Default::default(),
         })
     }
 }
@@ -133,6 +136,11 @@ pub fn main(
             )
             .map_err(Failure::Config)?;
         config.tls = xcat3_runtime::tls::Tls::load(&tls).map_err(Failure::Config)?;
+        config.sealing = xcat3_store::SealingKeys::from_files(
+            standalone.secrets.secrets_key_file.as_deref(),
+            &standalone.secrets.secrets_previous_key_files,
+        )
+        .map_err(|e| Failure::Config(anyhow::Error::msg(e)))?;
         crate::serve(
             config,
             xcat3_runtime::metrics::Metrics::new(),

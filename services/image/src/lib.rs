@@ -57,6 +57,8 @@ pub struct ImageConfig {
     /// TLS of the gRPC (import) listener; the HTTP side nodes use stays plain (installers and
     /// iPXE cannot be given a CA).
     pub tls: xcat3_runtime::tls::Tls,
+    /// Keys that open the sealed credential hashes.
+    pub sealing: xcat3_store::SealingKeys,
 }
 
 impl ImageConfig {
@@ -81,7 +83,9 @@ pub async fn serve(
     layout
         .prepare()
         .with_context(|| format!("prepare the image directory {}", config.data_dir.display()))?;
-    let store = Store::connect(&config.database_url).await?;
+    let store = Store::connect(&config.database_url)
+        .await?
+        .with_sealing(config.sealing.clone());
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("bind the image gRPC address {}", config.grpc_listen))?;

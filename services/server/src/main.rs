@@ -72,6 +72,17 @@ enum Role {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// Seals every stored secret with the current key: secrets stored before a key was set,
+    /// and those sealed with a previous key (rotation). Safe while the services run.
+    ResealSecrets {
+        /// Database URL [default: SQLite file xcat3.db in the data directory].
+        #[arg(long, env = "XCAT3_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, env = "XCAT3_DATA_DIR")]
+        data_dir: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        secrets: xcat3_runtime::config::SecretsArgs,
+    },
     /// A conductor.
     Conductor {
         #[command(flatten)]
@@ -110,12 +121,58 @@ fn main() -> std::process::ExitCode {
             tls,
         } => xcat3_network::cli::main(network, standalone, tls),
         Role::Api { api, coord, tls } => xcat3_api::cli::main(api, coord, tls),
+        Role::ResealSecrets {
+            database_url,
+            data_dir,
+            secrets,
+        } => reseal_secrets(database_url, data_dir, secrets),
         Role::Conductor {
             conductor,
             coord,
             tls,
         } => xcat3_conductor::cli::main(conductor, coord, tls),
     }
+}
+
+fn reseal_secrets(
+    database_url: Option<String>,
+    data_dir: Option<std::path::PathBuf>,
+    secrets: xcat3_runtime::config::SecretsArgs,
+) -> std::process::ExitCode {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = &env;
+    xcat3_runtime::process::run("xcat3-server", env, |_shutdown| async move {
+        let url = match database_url {
+            Some(url) => url,
+            None => xcat3_runtime::config::sqlite_url(
+                &data_dir.unwrap_or_else(|| xcat3_runtime::config::default_data_dir(env)),
+            )
+            .map_err(Failure::Config)?,
+        };
+        let keys = xcat3_store::SealingKeys::from_files(
+            secrets.secrets_key_file.as_deref(),
+            &secrets.secrets_previous_key_files,
+        )
+        .map_err(|e| Failure::Config(std::io::Error::other(e).into()))?;
+        if !keys.seals() {
+            return Err(Failure::Config(
+                std::io::Error::other("no --secrets-key-file: nothing to seal with").into(),
+            ));
+        }
+        let store = xcat3_store::Store::connect(&url)
+            .await
+            .map_err(|e| Failure::Config(e.into()))?
+            .with_sealing(keys);
+        let done = store.reseal_secrets().await?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "resealed the secrets of {} nodes and {} credentials",
+                done.nodes, done.credentials
+            );
+        }
+        Ok(())
+    })
 }
 
 fn all_in_one(
@@ -155,6 +212,7 @@ fn all_in_one(
             agent: None,
         };
         config.insecure = resolved.config.insecure;
+        config.sealing = resolved.config.sealing.clone();
         drivers.apply(&mut config);
         let conductor =
             xcat3_conductor::Conductor::build(config, coordinator.clone(), metrics.clone())
@@ -170,7 +228,7 @@ fn all_in_one(
                 std::io::Error::other("the conductor stopped before it was ready").into(),
             ));
         }
-        let image_config = image
+        let mut image_config = image
             .resolve(
                 env,
                 Some(resolved.data_dir.clone()),
@@ -183,6 +241,7 @@ fn all_in_one(
                 resolved.config.insecure,
             )
             .map_err(Failure::Config)?;
+        image_config.sealing = resolved.config.sealing.clone();
         let image_base = image_config.base_url.clone();
         let install_source_check = image_config.install_source_check;
         let (image_ready, image_addrs) = tokio::sync::oneshot::channel();

@@ -70,6 +70,20 @@ securityContext:
   value: /tmp
 {{- end -}}
 
+{{/* The key that seals stored secrets (and the previous one during a rotation). */}}
+{{- define "xcat3.secretsKeyEnv" -}}
+{{- with .Values.secretsEncryption }}
+{{- if .existingSecret }}
+- name: XCAT3_SECRETS_KEY_FILE
+  value: /etc/xcat3/secrets-key/current
+{{- if .rotating }}
+- name: XCAT3_SECRETS_PREVIOUS_KEY_FILES
+  value: /etc/xcat3/secrets-key/previous
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* etcd credentials and CA, when configured. */}}
 {{- define "xcat3.etcdEnv" -}}
 {{- with .Values.etcd.auth.existingSecret }}
@@ -107,7 +121,11 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{- define "xcat3.tlsVolumeMounts" -}}
+{{/* Files from Secrets: TLS, etcd's CA, the secrets key. */}}
+{{- define "xcat3.secretFileMounts" -}}
+{{- if .Values.secretsEncryption.existingSecret }}
+- {name: secrets-key, mountPath: /etc/xcat3/secrets-key, readOnly: true}
+{{- end }}
 {{- if .Values.tls.enabled }}
 - {name: tls, mountPath: /etc/xcat3/tls, readOnly: true}
 {{- end }}
@@ -116,7 +134,20 @@ securityContext:
 {{- end }}
 {{- end -}}
 
-{{- define "xcat3.tlsVolumes" -}}
+{{- define "xcat3.secretFileVolumes" -}}
+{{- with .Values.secretsEncryption }}
+{{- if .existingSecret }}
+- name: secrets-key
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0400
+    items:
+      - {key: secrets-key, path: current}
+      {{- if .rotating }}
+      - {key: previous-key, path: previous}
+      {{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.tls.enabled }}
 - name: tls
   secret: {secretName: {{ required "tls.secretName is required with tls.enabled" .Values.tls.secretName }}, defaultMode: 0400}
