@@ -72,10 +72,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn run(backend: Backend, n: u32, rounds: usize) {
+    // XCAT3_BENCH_PASSWORDS=1 gives every node a BMC password; XCAT3_BENCH_SECRETS_KEY=FILE
+    // makes the server seal them (the cost of encrypted secrets at rest).
+    let passwords = std::env::var_os("XCAT3_BENCH_PASSWORDS").is_some();
+    let key = std::env::var("XCAT3_BENCH_SECRETS_KEY").ok();
     let opts = ServerOptions {
         env: vec![("RUST_LOG".into(), "warn".into())],
+        extra_args: key
+            .iter()
+            .flat_map(|k| ["--secrets-key-file".to_owned(), k.clone()])
+            .collect(),
         ..Default::default()
     };
+    println!(
+        "{backend:?}: BMC passwords {}, secrets key {}",
+        if passwords { "yes" } else { "no" },
+        if key.is_some() { "yes" } else { "no" }
+    );
     let s = TestServer::start_with(backend, opts)
         .await
         .expect("start server");
@@ -95,7 +108,16 @@ async fn run(backend: Backend, n: u32, rounds: usize) {
         ("delete", vec![]),
     ];
     for _ in 0..rounds {
-        let nodes: Vec<pb::Node> = (0..n).map(|i| numbered_node("cn", i)).collect();
+        let nodes: Vec<pb::Node> = (0..n)
+            .map(|i| {
+                let mut node = numbered_node("cn", i);
+                if passwords {
+                    node.control
+                        .insert("bmc_password".into(), format!("bmc-password-{i}"));
+                }
+                node
+            })
+            .collect();
         let mut client = s.nodes().await;
         table[0].1.push(
             measure(pid, async {
