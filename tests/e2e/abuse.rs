@@ -394,3 +394,44 @@ async fn slow_and_idle_http_clients_are_cut_off_and_cannot_take_every_descriptor
         "an idle keep-alive connection stayed open 40 s"
     );
 }
+
+/// Idle connections to the gRPC port from one address cannot take the process's descriptors or
+/// lock other clients out: past its share they are closed at once, and the api keeps answering
+/// (before, they took every descriptor and accept spun on EMFILE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_connection_flood_from_one_address_locks_nobody_out() {
+    let opts = ServerOptions {
+        wrapper: ["prlimit", "--nofile=512:512"].map(String::from).to_vec(),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let pid = s.pid().unwrap();
+    // From 127.0.0.2, another address of the loopback.
+    let mut flood = Vec::new();
+    for _ in 0..1000 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(Ok(c)) =
+            tokio::time::timeout(Duration::from_millis(500), socket.connect(s.addr)).await
+        {
+            flood.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(20), s.cli(&["list"]))
+        .await
+        .expect("list did not answer within 20 s");
+    let took = started.elapsed();
+    println!(
+        "{} idle gRPC connections made; server holds {fds} descriptors (limit 512); list: {} in {took:?}",
+        flood.len(),
+        out.code
+    );
+    assert_eq!(out.code, 0, "the api answers others: {out:?}");
+    assert!(took < Duration::from_secs(5), "list took {took:?}");
+    assert!(fds < 300, "{fds} descriptors open");
+}

@@ -48,3 +48,160 @@ pub async fn bind(
     };
     Ok((grpc, metrics))
 }
+
+/// A connection accepted by [`incoming`]: it holds its places in the listener's limits until it
+/// is dropped.
+pub struct Limited {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _peer: PeerSlot,
+}
+
+/// One connection's count against its client address.
+struct PeerSlot {
+    ip: std::net::IpAddr,
+    counts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Limited {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Limited {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Limited {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Connections a gRPC listener holds at once: a quarter of the open-file limit (64..65,536).
+pub fn grpc_connection_cap() -> usize {
+    crate::http::connection_cap().saturating_mul(2)
+}
+
+/// The connections of a gRPC listener, bounded so that no client can take every descriptor or
+/// lock the others out: at most `cap` at once (more wait in the kernel's backlog), at most
+/// `cap / 16` (at least 4) from one address (more are closed at once), and a failed accept
+/// (EMFILE) waits a moment instead of spinning. Ends when the server drops it.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    cap: usize,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> {
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(cap.max(1)));
+    let per_peer = (cap / 16).max(4);
+    let counts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<_, usize>>> =
+        std::sync::Arc::default();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let ip = peer.ip();
+            {
+                let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+                let n = map.entry(ip).or_default();
+                if *n >= per_peer {
+                    tracing::debug!(%peer, per_peer, "too many connections from one address");
+                    continue; // dropped: closed at once
+                }
+                *n += 1;
+            }
+            let _ = stream.set_nodelay(true);
+            let conn = Limited {
+                stream,
+                _permit: permit,
+                _peer: PeerSlot {
+                    ip,
+                    counts: std::sync::Arc::clone(&counts),
+                },
+            };
+            if tx.send(Ok(conn)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A gRPC server builder with xcat3's settings: `tls` (see [`crate::tls`]), and HTTP/2 pings
+/// every 30 s so a peer that vanished is dropped within 40 s instead of holding its connection.
+pub fn server(
+    tls: &crate::tls::Tls,
+) -> anyhow::Result<tonic::transport::Server<tower::layer::util::Identity>> {
+    tls.apply(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10))),
+    )
+}

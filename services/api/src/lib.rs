@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use xcat3_coord::Coordinator;
 use xcat3_proto::pb;
@@ -237,9 +236,7 @@ impl Api {
         let layers = tower::ServiceBuilder::new()
             .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
             .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
-        let server = config
-            .tls
-            .apply(tonic::transport::Server::builder())?
+        let server = xcat3_runtime::grpc::server(&config.tls)?
             .trace_fn(xcat3_runtime::trace_context::server_span)
             .layer(layers)
             .add_service(health_service)
@@ -294,7 +291,7 @@ impl Api {
         tracing::info!(addr = %grpc_listener.local_addr()?, backend = store.backend_name(), "api serving");
         let token = shutdown.clone();
         let served = server
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(xcat3_runtime::grpc::incoming(grpc_listener, xcat3_runtime::grpc::grpc_connection_cap()), async move {
                 token.cancelled().await;
                 health.set_not_serving::<pb::node_service_server::NodeServiceServer<grpc::nodes::NodeService>>().await;
             })

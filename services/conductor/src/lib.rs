@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use xcat3_coord::{Coordinator, Member, shard_of};
 use xcat3_proto::internal;
@@ -223,17 +222,18 @@ impl Conductor {
             ));
         tracing::info!(id = %self.id, %addr, "conductor serving");
         let token = shutdown.clone();
-        let served = self
-            .config
-            .tls
-            .apply(tonic::transport::Server::builder())?
+        let served = xcat3_runtime::grpc::server(&self.config.tls)?
             .trace_fn(xcat3_runtime::trace_context::server_span)
             .layer(layers)
             .add_service(health_service)
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
-                token.cancelled().await
-            })
+            .serve_with_incoming_shutdown(
+                xcat3_runtime::grpc::incoming(
+                    self.listener,
+                    xcat3_runtime::grpc::grpc_connection_cap(),
+                ),
+                async move { token.cancelled().await },
+            )
             .await;
         shutdown.cancel();
         membership.finished().await;

@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use xcat3_proto::pb;
 use xcat3_runtime::auth::{AuthLayer, Tokens};
@@ -152,16 +151,18 @@ pub async fn serve(
         let _ = ready.send((grpc_addr, http_addr));
     }
     let token = shutdown.clone();
-    let served = config
-        .tls
-        .apply(tonic::transport::Server::builder())?
+    let served = xcat3_runtime::grpc::server(&config.tls)?
         .trace_fn(xcat3_runtime::trace_context::server_span)
         .layer(layers)
         .add_service(health_service)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-            token.cancelled().await
-        })
+        .serve_with_incoming_shutdown(
+            xcat3_runtime::grpc::incoming(
+                grpc_listener,
+                xcat3_runtime::grpc::grpc_connection_cap(),
+            ),
+            async move { token.cancelled().await },
+        )
         .await;
     shutdown.cancel();
     let _ = http_task.await;
