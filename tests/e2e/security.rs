@@ -466,25 +466,11 @@ async fn the_agent_token_only_follows_the_boot_table() {
     )
     .await;
     let http = xcat3_tests::ready_field(&ready, "http=").unwrap();
-    let url = format!("http://{http}/boot/52:54:00:ab:00:01.ipxe");
-    xcat3_tests::wait_for(
-        std::time::Duration::from_secs(30),
-        "the agent knows n1",
-        || {
-            let url = url.clone();
-            async move {
-                let out = std::process::Command::new("curl")
-                    .args(["-sf", &url])
-                    .output()
-                    .ok()?;
-                String::from_utf8_lossy(&out.stdout)
-                    .contains("n1 boots from its local disk")
-                    .then_some(())
-            }
-        },
+    xcat3_tests::wait_for_script(
+        &format!("http://{http}/boot/52:54:00:ab:00:01.ipxe"),
+        "n1 boots from its local disk",
     )
-    .await
-    .unwrap();
+    .await;
     assert!(!s.log().contains(AGENT), "the agent token was logged");
 }
 

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use xcat3_tests::{
-    TestBmc, TestCa, TestCluster, TestEtcd, bin, ready_field, spawn_ready, wait_for,
-};
+use xcat3_tests::{TestBmc, TestCa, TestCluster, TestEtcd, bin, ready_field, spawn_ready};
 
 fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
@@ -149,24 +147,13 @@ async fn grpc_goes_over_tls_and_the_token_only_to_verified_conductors() {
 
     // A network agent follows the boot table over TLS.
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("agent.log");
-    let mut cmd = tokio::process::Command::new(bin("xcat3-server"));
-    cmd.args([
-        "network",
-        "--no-dhcp",
-        "--tftp-listen",
-        "none",
-        "--dns-listen",
-        "none",
-    ])
-    .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
-    .args(["--network-metrics-listen", "none", "--api-url", &https])
-    .args(["--tls-ca", path(&ca_pem), "--state-dir", path(dir.path())])
-    .env("XCAT3_ADMIN_TOKEN", xcat3_tests::CLUSTER_TOKEN)
-    .stdin(std::process::Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .kill_on_drop(true);
-    let (_agent, ready) = spawn_ready(cmd, "xcat3 network ready", &log).await.unwrap();
+    let (_agent, ready) = xcat3_tests::loopback_agent_of(
+        &https,
+        xcat3_tests::CLUSTER_TOKEN,
+        dir.path(),
+        &["--tls-ca", path(&ca_pem)],
+    )
+    .await;
     cluster
         .cli(
             &["create", "pxe1", "--nic", "mac=52:54:00:ab:00:07"],
@@ -174,24 +161,12 @@ async fn grpc_goes_over_tls_and_the_token_only_to_verified_conductors() {
         )
         .await
         .ok();
-    let url = format!(
-        "http://{}/boot/52:54:00:ab:00:07.ipxe",
-        ready_field(&ready, "http=").unwrap()
-    );
-    wait_for(Duration::from_secs(30), "the agent knows pxe1", || {
-        let url = url.clone();
-        async move {
-            let out = std::process::Command::new("curl")
-                .args(["-sf", &url])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("pxe1 boots from its local disk")
-                .then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    let http = ready_field(&ready, "http=").unwrap();
+    xcat3_tests::wait_for_script(
+        &format!("http://{http}/boot/52:54:00:ab:00:07.ipxe"),
+        "pxe1 boots from its local disk",
+    )
+    .await;
 }
 
 /// A conductor reaches an etcd that has authentication on and speaks TLS only: with the user's

@@ -1417,6 +1417,16 @@ pub fn status_mib(pid: u32, field: &str) -> f64 {
 /// scripts on a loopback HTTP port (in its ready line, `http=`), its state in `dir`, plus `extra`
 /// flags. Killed when dropped.
 pub async fn loopback_agent(server: &TestServer, dir: &Path, extra: &[&str]) -> (Child, String) {
+    loopback_agent_of(&server.url(), &server.token, dir, extra).await
+}
+
+/// Like [`loopback_agent`], following the api at `api_url` with `token`.
+pub async fn loopback_agent_of(
+    api_url: &str,
+    token: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> (Child, String) {
     let log = dir.join("agent.log");
     let mut cmd = Command::new(bin("xcat3-server"));
     cmd.args([
@@ -1428,12 +1438,16 @@ pub async fn loopback_agent(server: &TestServer, dir: &Path, extra: &[&str]) -> 
         "none",
     ])
     .args(["--ipxe-dir", "none", "--http-listen", "127.0.0.1:0"])
-    .args(["--network-metrics-listen", "127.0.0.1:0", "--api-url"])
-    .arg(server.url())
+    .args([
+        "--network-metrics-listen",
+        "127.0.0.1:0",
+        "--api-url",
+        api_url,
+    ])
     .arg("--state-dir")
     .arg(dir)
     .args(extra)
-    .env("XCAT3_ADMIN_TOKEN", &server.token)
+    .env("XCAT3_ADMIN_TOKEN", token)
     .env("RUST_LOG", "info,xcat3_network=debug")
     .stdin(Stdio::null())
     .stderr(std::fs::File::create(&log).expect("agent log"))
@@ -1441,4 +1455,20 @@ pub async fn loopback_agent(server: &TestServer, dir: &Path, extra: &[&str]) -> 
     spawn_ready(cmd, "xcat3 network ready", &log)
         .await
         .expect("start a network agent")
+}
+
+/// Waits (30 s at most) until the iPXE script at `url` contains `text`.
+pub async fn wait_for_script(url: &str, text: &str) {
+    wait_for(Duration::from_secs(30), text, || async {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sf", url])
+            .output()
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains(text)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{url}: {e:#}"));
 }
