@@ -285,3 +285,60 @@ async fn conductors_log_in_to_etcd_over_tls() {
         assert!(!text.contains(PASSWORD), "{name}: the password was logged");
     }
 }
+
+/// The all-in-one server speaks TLS on its api listener, while its own network agent follows
+/// the boot table over plain loopback (the certificate need not name 127.0.0.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_all_in_one_server_speaks_tls_to_its_clients() {
+    let ca = TestCa::new().unwrap();
+    let (cert, key) = ca.issue("aio", "DNS:xcat3-aio").unwrap();
+    let http_port = xcat3_tests::free_port();
+    let http = format!("127.0.0.1:{http_port}");
+    let opts = xcat3_tests::ServerOptions {
+        network_agent: true,
+        extra_args: [
+            "--tls-cert",
+            path(&cert),
+            "--tls-key",
+            path(&key),
+            "--no-dhcp",
+            "--tftp-listen",
+            "none",
+            "--dns-listen",
+            "none",
+            "--ipxe-dir",
+            "none",
+            "--http-listen",
+            &http,
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let s = xcat3_tests::TestServer::start_with(xcat3_tests::Backend::Sqlite, opts)
+        .await
+        .unwrap();
+    let https = format!("https://{}", s.addr);
+    let ca_pem = ca.ca();
+    let tls_env = [
+        ("XCAT3_URL", https.as_str()),
+        ("XCAT3_CA", path(&ca_pem)),
+        ("XCAT3_SERVER_NAME", "xcat3-aio"),
+    ];
+    s.cli_env(
+        &["create", "n1", "--nic", "mac=52:54:00:ab:00:09"],
+        &tls_env,
+    )
+    .await
+    .ok();
+    assert_ne!(
+        s.cli(&["list"]).await.code,
+        0,
+        "plain gRPC to a TLS listener"
+    );
+    xcat3_tests::wait_for_script(
+        &format!("http://{http}/boot/52:54:00:ab:00:09.ipxe"),
+        "n1 boots from its local disk",
+    )
+    .await;
+}

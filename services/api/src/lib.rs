@@ -71,6 +71,9 @@ pub struct ApiConfig {
     pub conductor_tls_name: Option<String>,
     /// Keys that seal BMC secrets and credential hashes in the database.
     pub sealing: xcat3_store::SealingKeys,
+    /// A bound loopback listener served without TLS beside the public one, for peers in the
+    /// same process (the all-in-one server's network agent) when the public one speaks TLS.
+    pub internal_listener: Option<Arc<std::net::TcpListener>>,
 }
 
 impl ApiConfig {
@@ -93,6 +96,7 @@ impl ApiConfig {
             tls: Default::default(),
             conductor_tls_name: None,
             sealing: Default::default(),
+            internal_listener: None,
         }
     }
 }
@@ -236,10 +240,7 @@ impl Api {
         let layers = tower::ServiceBuilder::new()
             .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
             .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
-        let server = xcat3_runtime::grpc::server(&config.tls)?
-            .trace_fn(xcat3_runtime::trace_context::server_span)
-            .layer(layers)
-            .add_service(health_service)
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(nodes)
@@ -250,6 +251,28 @@ impl Api {
             .add_service(registry)
             .add_service(conductors)
             .add_service(netboot);
+        // Same services, same token checks, without TLS: loopback only, for this process.
+        let internal = match &config.internal_listener {
+            Some(l) => {
+                let l = l.try_clone()?;
+                l.set_nonblocking(true)?;
+                let l = TcpListener::from_std(l)?;
+                let server = xcat3_runtime::grpc::server(&Default::default())?
+                    .trace_fn(xcat3_runtime::trace_context::server_span)
+                    .layer(layers.clone())
+                    .add_routes(routes.clone());
+                let token = shutdown.clone();
+                Some(tokio::spawn(server.serve_with_incoming_shutdown(
+                    xcat3_runtime::grpc::incoming(l, 64),
+                    token.cancelled_owned(),
+                )))
+            }
+            None => None,
+        };
+        let server = xcat3_runtime::grpc::server(&config.tls)?
+            .trace_fn(xcat3_runtime::trace_context::server_span)
+            .layer(layers)
+            .add_routes(routes);
 
         let heartbeat = tokio::spawn(heartbeat(
             store.clone(),
@@ -304,6 +327,9 @@ impl Api {
             let _ = t.await;
         }
         if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        if let Some(t) = internal {
             let _ = t.await;
         }
         served?;

@@ -44,6 +44,10 @@ enum Role {
         no_network_agent: bool,
         #[command(flatten)]
         image: xcat3_image::cli::ImageArgs,
+        /// TLS of the api's listener (--tls-cert, --tls-key); the in-process hops stay on
+        /// loopback.
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// The image service: ISO import, install trees and files over HTTP, install callbacks.
     Image {
@@ -103,12 +107,14 @@ fn main() -> std::process::ExitCode {
             network,
             no_network_agent,
             image,
+            tls,
         } => all_in_one(
             api,
             drivers,
             shards,
             (!no_network_agent).then_some(network),
             image,
+            tls,
         ),
         Role::Image {
             image,
@@ -181,11 +187,34 @@ fn all_in_one(
     shards: u32,
     network: Option<xcat3_network::cli::NetworkArgs>,
     image: xcat3_image::cli::ImageArgs,
+    tls: TlsArgs,
 ) -> std::process::ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     let env = &env;
     xcat3_runtime::process::run("xcat3-server", env, |shutdown| async move {
         let mut resolved = api.resolve(env, true).map_err(Failure::Config)?;
+        if tls.tls_ca.is_some() || tls.tls_client_ca.is_some() {
+            return Err(Failure::Config(
+                std::io::Error::other(
+                    "all-in-one calls no other host: --tls-ca and --tls-client-ca are for the split roles",
+                )
+                .into(),
+            ));
+        }
+        resolved.config.tls = xcat3_runtime::tls::Tls::load(&tls).map_err(Failure::Config)?;
+        // The agent in this process reaches the api over plain loopback when the public
+        // listener speaks TLS (its certificate need not name 127.0.0.1).
+        let agent_api = if resolved.config.tls.serves_tls() {
+            let internal = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .map_err(|e| Failure::Config(e.into()))?;
+            let addr = internal
+                .local_addr()
+                .map_err(|e| Failure::Config(e.into()))?;
+            resolved.config.internal_listener = Some(Arc::new(internal));
+            format!("http://{addr}")
+        } else {
+            format!("http://{}", resolved.config.listen)
+        };
         if let Some(path) = &resolved.generated_token_file {
             tracing::info!(
                 file = %path.display(),
@@ -274,7 +303,7 @@ fn all_in_one(
                 let mut agent = args
                     .resolve(env, Some(resolved.data_dir.clone()))
                     .map_err(Failure::Config)?;
-                agent.api = format!("http://{}", resolved.config.listen);
+                agent.api = agent_api;
                 agent.token = resolved.config.tokens.admin.clone();
                 agent.metrics_listen = None; // its metrics show on the api's /metrics
                 agent.install_source_check = install_source_check;
