@@ -574,16 +574,28 @@ time.sleep(1)
         .unwrap_or_default()
         .to_owned();
     println!("{busy}");
-    // At most 8 at a time for that client; slots free up as unanswered transfers give up
-    // (6 s each), so on a slow machine a few more than 8 of the 600 get one.
+    // The kernel's socket buffer drops part of a 600-datagram burst (a quiet machine kept
+    // 257–581 in repeated runs); of the requests that arrive, that client gets at most 8
+    // transfers at a time and the rest are refused as busy. Its transfers end once its sockets
+    // close (the flood process exits): count them in the log.
     let refused: u64 = busy
         .rsplit(' ')
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let log = agent.log();
+    let granted = log
+        .lines()
+        .filter(|l| l.contains("TFTP transfer") && l.contains("peer=10.77.0.99:"))
+        .count();
+    println!("flood: {refused} refused as busy, {granted} transfers ended");
     assert!(
-        refused >= 300,
-        "most of one client's 600 requests are refused as busy: {busy}\n{}",
-        agent.log()
+        refused >= 100,
+        "one client's burst is refused as busy: {busy}\n{log}"
+    );
+    assert!(
+        granted <= 2 * xcat3_network::tftp::MAX_PER_CLIENT,
+        "{granted} transfers for one flooding client\n{log}"
     );
 }
