@@ -122,11 +122,19 @@ impl Dispatcher {
         let shards = self.coordinator.shards();
         let mut pending: Vec<String> = names;
         let mut attempt = 0;
+        let started = tokio::time::Instant::now();
         while !pending.is_empty() {
             attempt += 1;
-            // A conductor that refused nodes (ownership moved) did nothing: ask the new owner.
-            // One that failed mid-call may have acted: only repeatable operations go again.
-            let retry_moved = attempt < 3;
+            if attempt > 1 {
+                // Ownership is moving (a conductor joined, left, or is still recording its
+                // claims): give it a moment before asking again, 100 ms doubling to 800 ms.
+                let backoff = 100u64 << (attempt - 2).min(3);
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            // A conductor that refused nodes (ownership moved) did nothing: ask the new owner,
+            // for as long as a takeover may take. One that failed mid-call may have acted: only
+            // repeatable operations go again.
+            let retry_moved = attempt < 3 || started.elapsed() < self.takeover_wait;
             let retry_failed = attempt == 1 && op.repeatable();
             let snapshot = match self.owned_snapshot(&pending, shards).await {
                 Ok(s) => s,
