@@ -129,7 +129,8 @@ impl tonic::transport::server::Connected for Limited {
     }
 }
 
-/// Connections a gRPC listener holds at once: a quarter of the open-file limit (64..65,536).
+/// Connections a gRPC listener holds at once: twice an HTTP listener's share
+/// ([`crate::http::connection_cap`]), a quarter of the open-file limit (128..131,072).
 pub fn grpc_connection_cap() -> usize {
     crate::http::connection_cap().saturating_mul(2)
 }
@@ -142,28 +143,17 @@ pub fn incoming(
     listener: tokio::net::TcpListener,
     cap: usize,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Limited>> {
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(cap.max(1)));
+    let limit = crate::http::ConnectionLimit::new(cap);
     let per_peer = (cap / 16).max(4);
     let counts: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<_, usize>>> =
         std::sync::Arc::default();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-                _ = tx.closed() => return,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
+            let (stream, peer, permit) = tokio::select! {
+                accepted = limit.accept(&listener) => match accepted {
+                    Some(a) => a,
+                    None => return,
                 },
                 _ = tx.closed() => return,
             };

@@ -22,6 +22,11 @@ pub struct NodeRecord {
     pub updated_at: i64,
 }
 
+/// The field a control secret is sealed for (the associated data that binds it there).
+fn control_field(key: &str) -> String {
+    format!("control.{key}")
+}
+
 /// The control parameters as stored: secrets sealed (when a key is configured).
 fn stored_control(n: &Node, keys: &SealingKeys) -> String {
     let control: BTreeMap<&str, String> = n
@@ -29,7 +34,7 @@ fn stored_control(n: &Node, keys: &SealingKeys) -> String {
         .entries()
         .map(|(k, v)| {
             let v = if is_secret(k) {
-                keys.seal(&format!("control.{k}"), v)
+                keys.seal(&control_field(k), v)
             } else {
                 v.to_owned()
             };
@@ -39,18 +44,48 @@ fn stored_control(n: &Node, keys: &SealingKeys) -> String {
     serde_json::to_string(&control).unwrap_or_else(|_| "{}".into())
 }
 
-/// Opens the sealed secrets of a stored control map.
-fn open_control(stored: &str, keys: &SealingKeys, what: &dyn Fn() -> String) -> Result<Control> {
+/// Applies `f` to each secret of a stored control map, in place; `what` names the node.
+fn map_secrets(
+    stored: &str,
+    what: &dyn Fn() -> String,
+    mut f: impl FnMut(&str, &mut String) -> std::result::Result<(), crate::sealing::SealError>,
+) -> Result<BTreeMap<String, String>> {
     let mut map: BTreeMap<String, String> =
         serde_json::from_str(stored).map_err(|e| corrupt(what(), e))?;
     for (k, v) in map.iter_mut() {
         if is_secret(k) {
-            *v = keys
-                .open(&format!("control.{k}"), v)
-                .map_err(|e| corrupt(format!("{}: control.{k}", what()), e))?;
+            let field = control_field(k);
+            f(&field, v).map_err(|e| corrupt(format!("{}: {field}", what()), e))?;
         }
     }
+    Ok(map)
+}
+
+/// Opens the sealed secrets of a stored control map.
+fn open_control(stored: &str, keys: &SealingKeys, what: &dyn Fn() -> String) -> Result<Control> {
+    let map = map_secrets(stored, what, |field, v| {
+        *v = keys.open(field, v)?;
+        Ok(())
+    })?;
     Ok(Control::from_stored(map))
+}
+
+/// A stored control map with every secret sealed with the current key, or `None` when it
+/// already is (`Store::reseal_secrets`).
+pub(crate) fn reseal_control(
+    stored: &str,
+    keys: &SealingKeys,
+    what: &dyn Fn() -> String,
+) -> Result<Option<String>> {
+    let mut changed = false;
+    let map = map_secrets(stored, what, |field, v| {
+        if let Some(resealed) = keys.reseal(field, v)? {
+            *v = resealed;
+            changed = true;
+        }
+        Ok(())
+    })?;
+    Ok(changed.then(|| serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())))
 }
 
 fn to_active(

@@ -163,6 +163,15 @@ impl SealingKeys {
         String::from_utf8(plain.to_vec()).map_err(|_| SealError::Malformed)
     }
 
+    /// `stored` sealed again with the current key, or `None` when it already is (see
+    /// [`SealingKeys::is_current`]).
+    pub fn reseal(&self, field: &str, stored: &str) -> Result<Option<String>, SealError> {
+        if self.is_current(stored) {
+            return Ok(None);
+        }
+        Ok(Some(self.seal(field, &self.open(field, stored)?)))
+    }
+
     /// Whether `stored` is what [`SealingKeys::seal`] would write now: sealed with the current
     /// key (or, without one, stored as given).
     pub fn is_current(&self, stored: &str) -> bool {
@@ -209,7 +218,9 @@ impl crate::Store {
             let Some((last, _)) = rows.last() else { break };
             after = last.clone();
             for (name, stored) in rows {
-                let Some(resealed) = self.reseal_control(&name, &stored)? else {
+                let Some(resealed) =
+                    crate::nodes::reseal_control(&stored, &self.keys, &|| format!("node {name}"))?
+                else {
                     continue;
                 };
                 let txn = self.begin_write().await?;
@@ -231,19 +242,16 @@ impl crate::Store {
             .all(&self.db)
             .await?;
         for (key, stored) in rows {
-            if self.keys.is_current(&stored) {
-                continue;
-            }
-            let plain = self
+            let Some(resealed) = self
                 .keys
-                .open(crate::misc::PASSWD_FIELD, &stored)
-                .map_err(|e| crate::corrupt(format!("credential {key}"), e))?;
+                .reseal(crate::misc::PASSWD_FIELD, &stored)
+                .map_err(|e| crate::corrupt(format!("credential {key}"), e))?
+            else {
+                continue;
+            };
             let txn = self.begin_write().await?;
             let res = passwd::Entity::update_many()
-                .col_expr(
-                    passwd::Column::Hash,
-                    Expr::value(self.keys.seal(crate::misc::PASSWD_FIELD, &plain)),
-                )
+                .col_expr(passwd::Column::Hash, Expr::value(resealed))
                 .filter(passwd::Column::Key.eq(key.as_str()))
                 .filter(passwd::Column::Hash.eq(stored))
                 .exec(&txn)
@@ -252,27 +260,6 @@ impl crate::Store {
             done.credentials += res.rows_affected as usize;
         }
         Ok(done)
-    }
-
-    /// The node's stored control map with every secret sealed with the current key, or `None`
-    /// when it already is.
-    fn reseal_control(&self, name: &str, stored: &str) -> crate::Result<Option<String>> {
-        let mut map: std::collections::BTreeMap<String, String> =
-            serde_json::from_str(stored).map_err(|e| crate::corrupt(format!("node {name}"), e))?;
-        let mut changed = false;
-        for (k, v) in map.iter_mut() {
-            if !xcat3_types::is_secret(k) || self.keys.is_current(v) {
-                continue;
-            }
-            let field = format!("control.{k}");
-            let plain = self
-                .keys
-                .open(&field, v)
-                .map_err(|e| crate::corrupt(format!("node {name}: {field}"), e))?;
-            *v = self.keys.seal(&field, &plain);
-            changed = true;
-        }
-        Ok(changed.then(|| serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())))
     }
 }
 
