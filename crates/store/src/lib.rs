@@ -25,8 +25,8 @@ pub mod sealing;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use xcat3_migrations::{Migrator, MigratorTrait};
 
@@ -103,6 +103,27 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The key of the PostgreSQL advisory lock that serialises schema migrations ("xcat3mig").
+const MIGRATION_LOCK: i64 = 0x7863_6174_336d_6967;
+
+/// Brings the schema up to date. On PostgreSQL, replicas starting at the same moment against an
+/// empty database would each see every migration pending and race to create the same tables; so
+/// the migrations run in one transaction that first takes an advisory lock: the second replica
+/// waits for the first to commit, then finds nothing pending. (Each migration's own transaction
+/// nests as a savepoint.) SQLite is one machine's file and needs no lock.
+async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        Migrator::up(db, None).await?;
+        return Ok(());
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+        .await?;
+    Migrator::up(&txn, None).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
 /// The inventory database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -136,7 +157,7 @@ impl Store {
             opts.max_connections(16).min_connections(1);
         }
         let db = Database::connect(opts).await?;
-        Migrator::up(&db, None).await?;
+        migrate(&db).await?;
         Ok(Store {
             db,
             writes: tokio::sync::broadcast::channel(1024).0,

@@ -490,3 +490,25 @@ suite!(
     inventory_updates_leave_conductor_state_alone,
     duplicate_names_are_a_conflict
 );
+
+/// Replicas starting together against an empty PostgreSQL database each find every migration
+/// pending; without the migration lock they race to create the same tables and all but one fail
+/// ("relation already exists", or a duplicate key in the catalogue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_migrating_an_empty_postgresql_at_once_all_succeed() {
+    let (_pg, url) = PgDatabase::create().unwrap();
+    let mut replicas = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        replicas.spawn(async move { Store::connect(&url).await.map(drop) });
+    }
+    let mut failures = Vec::new();
+    while let Some(r) = replicas.join_next().await {
+        if let Err(e) = r.unwrap() {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    let store = Store::connect(&url).await.unwrap();
+    store.create_nodes(&nodes(&["a"])).await.unwrap();
+}
