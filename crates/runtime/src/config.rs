@@ -27,18 +27,30 @@ pub fn private_umask() {
 
 /// Creates `dir` (and its parents) if missing, and makes it and the regular files directly in it
 /// private (0700 and 0600), so a data directory made by an earlier version, or by hand, stops
-/// being readable by other users.
+/// being readable by other users. What is private already is left untouched, so a directory the
+/// image made private works on a read-only root file system.
 pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(dir).with_context(|| format!("create directory {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("make {} private (0700)", dir.display()))?;
+    set_mode(dir, 0o700)?;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
-            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("make {} private (0600)", entry.path().display()))?;
+            set_mode(&entry.path(), 0o600)?;
         }
+    }
+    Ok(())
+}
+
+/// Gives `path` permission bits `mode` unless it has them already.
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let now = std::fs::metadata(path)
+        .with_context(|| format!("read the mode of {}", path.display()))?
+        .permissions()
+        .mode();
+    if now & 0o7777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("make {} private ({mode:04o})", path.display()))?;
     }
     Ok(())
 }
@@ -46,7 +58,6 @@ pub fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// Makes an SQLite database file named by `url` and its WAL and shared-memory files private
 /// (0600) if they exist; other URLs are left alone. New files are private through the umask.
 pub fn private_sqlite_files(url: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
     let Some(rest) = url.strip_prefix("sqlite://") else {
         return Ok(());
     };
@@ -57,8 +68,7 @@ pub fn private_sqlite_files(url: &str) -> anyhow::Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let file = PathBuf::from(format!("{path}{suffix}"));
         if file.is_file() {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("make {} private (0600)", file.display()))?;
+            set_mode(&file, 0o600)?;
         }
     }
     Ok(())
