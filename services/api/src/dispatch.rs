@@ -121,6 +121,8 @@ impl Dispatcher {
     pub async fn run(&self, names: Vec<String>, op: Op, tx: mpsc::Sender<Vec<pb::NodeResult>>) {
         let shards = self.coordinator.shards();
         let mut pending: Vec<String> = names;
+        // Conductors whose call failed in this operation: presumed dead until their shards move.
+        let mut failed: HashSet<String> = HashSet::new();
         let mut attempt = 0;
         let started = tokio::time::Instant::now();
         while !pending.is_empty() {
@@ -136,7 +138,7 @@ impl Dispatcher {
             // repeatable operations go again.
             let retry_moved = attempt < 3 || started.elapsed() < self.takeover_wait;
             let retry_failed = attempt == 1 && op.repeatable();
-            let snapshot = match self.owned_snapshot(&pending, shards).await {
+            let snapshot = match self.owned_snapshot(&pending, shards, &failed).await {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = tx
@@ -177,16 +179,17 @@ impl Dispatcher {
                 let answers_tx = answers_tx.clone();
                 calls.spawn(
                     async move {
-                        call(
+                        let (retry, broke) = call(
                             client,
-                            addr,
+                            addr.clone(),
                             group,
                             op,
                             answers_tx,
                             retry_moved,
                             retry_failed,
                         )
-                        .await
+                        .await;
+                        (addr, retry, broke)
                     }
                     .instrument(tracing::Span::current()),
                 );
@@ -202,11 +205,14 @@ impl Dispatcher {
                         let _ = tx.send(results).await;
                     }
                     Some(joined) = calls.join_next() => match joined {
-                        Ok(retry) => {
+                        Ok((addr, retry, broke)) => {
                             for name in &retry {
                                 unanswered.remove(name);
                             }
                             pending.extend(retry);
+                            if broke {
+                                failed.insert(addr);
+                            }
                         }
                         Err(e) => failed_task = Some(e.to_string()),
                     },
@@ -233,9 +239,16 @@ impl Dispatcher {
     }
 
     /// The ownership snapshot. While conductors are running but some needed shard has no owner
-    /// (a conductor just died or joined and the shards are moving), waits for the owners, at most
-    /// `takeover_wait`; with no conductor at all, answers at once.
-    async fn owned_snapshot(&self, names: &[String], shards: u32) -> Result<Snapshot, String> {
+    /// (a conductor just died or joined and the shards are moving), or is still owned by a
+    /// conductor in `failed` (its call broke: it died, or is cut off, and its lease has not expired
+    /// yet), waits for new owners, at most `takeover_wait`; with no conductor at all, answers at
+    /// once.
+    async fn owned_snapshot(
+        &self,
+        names: &[String],
+        shards: u32,
+        failed: &HashSet<String>,
+    ) -> Result<Snapshot, String> {
         let needed: HashSet<u32> = names.iter().map(|n| shard_of(n, shards)).collect();
         let deadline = tokio::time::Instant::now() + self.takeover_wait;
         loop {
@@ -244,7 +257,11 @@ impl Dispatcher {
                 .snapshot()
                 .await
                 .map_err(|e| format!("cannot read shard ownership: {e}"))?;
-            let complete = needed.iter().all(|s| snapshot.owner(*s).is_some());
+            let complete = needed.iter().all(|s| {
+                snapshot
+                    .owner(*s)
+                    .is_some_and(|m| !failed.contains(&m.addr))
+            });
             if complete || snapshot.members.is_empty() || tokio::time::Instant::now() > deadline {
                 return Ok(snapshot);
             }
@@ -253,7 +270,8 @@ impl Dispatcher {
     }
 }
 
-/// One call to one conductor. Returns the names to try again elsewhere.
+/// One call to one conductor. Returns the names to try again elsewhere, and whether the call
+/// broke (the conductor failed or could not be reached).
 async fn call(
     client: Result<Client, String>,
     addr: String,
@@ -262,7 +280,7 @@ async fn call(
     tx: mpsc::Sender<Vec<pb::NodeResult>>,
     retry_moved: bool,
     retry_failed: bool,
-) -> Vec<String> {
+) -> (Vec<String>, bool) {
     let mut unanswered: HashSet<String> = names.iter().cloned().collect();
     let mut retry = Vec::new();
     let mut client = match client {
@@ -274,7 +292,7 @@ async fn call(
                 .iter()
                 .map(|n| error(n, "unavailable", reason.clone()));
             let _ = tx.send(results.collect()).await;
-            return Vec::new();
+            return (Vec::new(), false);
         }
     };
     let failure = {
@@ -338,6 +356,7 @@ async fn call(
     };
     let mut rest: Vec<String> = unanswered.into_iter().collect();
     rest.sort();
+    let broke = failure.is_some();
     match failure {
         Some(why) if retry_failed => {
             tracing::warn!(conductor = %addr, nodes = rest.len(), reason = %why, "conductor call failed; retrying on the new owners");
@@ -364,5 +383,5 @@ async fn call(
         }
         None => {}
     }
-    retry
+    (retry, broke)
 }
