@@ -2,13 +2,16 @@
 # Builds the container images where nothing can be pulled: a Debian 12 base made with debootstrap
 # from Debian's packages (cached by the hash of what defines it), then the runtime stages of
 # deploy/docker/Dockerfile with binaries built on this host (`server-prebuilt`, `cli-prebuilt`).
-#   bash scripts/images.sh [release|debug]     default: release
+#   bash scripts/images.sh [release|debug] [--test]     default: release
+# --test also builds the images the container tests run beside xcat3's (tests/images/Dockerfile:
+# etcd, PostgreSQL and Redfish BMC simulators, tagged xcat3-test/NAME:latest).
 # Tags: ghcr.io/xcat3/xcat3-server:VERSION and ghcr.io/xcat3/xcat3:VERSION (the names the Helm
 # chart uses; VERSION is the chart's appVersion), and xcat3/debian:bookworm-HASH for the base.
 # Prints the tags, and each image's size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-release}"
+test_images="${2:-}"
 case "$profile" in
   release) cargo_profile=release; dir=release ;;
   debug) cargo_profile=dev; dir=debug ;;
@@ -30,19 +33,37 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
   tar -C "$rootfs" -c . | docker import --change 'CMD ["/bin/bash"]' - "$base" >/dev/null
 fi
 
-cargo build --profile "$cargo_profile" -p xcat3-server -p xcat3-cli
+if [ "$profile" = debug ]; then
+  # Exactly the test command's build (scripts/test.sh): its artifacts are reused, not rebuilt with
+  # another feature set.
+  cargo build --workspace --bins
+else
+  cargo build --profile "$cargo_profile" -p xcat3-server -p xcat3-cli
+  if [ "$test_images" = --test ]; then cargo build --profile "$cargo_profile" -p xcat3-tests --bin xcat3-bmcsim; fi
+fi
 context="target/docker-context"
 rm -rf "$context"
-mkdir -p "$context/bin"
+mkdir -p "$context/bin" "$context/deploy/docker"
+cp deploy/docker/rootfs.sh "$context/deploy/docker/"
+# Symbols and debug information stay on the host: the images carry what runs.
 for b in xcat3-server xcat3 xcat3-copycds; do
-  cp "target/$dir/$b" "$context/bin/"
+  strip -o "$context/bin/$b" "target/$dir/$b"
 done
 build() {
-  docker build -q -f deploy/docker/Dockerfile --build-arg "BASE=$base" --target "$1" -t "$2" "$context" \
+  docker build -q -f "$1" --build-arg "BASE=$base" --target "$2" -t "$3" "$context" \
     >/dev/null 2> >(grep -v -e DEPRECATED -e 'legacy builder' -e buildx -e '^ *$' >&2)
 }
-build server-prebuilt "ghcr.io/xcat3/xcat3-server:$version"
-build cli-prebuilt "ghcr.io/xcat3/xcat3:$version"
+build deploy/docker/Dockerfile server-prebuilt "ghcr.io/xcat3/xcat3-server:$version"
+build deploy/docker/Dockerfile cli-prebuilt "ghcr.io/xcat3/xcat3:$version"
+if [ "$test_images" = --test ]; then
+  docker tag "$base" xcat3-test/base:latest
+  strip -o "$context/bin/xcat3-bmcsim" "target/$dir/xcat3-bmcsim"
+  cp tests/images/postgres-entrypoint.sh "$context/"
+  for name in etcd postgresql bmcsim; do
+    build tests/images/Dockerfile "$name" "xcat3-test/$name:latest"
+    echo "image xcat3-test/$name:latest"
+  done
+fi
 rm -rf "$context"
 for image in "ghcr.io/xcat3/xcat3-server:$version" "ghcr.io/xcat3/xcat3:$version"; do
   size=$(docker image inspect -f '{{.Size}}' "$image")

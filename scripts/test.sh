@@ -17,6 +17,7 @@ export XCAT3_TEST_KUBE_VALIDATE=$PWD/target/test-tools/venv/bin/kubernetes-valid
 export XCAT3_TEST_PAYLOADS=$PWD/target/test-tools/payloads
 
 cargo build --workspace --bins
-# The container images the container tests run (runtime stages from these debug binaries).
-bash scripts/images.sh debug
+# The container images the container tests run (runtime stages from these debug binaries, and
+# the etcd, PostgreSQL and BMC simulator images beside them).
+bash scripts/images.sh debug --test
 cargo test --workspace "$@"

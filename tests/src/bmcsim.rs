@@ -53,6 +53,12 @@ async fn reset(
 
 /// Serves the simulator on `ports` new loopback ports; returns them.
 pub async fn start(ports: usize, delay: Duration) -> anyhow::Result<Vec<u16>> {
+    let addrs = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0)); ports];
+    serve(&addrs, delay).await
+}
+
+/// Serves the simulator on each address (port 0: a new one); returns the ports.
+pub async fn serve(addrs: &[std::net::SocketAddr], delay: Duration) -> anyhow::Result<Vec<u16>> {
     let sim = Sim {
         delay,
         on: Arc::default(),
@@ -64,9 +70,9 @@ pub async fn start(ports: usize, delay: Duration) -> anyhow::Result<Vec<u16>> {
             post(reset),
         )
         .with_state(sim);
-    let mut bound = Vec::with_capacity(ports);
-    for _ in 0..ports {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let mut bound = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         bound.push(listener.local_addr()?.port());
         let app = app.clone();
         tokio::spawn(async move { axum::serve(listener, app).await });
