@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_yaml::Value;
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/xcat3")
 }
 
@@ -36,6 +36,12 @@ fn helm(args: &[&str]) -> String {
 /// Renders the chart with `values` (a file under the chart's ci/), validates it against the
 /// Kubernetes schemas, and returns the objects.
 fn render(values: Option<&str>) -> Vec<Value> {
+    render_in("prov", values, &[])
+}
+
+/// Renders the chart in `namespace` with `values` and `--set` assignments, validates it, and
+/// returns the objects.
+pub(crate) fn render_in(namespace: &str, values: Option<&str>, sets: &[&str]) -> Vec<Value> {
     let chart = chart();
     let chart = chart.to_str().unwrap();
     let mut args = vec![
@@ -43,7 +49,7 @@ fn render(values: Option<&str>) -> Vec<Value> {
         "rel",
         chart,
         "--namespace",
-        "prov",
+        namespace,
         "--kube-version",
         "1.30.0",
     ];
@@ -51,6 +57,9 @@ fn render(values: Option<&str>) -> Vec<Value> {
     if let Some(v) = values {
         file = format!("{chart}/ci/{v}");
         args.extend(["-f", &file]);
+    }
+    for set in sets {
+        args.extend(["--set", set]);
     }
     let text = helm(&args);
     let rendered = tempfile::NamedTempFile::new().unwrap();

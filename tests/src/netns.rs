@@ -34,6 +34,9 @@ pub fn ip(args: &[&str]) -> anyhow::Result<()> {
 /// A network namespace made by the test, deleted (with its processes) on drop.
 pub struct Netns {
     pub name: String,
+    /// Someone else's namespace given a name (`ip netns attach`): dropping it removes the name
+    /// only, not the processes in it.
+    attached: bool,
 }
 
 impl Netns {
@@ -44,9 +47,27 @@ impl Netns {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
+        let ns = Netns {
+            name,
+            attached: false,
+        };
         ns.run(&["ip", "link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// Names the network namespace of process `pid` (a container's) so that the test can plug
+    /// interfaces into it and run commands in it.
+    pub fn attach(role: &str, pid: u32) -> anyhow::Result<Netns> {
+        let name = format!(
+            "x3t{}-{}{role}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "attach", &name, &pid.to_string()])?;
+        Ok(Netns {
+            name,
+            attached: true,
+        })
     }
 
     /// Runs a command in the namespace to completion, failing with its output.
@@ -79,6 +100,12 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.attached {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+            return;
+        }
         if let Ok(out) = std::process::Command::new("ip")
             .args(["netns", "pids", &self.name])
             .output()
