@@ -1,10 +1,11 @@
 //! A cluster of separate processes: real etcd, the api and three conductors on PostgreSQL,
 //! with BMCs simulated by OpenIPMI's ipmi_sim.
 
-use std::collections::HashSet;
-
+use std::time::Duration;
 use xcat3_proto::pb;
-use xcat3_tests::{TestBmc, TestCluster, collect_results, error_of};
+
+use xcat3_tests::ownership::{self, Checker};
+use xcat3_tests::{TestBmc, TestCluster, assert_one_success_per_node, collect_results, error_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_conductor_killed_mid_operation_still_leaves_one_result_per_node() {
@@ -74,125 +75,16 @@ async fn a_conductor_killed_mid_operation_still_leaves_one_result_per_node() {
         }
     }
     assert!(killed);
-    let names: HashSet<&str> = results.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(results.len(), nodes, "exactly one result per node");
-    assert_eq!(names.len(), nodes, "no node answered twice");
-    let failed: Vec<_> = results
-        .iter()
-        .filter_map(|r| error_of(r).map(|e| (&r.name, &e.reason)))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed, e.g. {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_one_success_per_node(&results, nodes);
     assert!(
         cluster.log("api").contains("retrying on the new owners"),
         "the killed conductor's nodes were retried"
     );
 }
 
-/// Asks every conductor process what it owns, over and over, and records any shard two of them
-/// held at the same time.
-struct Checker {
-    stop: tokio_util::sync::CancellationToken,
-    violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    addrs: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-}
-
-impl Checker {
-    fn start() -> Checker {
-        let c = Checker {
-            stop: Default::default(),
-            violations: Default::default(),
-            rounds: Default::default(),
-            addrs: Default::default(),
-        };
-        let (stop, violations, rounds, addrs) = (
-            c.stop.clone(),
-            c.violations.clone(),
-            c.rounds.clone(),
-            c.addrs.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let list = addrs.lock().unwrap().clone();
-                // Two passes over the conductors, one after the other. Answers are not taken at the
-                // same instant, so "X owns S" then "Y owns S" may just be a hand-over between the
-                // two questions; but if X owns S in both passes and Y owns it in between (Y's
-                // answer in pass 1 comes after X's in pass 1 and before X's in pass 2), both held
-                // it at once.
-                let mut passes: Vec<Vec<std::collections::BTreeSet<u32>>> = Vec::new();
-                for _ in 0..2 {
-                    let mut pass = Vec::new();
-                    for (_, addr) in &list {
-                        pass.push(
-                            TestCluster::owned_by(addr)
-                                .await
-                                .unwrap_or_default()
-                                .into_iter()
-                                .collect(),
-                        );
-                    }
-                    passes.push(pass);
-                }
-                for i in 0..list.len() {
-                    for j in i + 1..list.len() {
-                        let x_then_y = passes[0][i]
-                            .iter()
-                            .filter(|s| passes[1][i].contains(s) && passes[0][j].contains(s));
-                        let y_then_x = passes[0][j]
-                            .iter()
-                            .filter(|s| passes[1][j].contains(s) && passes[1][i].contains(s));
-                        for shard in x_then_y.chain(y_then_x) {
-                            violations
-                                .lock()
-                                .unwrap()
-                                .push(format!("shard {shard}: {} and {}", list[i].0, list[j].0));
-                        }
-                    }
-                }
-                rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        });
-        c
-    }
-
-    fn follow(&self, cluster: &TestCluster) {
-        *self.addrs.lock().unwrap() = cluster.conductor_addrs.clone();
-    }
-}
-
 /// Waits until the live conductors listed by the api own every shard, each ⌊64/n⌋ or ⌈64/n⌉.
 async fn wait_balanced(cluster: &TestCluster, ids: &[&str]) {
-    let client = cluster.conductors().await;
-    xcat3_tests::wait_for(
-        std::time::Duration::from_secs(30),
-        "balanced ownership",
-        || {
-            let mut client = client.clone();
-            async move {
-                let list = client
-                    .list_conductors(pb::ListConductorsRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
-                let mut live: Vec<&str> = list.conductors.iter().map(|c| c.id.as_str()).collect();
-                live.sort();
-                let n = ids.len() as u32;
-                let fair = list.conductors.iter().all(|c| {
-                    c.shards.len() as u32 == 64 / n || c.shards.len() as u32 == 64_u32.div_ceil(n)
-                });
-                let total: usize = list.conductors.iter().map(|c| c.shards.len()).sum();
-                (live == ids && fair && total == 64).then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    ownership::wait_balanced(&cluster.conductors().await, ids, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -201,7 +93,7 @@ async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
         .await
         .unwrap();
     let checker = Checker::start();
-    checker.follow(&cluster);
+    checker.follow(&cluster.conductor_addrs);
     wait_balanced(&cluster, &["c0"]).await;
     for id in ["c1", "c2", "c3"] {
         cluster
@@ -209,7 +101,7 @@ async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
             .await
             .unwrap();
     }
-    checker.follow(&cluster);
+    checker.follow(&cluster.conductor_addrs);
     wait_balanced(&cluster, &["c0", "c1", "c2", "c3"]).await;
     // Scale down: SIGTERM hands the shards over and exits cleanly.
     for id in ["c3", "c2"] {
@@ -238,7 +130,7 @@ async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
         )
         .await
         .unwrap();
-    checker.follow(&cluster);
+    checker.follow(&cluster.conductor_addrs);
     wait_balanced(&cluster, &["c0", "c1", "cut"]).await;
     let cut_addr = cluster
         .conductor_addrs
@@ -264,10 +156,8 @@ async fn conductor_processes_scale_1_4_2_and_one_cut_off_from_etcd_stops() {
     .await
     .unwrap();
     wait_balanced(&cluster, &["c0", "c1"]).await;
-    checker.stop.cancel();
-    let rounds = checker.rounds.load(std::sync::atomic::Ordering::Relaxed);
+    let (rounds, v) = checker.finish();
     assert!(rounds > 20, "the checker ran {rounds} rounds");
-    let v = checker.violations.lock().unwrap();
     assert!(v.is_empty(), "two owners seen: {:?}", &v[..v.len().min(10)]);
 }
 

@@ -6,11 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod abuse;
+mod chart_pods;
 mod cli;
 mod cluster;
 mod containers;
 mod deploy;
 mod helm;
+mod hosts;
 mod inventory;
 mod network;
 mod observability;

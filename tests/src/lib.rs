@@ -10,9 +10,13 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bmcsim;
+pub mod docker;
+pub mod hosts;
 pub mod iso;
+pub mod kubelet;
 pub mod netns;
 pub mod otlp;
+pub mod ownership;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -449,7 +453,7 @@ impl CliOutput {
 pub use xcat3_runtime::auth::Bearer as Auth;
 
 /// An interceptor sending `token`.
-fn bearer(token: &str) -> Auth {
+pub(crate) fn bearer(token: &str) -> Auth {
     Auth::new(Some(&xcat3_types::Secret::new(token)))
 }
 
@@ -462,6 +466,24 @@ pub async fn collect_results(
         all.extend(m.results);
     }
     Ok(all)
+}
+
+/// Panics unless `results` hold exactly one result for each of `nodes` distinct nodes, none an
+/// error.
+pub fn assert_one_success_per_node(results: &[pb::NodeResult], nodes: usize) {
+    let names: std::collections::HashSet<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(results.len(), nodes, "exactly one result per node");
+    assert_eq!(names.len(), nodes, "no node answered twice");
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|r| error_of(r).map(|e| (&r.name, &e.reason)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
 
 /// The error of a per-node result, if it failed.
