@@ -8,13 +8,15 @@
 use std::time::{Duration, Instant};
 
 use xcat3_tests::docker::{cli, require_image, server_image, test_image};
+use xcat3_tests::kube_api::KubeApi;
 use xcat3_tests::kubelet::{Kubelet, NAMESPACE};
 use xcat3_tests::netns::{Netns, Segment, dhclient};
 
 const MAC: &str = "52:54:00:77:00:21";
 
-/// Renders the chart with `values` and `sets`, runs every workload, waits for every probe.
-async fn run_chart(test: &str, values: Option<&str>, sets: &[&str]) -> Kubelet {
+/// Renders the chart with `values` and `sets` (the bundled etcd and PostgreSQL on the images built
+/// here), ready to start.
+fn chart(test: &str, values: Option<&str>, sets: &[&str]) -> Kubelet {
     for image in [
         server_image(),
         xcat3_tests::docker::cli_image(),
@@ -30,7 +32,11 @@ async fn run_chart(test: &str, values: Option<&str>, sets: &[&str]) -> Kubelet {
     let mut all = vec![etcd.as_str(), pg.as_str()];
     all.extend(sets);
     let objects = crate::helm::render_in(NAMESPACE, values, &all);
-    let mut k = Kubelet::new(test, objects, 1).unwrap();
+    Kubelet::new(test, objects, 1).unwrap()
+}
+
+/// Runs every workload of `k` and waits for every probe.
+async fn start(k: &mut Kubelet, test: &str) {
     let started = Instant::now();
     k.start_all().unwrap();
     k.wait_ready(Duration::from_secs(240)).await.unwrap();
@@ -39,6 +45,12 @@ async fn run_chart(test: &str, values: Option<&str>, sets: &[&str]) -> Kubelet {
         k.pods.len(),
         started.elapsed()
     );
+}
+
+/// [`chart`], then [`start`].
+async fn run_chart(test: &str, values: Option<&str>, sets: &[&str]) -> Kubelet {
+    let mut k = chart(test, values, sets);
+    start(&mut k, test).await;
     k
 }
 
@@ -146,4 +158,77 @@ async fn the_default_chart_runs_as_a_kubelet_would_and_works() {
     assert_eq!(k.pods_of("-api").len(), 2);
     assert_eq!(k.pods_of("-conductor").len(), 2);
     check_the_cluster_works(&mut k).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ha_chart_runs_three_etcd_members_and_works() {
+    let mut k = run_chart("chart-ha", Some("ha-values.yaml"), &[]).await;
+    assert_eq!(k.pods_of("-etcd").len(), 3);
+    assert_eq!(k.pods_of("-api").len(), 3);
+    assert_eq!(k.pods_of("-conductor").len(), 4);
+    check_the_cluster_works(&mut k).await;
+}
+
+/// The number of conductors `xcat3 conductor-list` shows.
+fn conductors(k: &Kubelet) -> usize {
+    xcat3(k, &["conductor-list"])
+        .lines()
+        .filter(|l| l.contains("rel-xcat3-conductor-"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscale_chart_follows_the_node_count_through_the_scale_subresource() {
+    let mut k = chart("chart-autoscale", Some("autoscale-values.yaml"), &[]);
+    // The Kubernetes API stand-in on this host as the pods see it, and its service account.
+    let dir = tempfile::tempdir().unwrap();
+    let port = xcat3_tests::free_port();
+    let deployment = "rel-xcat3-conductor";
+    let mut kube = KubeApi::start(dir.path(), &k.gateway(), port, NAMESPACE, deployment, 1)
+        .await
+        .unwrap();
+    k.service_account = Some(kube.service_account.clone());
+    k.extra_env
+        .insert("KUBERNETES_SERVICE_HOST".into(), kube.host.clone());
+    k.extra_env
+        .insert("KUBERNETES_SERVICE_PORT".into(), kube.port.to_string());
+    start(&mut k, "chart-autoscale").await;
+    assert_eq!(
+        k.pods_of("-conductor").len(),
+        1,
+        "no replicas: one, as Kubernetes defaults"
+    );
+
+    // Five nodes at two per conductor want three; then one node wants one.
+    let names: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        xcat3(
+            &k,
+            &["create", n, "--nic", &format!("mac=52:54:00:66:00:0{i}")],
+        );
+    }
+    for want in [3, 1] {
+        let replicas = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let n = kube.changes.recv().await.expect("the stand-in runs");
+                if n == want {
+                    return n;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the api did not scale the conductors to {want}"));
+        k.scale(deployment, replicas).unwrap();
+        k.wait_ready(Duration::from_secs(120)).await.unwrap();
+        xcat3_tests::wait_for(
+            Duration::from_secs(60),
+            "the conductors the api lists",
+            || async { (conductors(&k) == want).then_some(()) },
+        )
+        .await
+        .unwrap();
+        if want == 3 {
+            xcat3(&k, &["delete", "n[2-5]"]);
+        }
+    }
 }

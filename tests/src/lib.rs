@@ -13,6 +13,7 @@ pub mod bmcsim;
 pub mod docker;
 pub mod hosts;
 pub mod iso;
+pub mod kube_api;
 pub mod kubelet;
 pub mod netns;
 pub mod otlp;

@@ -73,6 +73,9 @@ pub struct ApiArgs {
     pub min_conductors: i32,
     #[arg(long, env = "XCAT3_MAX_CONDUCTORS", default_value_t = 16)]
     pub max_conductors: i32,
+    /// Seconds between two looks at the node count and the conductor Deployment's scale.
+    #[arg(long, env = "XCAT3_SCALE_INTERVAL_SECS", default_value_t = 30)]
+    pub scale_interval_secs: u64,
     /// With TLS: the name every conductor's certificate must carry, when their addresses (pod
     /// IPs) are not in their certificates [default: the host of each conductor's address].
     #[arg(long, env = "XCAT3_CONDUCTOR_TLS_NAME")]
@@ -159,7 +162,7 @@ impl ApiArgs {
                 nodes_per_conductor: self.nodes_per_conductor.max(1),
                 min: self.min_conductors,
                 max: self.max_conductors,
-                interval: std::time::Duration::from_secs(30),
+                interval: std::time::Duration::from_secs(self.scale_interval_secs.max(1)),
             });
         }
         config.image_url = self.image_url.clone();
