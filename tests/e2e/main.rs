@@ -9,6 +9,7 @@ mod abuse;
 mod chart_pods;
 mod cli;
 mod cluster;
+mod compose;
 mod containers;
 mod deploy;
 mod helm;
