@@ -169,9 +169,9 @@ async fn two_apis_migrate_an_empty_database_once_and_a_rolling_restart_loses_no_
     let mut h = Hosts::new("migrate", TTL).unwrap();
     h.start_etcd(1).await.unwrap();
     h.start_postgres().await.unwrap();
-    let a = h.create_api("api0", &[]).unwrap();
-    let b = h.create_api("api1", &[]).unwrap();
-    h.start_together(&[&a, &b]).unwrap();
+    let mut a = h.create_api("api0", &[]).unwrap();
+    let mut b = h.create_api("api1", &[]).unwrap();
+    h.start_together(&mut [&mut a, &mut b]).unwrap();
     for api in [&a, &b] {
         h.wait_log(api, "xcat3 api ready", Duration::from_secs(60))
             .await
@@ -291,13 +291,32 @@ mod boot {
                 ],
             )
             .unwrap();
-        for host in [&image, &api, &h.host("c0").clone()] {
-            h.wait_log(host, "ready", Duration::from_secs(60))
-                .await
-                .unwrap();
-        }
+        // Each measured from its own start, all watched at once.
+        let c0 = h.host("c0").clone();
+        let limit = Duration::from_secs(60);
+        let (i, a, c) = tokio::join!(
+            h.wait_serving(&image, limit),
+            h.wait_serving(&api, limit),
+            h.wait_serving(&c0, limit)
+        );
+        let mut cold = vec![
+            ("image".to_owned(), i.unwrap()),
+            ("api".to_owned(), a.unwrap()),
+            ("conductor".to_owned(), c.unwrap()),
+        ];
         let g0 = h.start_agent("g0").unwrap();
         let g1 = h.start_agent("g1").unwrap();
+        cold.push((
+            "network agent".into(),
+            h.wait_serving(&g0, Duration::from_secs(60)).await.unwrap(),
+        ));
+        println!(
+            "cold start to SERVING after docker start: {}",
+            cold.iter()
+                .map(|(n, d)| format!("{n} {:.2} s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let seg = Segment::create().unwrap();
         let _ns = [
             plug(&h, &seg, "g0", "10.79.0.1/24"),

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use xcat3_proto::pb;
 
 use crate::docker::{Scope, docker, docker_env, logs, server_image, subnet_prefix, test_image};
-use crate::kubelet::{http_status, tail};
+use crate::kubelet::{grpc_health, http_status, tail};
 use crate::{Auth, CLUSTER_TOKEN, bearer};
 
 /// The agents' scoped token.
@@ -37,6 +37,8 @@ pub struct Host {
     pub container: String,
     /// Its address on `core` (or on `etcd` for the etcd members, which are on that one only).
     pub ip: String,
+    /// When `docker start` was called for it.
+    pub started: Instant,
 }
 
 /// The containers of one test and the two networks between them.
@@ -140,16 +142,27 @@ impl Hosts {
         args: &[String],
         env: &BTreeMap<String, String>,
     ) -> anyhow::Result<Host> {
-        let host = self.create(name, on_core, on_etcd, aliases, args, env)?;
+        let mut host = self.create(name, on_core, on_etcd, aliases, args, env)?;
+        host.started = Instant::now();
         docker(&["start", &host.container])?;
         Ok(host)
     }
 
     /// Starts created hosts with one `docker start`: as near the same moment as Docker allows.
-    pub fn start_together(&self, hosts: &[&Host]) -> anyhow::Result<()> {
-        let mut args = vec!["start"];
-        args.extend(hosts.iter().map(|h| h.container.as_str()));
-        docker(&args).map(drop)
+    pub fn start_together(&mut self, hosts: &mut [&mut Host]) -> anyhow::Result<()> {
+        let mut args = vec!["start".to_owned()];
+        args.extend(hosts.iter().map(|h| h.container.clone()));
+        let now = Instant::now();
+        for h in hosts.iter_mut() {
+            h.started = now;
+        }
+        for h in self.apis.iter_mut().chain(&mut self.conductors) {
+            if hosts.iter().any(|s| s.name == h.name) {
+                h.started = now;
+            }
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&refs).map(drop)
     }
 
     /// [`Hosts::start`] without the start.
@@ -203,6 +216,7 @@ impl Hosts {
             name: name.to_owned(),
             container,
             ip: first_ip.clone(),
+            started: Instant::now(),
         })
     }
 
@@ -322,7 +336,11 @@ impl Hosts {
 
     /// Starts api replica `name` (DNS name `api` on `core` too) with `extra` flags; does not wait.
     pub fn start_api(&mut self, name: &str, extra: &[&str]) -> anyhow::Result<Host> {
-        let host = self.create_api(name, extra)?;
+        let mut host = self.create_api(name, extra)?;
+        host.started = Instant::now();
+        if let Some(h) = self.apis.iter_mut().find(|h| h.name == name) {
+            h.started = host.started;
+        }
         docker(&["start", &host.container])?;
         Ok(host)
     }
@@ -463,6 +481,44 @@ impl Hosts {
             .await?;
         self.others.push(host.clone());
         Ok(host)
+    }
+
+    /// Waits until `host` answers its health check as SERVING (gRPC health of its role's
+    /// service; the agent's HTTP `/healthz`); returns how long after its start that was.
+    pub async fn wait_serving(&self, host: &Host, limit: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let serving = match host.name.chars().next() {
+                Some('g') => http_status(&format!("{}:8080", host.ip), "/healthz")
+                    .await
+                    .is_ok_and(|s| s == 200),
+                Some('c') => grpc_health(&format!("http://{}:{CONDUCTOR_PORT}", host.ip), "")
+                    .await
+                    .is_ok(),
+                Some('i') => {
+                    grpc_health(&format!("http://{}:3030", host.ip), "xcat3.v1.ImageService")
+                        .await
+                        .is_ok()
+                }
+                _ => grpc_health(
+                    &format!("http://{}:{API_PORT}", host.ip),
+                    "xcat3.v1.NodeService",
+                )
+                .await
+                .is_ok(),
+            };
+            if serving {
+                return Ok(host.started.elapsed());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} is not serving: {}",
+                    host.name,
+                    tail(&logs(&host.container), 3000)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Waits until `host`'s log contains `text`; fails with the log's tail.
