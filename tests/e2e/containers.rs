@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use xcat3_tests::docker::{Scope, cli, cli_image, docker, logs, pid, server_image, subnet_prefix};
+use xcat3_tests::docker::{Scope, cli, cli_image, docker, logs, pid, server_image};
 
 const TOKEN: &str = "container-test-token-0123456789";
 
@@ -90,9 +90,7 @@ fn the_images_run_non_root_on_a_read_only_root_and_keep_their_data_on_a_volume()
         }
     }
     let scope = Scope::new("images");
-    let network = scope
-        .network("net", &format!("{}.0/24", subnet_prefix(1)))
-        .unwrap();
+    let (network, _) = scope.network("net").unwrap();
     let (volume, _) = scope.volume("data").unwrap();
     let cold = start_server(&scope, &network, &volume);
     println!("server image: all-in-one ready {cold:?} after docker run");

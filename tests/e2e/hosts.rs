@@ -430,13 +430,41 @@ mod boot {
             deployed.as_secs_f64()
         );
 
-        // With the api and PostgreSQL gone, the remaining agent still answers the known machine
-        // from what it holds.
+        // The machine again, as a plain client: first, the remaining agent learns that n1 is
+        // deployed (its boot table follows the api's changes).
+        let machine = Netns::create("m").unwrap();
+        seg.plug(&machine, "eth0", Some(VM_MAC), Some("10.79.0.21/24"))
+            .unwrap();
+        let other_ip = if other.name == "g0" {
+            "10.79.0.1"
+        } else {
+            "10.79.0.2"
+        };
+        let script = |server: String| {
+            let url = format!("http://{server}:8080/boot/{VM_MAC}.ipxe");
+            machine
+                .run(&["curl", "-sS", &url])
+                .unwrap_or_else(|e| e.to_string())
+        };
+        xcat3_tests::wait_for(
+            Duration::from_secs(30),
+            "the agent's table says local disk",
+            || {
+                let s = script(other_ip.to_owned());
+                async move { s.contains("boots from its local disk").then_some(()) }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {}", script(other_ip.to_owned())));
+
+        // With the api and PostgreSQL gone, the agent still answers the known machine from what
+        // it holds: its lease, and its boot script.
         for name in ["api0", "pg"] {
             docker(&["stop", "-t", "5", &h.host(name).container]).unwrap();
         }
-        let machine = Netns::create("m").unwrap();
-        seg.plug(&machine, "eth0", Some(VM_MAC), None).unwrap();
+        machine
+            .run(&["ip", "addr", "flush", "dev", "eth0"])
+            .unwrap();
         let lease = dhclient(&machine, "eth0", "timeout 20;\nretry 1;\n")
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", logs(&other.container)));
@@ -445,16 +473,7 @@ mod boot {
         machine
             .run(&["ip", "addr", "add", "10.79.0.21/24", "dev", "eth0"])
             .unwrap();
-        let script = machine
-            .run(&[
-                "curl",
-                "-sS",
-                &format!(
-                    "http://{}:8080/boot/{VM_MAC}.ipxe",
-                    &lease["new_dhcp_server_identifier"]
-                ),
-            ])
-            .unwrap_or_else(|e| panic!("{e}\n{}", logs(&other.container)));
+        let script = script(lease["new_dhcp_server_identifier"].clone());
         assert!(script.contains("boots from its local disk"), "{script}");
     }
 }

@@ -93,12 +93,29 @@ impl Scope {
         format!("{}-{name}", self.prefix)
     }
 
-    /// Creates a bridge network `name` on `subnet` (e.g. 10.213.7.0/24); returns its full name.
-    pub fn network(&self, name: &str, subnet: &str) -> anyhow::Result<String> {
+    /// Creates a bridge network `name` on a /24 that no other network of this machine uses;
+    /// returns its full name and the subnet's prefix (`10.N.M`).
+    pub fn network(&self, name: &str) -> anyhow::Result<(String, String)> {
         let full = self.name(name);
-        docker(&["network", "create", "--subnet", subnet, &full])?;
-        self.created().networks.push(full.clone());
-        Ok(full)
+        for _ in 0..50 {
+            let prefix = subnet_prefix();
+            match docker(&[
+                "network",
+                "create",
+                "--subnet",
+                &format!("{prefix}.0/24"),
+                &full,
+            ]) {
+                Ok(_) => {
+                    self.created().networks.push(full.clone());
+                    return Ok((full, prefix));
+                }
+                // Another test (of this run or another) has it: try the next one.
+                Err(e) if e.to_string().contains("overlap") => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("no free subnet for network {full}")
     }
 
     /// Creates (or names, if this scope made it already) volume `name`; returns its full name
@@ -176,12 +193,13 @@ pub fn pid(container: &str) -> anyhow::Result<u32> {
     Ok(pid)
 }
 
-/// A subnet prefix (`10.N.M`) for a test network, unlikely to collide with another test's.
-pub fn subnet_prefix(salt: u32) -> String {
-    let n = std::process::id()
-        .wrapping_mul(31)
-        .wrapping_add(salt.wrapping_mul(7919));
-    format!("10.{}.{}", 200 + n % 50, (n / 50) % 250)
+/// A subnet prefix (`10.N.M`, N in 200..250) for a test network: a new one at each call in this
+/// process, starting from a point that depends on the process id.
+fn subnet_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = std::process::id().wrapping_mul(7919).wrapping_add(i) % (50 * 250);
+    format!("10.{}.{}", 200 + n / 250, n % 250)
 }
 
 /// Runs the CLI image once on `network` against `url` with `token`; returns whether it succeeded

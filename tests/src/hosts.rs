@@ -16,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use xcat3_proto::pb;
 
-use crate::docker::{Scope, docker, docker_env, logs, server_image, subnet_prefix, test_image};
+use crate::docker::{Scope, docker, docker_env, logs, server_image, test_image};
 use crate::kubelet::{grpc_health, http_status, tail};
 use crate::{Auth, CLUSTER_TOKEN, bearer};
 
@@ -87,10 +87,8 @@ impl Hosts {
     /// Creates the two networks; no host yet.
     pub fn new(test: &str, lease_ttl_secs: u64) -> anyhow::Result<Hosts> {
         let scope = Scope::new(test);
-        let core_prefix = subnet_prefix(11);
-        let etcd_prefix = subnet_prefix(12);
-        let core = scope.network("core", &format!("{core_prefix}.0/24"))?;
-        let etcd_net = scope.network("etcd", &format!("{etcd_prefix}.0/24"))?;
+        let (core, core_prefix) = scope.network("core")?;
+        let (etcd_net, etcd_prefix) = scope.network("etcd")?;
         Ok(Hosts {
             scope,
             core,

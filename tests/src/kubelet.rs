@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use serde_yaml::Value;
 
-use crate::docker::{Scope, docker, logs, pid, subnet_prefix, test_image};
+use crate::docker::{Scope, docker, logs, pid, test_image};
 use crate::netns::Netns;
 
 /// The namespace every rendered object is taken to be in.
@@ -205,19 +205,7 @@ impl Kubelet {
     /// named by `existingSecret`), makes the cluster network and `nodes` nodes.
     pub fn new(test: &str, objects: Vec<Value>, nodes: usize) -> anyhow::Result<Kubelet> {
         let scope = Scope::new(test);
-        let mut network = None;
-        for salt in 0..20 {
-            let prefix = subnet_prefix(salt + test.len() as u32);
-            match scope.network("cluster", &format!("{prefix}.0/24")) {
-                Ok(n) => {
-                    network = Some((n, prefix));
-                    break;
-                }
-                Err(e) if e.to_string().contains("overlap") => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        let (network, prefix) = network.context("no free subnet for the cluster network")?;
+        let (network, prefix) = scope.network("cluster")?;
         let mut k = Kubelet {
             scope,
             network,
