@@ -1386,6 +1386,7 @@ impl TestDomain {
             .args(["-c", "qemu:///system", "define", "/dev/stdin"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()?;
         use std::io::Write as _;
         child
@@ -1393,7 +1394,12 @@ impl TestDomain {
             .take()
             .context("stdin")?
             .write_all(xml.as_bytes())?;
-        anyhow::ensure!(child.wait()?.success(), "virsh define {name} failed");
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "virsh define {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(TestDomain {
             name: name.to_owned(),
         })
