@@ -2,9 +2,11 @@
 # Builds the container images where nothing can be pulled: a Debian 12 base made with debootstrap
 # from Debian's packages (cached by the hash of what defines it), then the runtime stages of
 # deploy/docker/Dockerfile with binaries built on this host (`server-prebuilt`, `cli-prebuilt`).
-#   bash scripts/images.sh [release|debug] [--test]     default: release
+#   bash scripts/images.sh [release|debug|base] [--test]     default: release
 # --test also builds the images the container tests run beside xcat3's (tests/images/Dockerfile:
 # etcd, PostgreSQL and Redfish BMC simulators, tagged xcat3-test/NAME:latest).
+# `base` builds only what needs no xcat3 binary (the base, and with --test the etcd and PostgreSQL
+# images): scripts/test.sh runs it while cargo builds, since it waits on the network, not the CPU.
 # Tags: ghcr.io/xcat3/xcat3-server:VERSION and ghcr.io/xcat3/xcat3:VERSION (the names the Helm
 # chart uses; VERSION is the chart's appVersion), and xcat3/debian:bookworm-HASH for the base.
 # Prints the tags, and each image's size.
@@ -15,7 +17,8 @@ test_images="${2:-}"
 case "$profile" in
   release) cargo_profile=release; dir=release ;;
   debug) cargo_profile=dev; dir=debug ;;
-  *) echo "usage: $0 [release|debug]" >&2; exit 2 ;;
+  base) ;;
+  *) echo "usage: $0 [release|debug|base] [--test]" >&2; exit 2 ;;
 esac
 version=$(awk -F'"' '/^appVersion:/ {print $2}' deploy/helm/xcat3/Chart.yaml)
 
@@ -31,6 +34,21 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
   debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   tar -C "$rootfs" -c . | docker import --change 'CMD ["/bin/bash"]' - "$base" >/dev/null
+fi
+
+build() {
+  docker build -q -f "$1" --build-arg "BASE=$base" --target "$2" -t "$3" "$4" \
+    >/dev/null 2> >(grep -v -e DEPRECATED -e 'legacy builder' -e buildx -e '^ *$' >&2)
+}
+if [ "$profile" = base ]; then
+  if [ "$test_images" = --test ]; then
+    docker tag "$base" xcat3-test/base:latest
+    for name in etcd postgresql; do
+      build tests/images/Dockerfile "$name" "xcat3-test/$name:latest" tests/images
+      echo "image xcat3-test/$name:latest"
+    done
+  fi
+  exit 0
 fi
 
 if [ "$profile" = debug ]; then
@@ -49,18 +67,14 @@ cp deploy/docker/rootfs.sh "$context/deploy/docker/"
 for b in xcat3-server xcat3 xcat3-copycds; do
   strip -o "$context/bin/$b" "target/$dir/$b"
 done
-build() {
-  docker build -q -f "$1" --build-arg "BASE=$base" --target "$2" -t "$3" "$context" \
-    >/dev/null 2> >(grep -v -e DEPRECATED -e 'legacy builder' -e buildx -e '^ *$' >&2)
-}
-build deploy/docker/Dockerfile server-prebuilt "ghcr.io/xcat3/xcat3-server:$version"
-build deploy/docker/Dockerfile cli-prebuilt "ghcr.io/xcat3/xcat3:$version"
+build deploy/docker/Dockerfile server-prebuilt "ghcr.io/xcat3/xcat3-server:$version" "$context"
+build deploy/docker/Dockerfile cli-prebuilt "ghcr.io/xcat3/xcat3:$version" "$context"
 if [ "$test_images" = --test ]; then
   docker tag "$base" xcat3-test/base:latest
   strip -o "$context/bin/xcat3-bmcsim" "target/$dir/xcat3-bmcsim"
   cp tests/images/postgres-entrypoint.sh "$context/"
   for name in etcd postgresql bmcsim; do
-    build tests/images/Dockerfile "$name" "xcat3-test/$name:latest"
+    build tests/images/Dockerfile "$name" "xcat3-test/$name:latest" "$context"
     echo "image xcat3-test/$name:latest"
   done
 fi

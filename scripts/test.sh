@@ -16,8 +16,13 @@ export XCAT3_TEST_HELM=$PWD/target/test-tools/k8s/helm
 export XCAT3_TEST_KUBE_VALIDATE=$PWD/target/test-tools/venv/bin/kubernetes-validate
 export XCAT3_TEST_PAYLOADS=$PWD/target/test-tools/payloads
 
+# The container images the container tests run: the Debian base and the etcd and PostgreSQL
+# images (debootstrap and apt: network-bound) are made while cargo builds; then the runtime stages
+# from these debug binaries and the BMC simulator image.
+mkdir -p target
+bash scripts/images.sh base --test >target/images-base.log 2>&1 &
+images_base=$!
 cargo build --workspace --bins
-# The container images the container tests run (runtime stages from these debug binaries, and
-# the etcd, PostgreSQL and BMC simulator images beside them).
+wait "$images_base" || { cat target/images-base.log; echo "scripts/images.sh base failed" >&2; exit 1; }
 bash scripts/images.sh debug --test
 cargo test --workspace "$@"

@@ -273,24 +273,25 @@ mod boot {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn with_one_of_two_agents_stopped_mid_boot_the_machine_deploys_and_without_api_and_database_it_is_still_answered()
      {
+        // The whole cluster: 3 etcd members, PostgreSQL, the image service, 3 conductors, 2 apis
+        // (then 2 agents).
         let mut h = Hosts::new("agents", super::TTL).unwrap();
-        h.start_etcd(1).await.unwrap();
+        h.start_etcd(3).await.unwrap();
         h.start_postgres().await.unwrap();
         let image = h
             .start_image(&["--image-base-url", "http://10.79.0.3:8090"])
             .unwrap();
-        h.start_conductor("c0").unwrap();
-        let api = h
-            .start_api(
-                "api0",
-                &[
-                    "--image-grpc",
-                    "http://image:3030",
-                    "--image-url",
-                    "http://10.79.0.3:8090",
-                ],
-            )
-            .unwrap();
+        for c in ["c0", "c1", "c2"] {
+            h.start_conductor(c).unwrap();
+        }
+        let image_flags = [
+            "--image-grpc",
+            "http://image:3030",
+            "--image-url",
+            "http://10.79.0.3:8090",
+        ];
+        let api = h.start_api("api0", &image_flags).unwrap();
+        let api1 = h.start_api("api1", &image_flags).unwrap();
         // Each measured from its own start, all watched at once.
         let c0 = h.host("c0").clone();
         let limit = Duration::from_secs(60);
@@ -299,6 +300,9 @@ mod boot {
             h.wait_serving(&api, limit),
             h.wait_serving(&c0, limit)
         );
+        for host in [&api1, &h.host("c1").clone(), &h.host("c2").clone()] {
+            h.wait_serving(host, limit).await.unwrap();
+        }
         let mut cold = vec![
             ("image".to_owned(), i.unwrap()),
             ("api".to_owned(), a.unwrap()),
@@ -459,7 +463,7 @@ mod boot {
 
         // With the api and PostgreSQL gone, the agent still answers the known machine from what
         // it holds: its lease, and its boot script.
-        for name in ["api0", "pg"] {
+        for name in ["api0", "api1", "pg"] {
             docker(&["stop", "-t", "5", &h.host(name).container]).unwrap();
         }
         machine
