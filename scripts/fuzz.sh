@@ -7,6 +7,7 @@
 # cargo-fuzz needs nightly features; on the stable toolchain RUSTC_BOOTSTRAP=1 enables them.
 # Built with overflow checks and without a sanitizer (the code has no `unsafe`: what we look for
 # is panics, overflows, hangs and memory blow-ups, which libFuzzer's own limits catch).
+# The targets run from the built binaries, as many at once as there are cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
@@ -35,23 +36,48 @@ fi
 # Start from the workspace's lock file, so the fuzz build uses the same dependency versions.
 [ -e Cargo.lock ] || cp ../Cargo.lock Cargo.lock
 cargo fuzz build --sanitizer none --debug-assertions
-for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
-  max_len=4096
+bin_dir="target/$(rustc -vV | sed -n 's/^host: //p')/release"
+
+# One target's run, its log in artifacts/<target>/log; prints what matters and returns non-zero
+# on a crash.
+fuzz_one() {
+  local t=$1 max_len=4096 rc=0
   case "$t" in
     packets) max_len=1500 ;;
     iso) max_len=262144 ;;
   esac
-  echo "fuzz: $t for ${seconds}s"
-  rc=0
-  cargo fuzz run --sanitizer none --debug-assertions "$t" "corpus/$t" "seeds/$t" -- \
+  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
+  "$bin_dir/$t" "corpus/$t" "seeds/$t" \
     -max_total_time="$seconds" -max_len="$max_len" -rss_limit_mb=2048 -timeout=10 \
     -artifact_prefix="artifacts/$t/" -print_final_stats=1 > "artifacts/$t/log" 2>&1 || rc=$?
-  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|panicked|ERROR|Test unit written' \
-    "artifacts/$t/log" | head -n 20 || true
-  if [ "$rc" -ne 0 ]; then
-    tail -n 40 "artifacts/$t/log"
-    echo "fuzz: $t found a crash (fuzz/artifacts/$t)"
-    exit 1
-  fi
+  {
+    echo "fuzz: $t for ${seconds}s"
+    grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb)|panicked|ERROR|Test unit written' \
+      "artifacts/$t/log" | head -n 20 || true
+    if [ "$rc" -ne 0 ]; then
+      tail -n 40 "artifacts/$t/log"
+      echo "fuzz: $t found a crash (fuzz/artifacts/$t)"
+    fi
+  } > "artifacts/$t/summary"
+  return "$rc"
+}
+
+# As many targets at once as there are cores (each libFuzzer run is one thread).
+parallel=$(nproc)
+failed=()
+for ((i = 0; i < ${#targets[@]}; i += parallel)); do
+  pids=()
+  batch=("${targets[@]:i:parallel}")
+  for t in "${batch[@]}"; do
+    fuzz_one "$t" &
+    pids+=($!)
+  done
+  for j in "${!batch[@]}"; do
+    wait "${pids[$j]}" || failed+=("${batch[$j]}")
+    cat "artifacts/${batch[$j]}/summary"
+  done
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz: crashes in ${failed[*]}"
+  exit 1
+fi
