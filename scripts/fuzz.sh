@@ -35,7 +35,8 @@ fi
 
 # Start from the workspace's lock file, so the fuzz build uses the same dependency versions.
 [ -e Cargo.lock ] || cp ../Cargo.lock Cargo.lock
-cargo fuzz build --sanitizer none --debug-assertions
+# The binaries go to fuzz/target whatever CARGO_TARGET_DIR says, so the runs below find them.
+cargo fuzz build --sanitizer none --debug-assertions --target-dir target
 bin_dir="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 # One target's run, its log in artifacts/<target>/log; prints what matters and returns non-zero
