@@ -50,6 +50,19 @@ async fn ipmi_power_and_boot_device_through_the_conductor() {
     ] {
         assert!(out.stdout.contains(want), "{want} missing: {out:?}");
     }
+    // Times read as dates: RFC 3339 in UTC for scripts, local date and time in the table.
+    let json = s.cli(&["events", "bmc1", "-o", "json"]).await.ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let at = v[0]["at"].as_str().unwrap_or_default();
+    assert!(
+        at.len() == 20 && at.starts_with("20") && at.as_bytes()[10] == b'T' && at.ends_with('Z'),
+        "{json:?}"
+    );
+    let first_row = out.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        first_row.starts_with("20") && first_row.as_bytes().get(10) == Some(&b' '),
+        "{out:?}"
+    );
     let out = s.cli(&["show", "bmc1", "-o", "json"]).await.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["nodes"][0]["power_state"], "off");

@@ -17,6 +17,7 @@ pub mod doc;
 pub mod nodes;
 pub mod others;
 pub mod output;
+pub mod time;
 
 use std::process::ExitCode;
 

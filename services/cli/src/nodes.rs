@@ -12,6 +12,7 @@ use crate::args::{
 use crate::client::Connection;
 use crate::doc::{NodeDoc, NodesDoc, read_nodes};
 use crate::output::{self, ShowOk};
+use crate::time::Time;
 
 /// Splits `key=value` at the first `=`.
 pub fn key_value(s: &str) -> anyhow::Result<(&str, &str)> {
@@ -331,8 +332,7 @@ pub async fn bootdev(conn: &Connection, a: BootdevArgs) -> anyhow::Result<ExitCo
 #[derive(serde::Serialize)]
 struct EventDoc {
     node: String,
-    /// Unix time in seconds.
-    at: i64,
+    at: Time,
     kind: String,
     message: String,
     conductor: String,
@@ -348,7 +348,7 @@ pub async fn events(conn: &Connection, a: EventsArgs) -> anyhow::Result<ExitCode
     while let Some(page) = stream.message().await? {
         docs.extend(page.events.into_iter().map(|e| EventDoc {
             node: e.node,
-            at: e.at.map_or(0, |t| t.seconds),
+            at: Time::from_pb(e.at),
             kind: e.kind,
             message: e.message,
             conductor: e.conductor,
@@ -360,7 +360,7 @@ pub async fn events(conn: &Connection, a: EventsArgs) -> anyhow::Result<ExitCode
         &docs,
         |e| {
             vec![
-                e.at.to_string(),
+                e.at.table_or("-"),
                 e.node.clone(),
                 e.kind.clone(),
                 e.message.clone(),

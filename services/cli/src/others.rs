@@ -13,6 +13,7 @@ use crate::args::{
 use crate::client::Connection;
 use crate::nodes::key_value;
 use crate::output;
+use crate::time::Time;
 
 #[derive(Serialize)]
 struct NetworkDoc {
@@ -182,8 +183,8 @@ struct DiscoveredDoc {
     agent: String,
     client_arch: i32,
     vendor_class: String,
-    first_seen: i64,
-    last_seen: i64,
+    first_seen: Time,
+    last_seen: Time,
 }
 
 pub async fn discovered_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
@@ -208,8 +209,8 @@ pub async fn discovered_list(conn: &Connection, a: OutputArgs) -> anyhow::Result
     let docs: Vec<DiscoveredDoc> = machines
         .into_iter()
         .map(|m| DiscoveredDoc {
-            first_seen: m.first_seen.map_or(0, |t| t.seconds),
-            last_seen: m.last_seen.map_or(0, |t| t.seconds),
+            first_seen: Time::from_pb(m.first_seen),
+            last_seen: Time::from_pb(m.last_seen),
             mac: m.mac,
             ip: m.ip,
             network: m.network,
@@ -220,7 +221,15 @@ pub async fn discovered_list(conn: &Connection, a: OutputArgs) -> anyhow::Result
         .collect();
     output::records(
         a.format,
-        &["MAC", "IP", "NETWORK", "ARCH", "VENDOR CLASS", "AGENT"],
+        &[
+            "MAC",
+            "IP",
+            "NETWORK",
+            "ARCH",
+            "VENDOR CLASS",
+            "AGENT",
+            "LAST SEEN",
+        ],
         &docs,
         |d| {
             let arch = match d.client_arch {
@@ -237,6 +246,7 @@ pub async fn discovered_list(conn: &Connection, a: OutputArgs) -> anyhow::Result
                 arch,
                 d.vendor_class.clone(),
                 d.agent.clone(),
+                d.last_seen.table_or("-"),
             ]
         },
     )?;
@@ -388,8 +398,7 @@ struct ServiceDoc {
     id: String,
     version: String,
     online: bool,
-    /// Unix seconds.
-    heartbeat_at: i64,
+    heartbeat_at: Time,
 }
 
 pub async fn service_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
@@ -403,7 +412,7 @@ pub async fn service_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<Ex
         .services
         .into_iter()
         .map(|s| ServiceDoc {
-            heartbeat_at: s.heartbeat_at.map_or(0, |t| t.seconds),
+            heartbeat_at: Time::from_pb(s.heartbeat_at),
             hostname: s.hostname,
             kind: s.kind,
             id: s.id,
@@ -436,8 +445,8 @@ struct ConductorDoc {
     addr: String,
     shards: Vec<u32>,
     in_flight: u64,
-    /// Unix seconds of the last answer, or 0 when it did not answer.
-    heartbeat_at: i64,
+    /// The last answer; none when it did not answer.
+    heartbeat_at: Time,
 }
 
 pub async fn conductor_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<ExitCode> {
@@ -451,7 +460,7 @@ pub async fn conductor_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<
         .conductors
         .into_iter()
         .map(|c| ConductorDoc {
-            heartbeat_at: c.heartbeat_at.map_or(0, |t| t.seconds),
+            heartbeat_at: Time::from_pb(c.heartbeat_at),
             id: c.id,
             host: c.host,
             addr: c.addr,
@@ -464,11 +473,7 @@ pub async fn conductor_list(conn: &Connection, a: OutputArgs) -> anyhow::Result<
         &["ID", "HOST", "SHARDS", "IN-FLIGHT", "ADDRESS", "HEARTBEAT"],
         &docs,
         |c| {
-            let heartbeat = if c.heartbeat_at == 0 {
-                "no answer".to_owned()
-            } else {
-                c.heartbeat_at.to_string()
-            };
+            let heartbeat = c.heartbeat_at.table_or("no answer");
             vec![
                 c.id.clone(),
                 c.host.clone(),
