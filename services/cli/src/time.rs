@@ -17,11 +17,6 @@ impl Time {
         Self(t.and_then(|t| DateTime::from_timestamp(t.seconds, 0)))
     }
 
-    /// Whether there is a time at all.
-    pub fn is_some(&self) -> bool {
-        self.0.is_some()
-    }
-
     /// Local time for a table cell, or `none` when there is no time.
     pub fn table_or(&self, none: &str) -> String {
         match self.0 {
@@ -67,7 +62,7 @@ mod tests {
 
     #[test]
     fn a_time_out_of_range_is_no_time() {
-        assert!(!at(i64::MAX).is_some());
-        assert!(at(0).is_some());
+        assert_eq!(at(i64::MAX), Time::from_pb(None));
+        assert_ne!(at(0), Time::from_pb(None));
     }
 }
