@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use xcat3_tests::{Backend, ServerOptions, TestBmc, TestServer, wait_for};
+use xcat3_tests::{Backend, ServerOptions, TestBmc, TestServer, free_port, metrics_page, wait_for};
 
 /// Metric names used by the dashboards' queries.
 fn dashboard_metrics() -> BTreeSet<String> {
@@ -91,4 +91,42 @@ async fn every_metric_in_the_dashboards_is_exported() {
         missing.is_empty(),
         "dashboards use metrics nobody exports: {missing:?}\n{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_in_one_gives_the_agent_its_own_metrics_page_when_asked() {
+    let port = free_port();
+    let opts = ServerOptions {
+        network_agent: true,
+        extra_args: [
+            "--no-dhcp",
+            "--tftp-listen",
+            "none",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--dns-listen",
+            "none",
+            "--ipxe-dir",
+            "none",
+            "--network-metrics-listen",
+            &format!("127.0.0.1:{port}"),
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, opts).await.unwrap();
+    let agent = wait_for(Duration::from_secs(15), "the agent's page", || async {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => Some(metrics_page(addr).await),
+            Err(_) => None,
+        }
+    })
+    .await
+    .unwrap();
+    assert!(agent.contains("# TYPE xcat3_dhcp_replies"), "{agent}");
+    assert!(!agent.contains("xcat3_nodes"), "the api's metrics: {agent}");
+    let api = s.metrics_text().await;
+    assert!(!api.contains("xcat3_dhcp_replies"), "{api}");
 }

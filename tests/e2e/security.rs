@@ -53,6 +53,16 @@ async fn tokens_decide_what_a_caller_may_do() {
         .await;
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("PermissionDenied"), "{out:?}");
+    // Secrets in clear are for the admin token only.
+    let out = s
+        .cli_env(
+            &["export", "all", "--with-secrets", "-o", "ro.yaml"],
+            &[("XCAT3_TOKEN", READONLY)],
+        )
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("PermissionDenied"), "{out:?}");
+    assert!(!s.dir().join("ro.yaml").exists());
     let out = s.cli_env(&["list"], &[("XCAT3_TOKEN", "")]).await;
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("Unauthenticated"), "{out:?}");
@@ -112,6 +122,17 @@ async fn secrets_are_stored_but_never_returned_or_logged() {
     s.cli(&["export", "bmc1", "-o", "export.yaml"]).await.ok();
     let exported = std::fs::read_to_string(s.dir().join("export.yaml")).unwrap();
     assert!(!exported.contains(sentinel) && exported.contains("******"));
+    // A backup with secrets holds them, in a file only its owner can read; the log says who
+    // asked, never what.
+    s.cli(&["export", "bmc1", "--with-secrets", "-o", "backup.yaml"])
+        .await
+        .ok();
+    let backup = s.dir().join("backup.yaml");
+    assert!(std::fs::read_to_string(&backup).unwrap().contains(sentinel));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert!(s.log().contains("export nodes with their secrets"));
     // Stored: the database file holds it (the conductor needs it), the log never does.
     let db = std::fs::read(s.dir().join("xcat3.db")).unwrap_or_default();
     let wal = std::fs::read(s.dir().join("xcat3.db-wal")).unwrap_or_default();
@@ -268,8 +289,23 @@ async fn grpcurl_lists_and_calls_through_reflection() {
         }
     };
     let (ok, text) = run(vec!["-plaintext".into(), addr.clone(), "list".into()]).await;
-    assert!(
-        ok && text.contains("xcat3.v1.NodeService") && text.contains("grpc.health.v1.Health"),
+    // Exactly what the api port serves: not the conductors' internal service.
+    let mut listed: Vec<&str> = text.lines().map(str::trim).collect();
+    listed.sort_unstable();
+    assert!(ok, "{text}");
+    assert_eq!(
+        listed,
+        [
+            "grpc.health.v1.Health",
+            "xcat3.internal.v1.NetbootConfig",
+            "xcat3.v1.ConductorService",
+            "xcat3.v1.ImageService",
+            "xcat3.v1.NetworkService",
+            "xcat3.v1.NodeService",
+            "xcat3.v1.OsImageService",
+            "xcat3.v1.PasswdService",
+            "xcat3.v1.ServiceRegistry",
+        ],
         "{text}"
     );
     let (ok, text) = run(vec![

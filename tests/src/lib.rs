@@ -333,16 +333,7 @@ impl TestServer {
 
     /// The server's `/metrics` page.
     pub async fn metrics_text(&self) -> String {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut conn = tokio::net::TcpStream::connect(self.metrics)
-            .await
-            .expect("connect to /metrics");
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .await
-            .expect("send");
-        let mut text = String::new();
-        conn.read_to_string(&mut text).await.expect("read /metrics");
-        text
+        metrics_page(self.metrics).await
     }
 
     /// Everything the server has logged so far.
@@ -555,6 +546,20 @@ pub async fn get_all(server: &TestServer, noderange: &str) -> (Vec<pb::Node>, Ve
 }
 
 /// A free loopback port (bound and released; the tiny race with other processes is accepted).
+/// The `/metrics` page served at `addr`.
+pub async fn metrics_page(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to /metrics");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.expect("read /metrics");
+    text
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

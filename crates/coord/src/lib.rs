@@ -32,7 +32,7 @@ pub const DEFAULT_SHARDS: u32 = 64;
 
 /// Proof of ownership of a shard: the etcd revision at which the owner created the shard's key.
 /// A later claim always has a larger token, so a database write carrying an older token can be
-/// refused (see ARCHITECTURE.md, "Fencing").
+/// refused (see docs/inventory-and-dispatch.md, "Shards, leases and fencing").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FencingToken(pub i64);
 

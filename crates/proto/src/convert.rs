@@ -127,6 +127,18 @@ pub fn node_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
     }
 }
 
+/// A node for the wire with its secrets in clear: only for `ExportNodes`, which only the admin
+/// token may call.
+pub fn node_with_secrets_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
+    let mut n = node_to_pb(node, created_ms, updated_ms);
+    n.control = node
+        .control
+        .entries()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    n
+}
+
 /// A network from the wire, checked on its own ([`Network::validate`]).
 pub fn network_from_pb(n: &pb::Network) -> Result<Network, FieldError> {
     if n.subnet.is_empty() {
@@ -220,6 +232,14 @@ mod tests {
         assert_eq!(back.control["bmc_password"], "******");
         assert_eq!(back.created_at.unwrap().nanos, 500_000_000);
         assert!(back.updated_at.is_none());
+        let full = node_with_secrets_to_pb(&node, 1500, 0);
+        assert_eq!(full.control["bmc_password"], "hunter2");
+        // The mask itself is refused as a secret: a masked backup cannot store it.
+        pb_node
+            .control
+            .insert("bmc_password".into(), "******".into());
+        let e = node_from_pb(&pb_node).unwrap_err();
+        assert!(e.to_string().contains("--with-secrets"), "{e}");
     }
 
     #[test]

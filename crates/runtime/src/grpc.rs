@@ -6,9 +6,12 @@
 /// are streamed in pages far below this.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Reflection services for the given encoded descriptor sets plus the health service's.
+/// Reflection services listing `services` (and health), described by the given encoded
+/// descriptor sets plus the health service's. A descriptor set may hold more services than a
+/// server answers (the internal ones): only the named ones are listed.
 pub fn reflection(
     descriptor_sets: &[&'static [u8]],
+    services: &[&str],
 ) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
@@ -18,11 +21,15 @@ pub fn reflection(
     >,
 )> {
     let builder = || {
-        descriptor_sets.iter().fold(
+        let b = descriptor_sets.iter().fold(
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health"),
             |b, set| b.register_encoded_file_descriptor_set(set),
-        )
+        );
+        services
+            .iter()
+            .fold(b, |b, name| b.with_service_name(*name))
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

@@ -241,6 +241,10 @@ fn check_value(p: &ControlParam, value: &str) -> Result<(), String> {
         return Err("contains control characters".into());
     }
     match p.kind {
+        ParamKind::Secret if value == MASK => Err(format!(
+            "{MASK} is what the API shows in place of a secret, not a value: give the real one \
+             (`xcat3 export --with-secrets` keeps secrets in a backup)"
+        )),
         ParamKind::Text | ParamKind::Secret => Ok(()),
         ParamKind::Host => {
             if value.parse::<std::net::IpAddr>().is_ok() || crate::validate_hostname(value).is_ok()
@@ -301,6 +305,8 @@ mod tests {
             ("ssh_key_filename", "/root/../etc/shadow"),
             ("ssh_virt_type", "vbox"),
             ("nonsense", "1"),
+            ("bmc_password", MASK),
+            ("bmc_kg_key", MASK),
         ] {
             let e = c.set(k, v.into()).expect_err(k);
             assert_eq!(e.field, format!("control.{k}"));

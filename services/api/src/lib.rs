@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod index;
 pub mod inventory;
 pub mod netboot;
+pub mod order;
 pub mod scaler;
 
 use std::net::SocketAddr;
@@ -173,22 +174,6 @@ impl Api {
             );
         }
         let inventory = inventory::Inventory::new(store.clone(), config.noderange_limit);
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<pb::node_service_server::NodeServiceServer<grpc::nodes::NodeService>>()
-            .await;
-        health.set_serving::<pb::network_service_server::NetworkServiceServer<grpc::networks::NetworkService>>().await;
-        health.set_serving::<pb::os_image_service_server::OsImageServiceServer<grpc::misc::OsImageService>>().await;
-        health.set_serving::<pb::passwd_service_server::PasswdServiceServer<grpc::misc::PasswdService>>().await;
-        health.set_serving::<pb::service_registry_server::ServiceRegistryServer<grpc::misc::ServiceRegistry>>().await;
-        health.set_serving::<pb::conductor_service_server::ConductorServiceServer<grpc::conductors::ConductorService>>().await;
-        health
-            .set_serving::<xcat3_proto::internal::netboot_config_server::NetbootConfigServer<
-                grpc::netboot::NetbootConfig,
-            >>()
-            .await;
-        let (reflection_v1, reflection_v1alpha) =
-            xcat3_runtime::grpc::reflection(&[xcat3_proto::FILE_DESCRIPTOR_SET])?;
 
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
             coordinator.clone(),
@@ -215,10 +200,10 @@ impl Api {
             grpc::networks::NetworkService::new(store.clone()),
         );
         let osimages = pb::os_image_service_server::OsImageServiceServer::new(
-            grpc::misc::OsImageService::new(store.clone()),
+            grpc::osimages::OsImageService::new(store.clone()),
         );
         let passwds = pb::passwd_service_server::PasswdServiceServer::new(
-            grpc::misc::PasswdService::new(store.clone()),
+            grpc::passwds::PasswdService::new(store.clone()),
         );
         let netboot = xcat3_proto::internal::netboot_config_server::NetbootConfigServer::new(
             grpc::netboot::NetbootConfig::new(store.clone(), feed.clone()),
@@ -234,8 +219,29 @@ impl Api {
         )
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let registry = pb::service_registry_server::ServiceRegistryServer::new(
-            grpc::misc::ServiceRegistry::new(store.clone(), config.heartbeat_interval),
+            grpc::registry::ServiceRegistry::new(store.clone(), config.heartbeat_interval),
         );
+
+        // Health and reflection name exactly the services the routes below serve (the internal
+        // Conductor service is in the same descriptors but served by the conductors only).
+        let services = [
+            service_name(&nodes),
+            service_name(&networks),
+            service_name(&osimages),
+            service_name(&images),
+            service_name(&passwds),
+            service_name(&registry),
+            service_name(&conductors),
+            service_name(&netboot),
+        ];
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in services {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let (reflection_v1, reflection_v1alpha) =
+            xcat3_runtime::grpc::reflection(&[xcat3_proto::FILE_DESCRIPTOR_SET], &services)?;
 
         let layers = tower::ServiceBuilder::new()
             .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
@@ -314,10 +320,20 @@ impl Api {
         tracing::info!(addr = %grpc_listener.local_addr()?, backend = store.backend_name(), "api serving");
         let token = shutdown.clone();
         let served = server
-            .serve_with_incoming_shutdown(xcat3_runtime::grpc::incoming(grpc_listener, xcat3_runtime::grpc::grpc_connection_cap()), async move {
-                token.cancelled().await;
-                health.set_not_serving::<pb::node_service_server::NodeServiceServer<grpc::nodes::NodeService>>().await;
-            })
+            .serve_with_incoming_shutdown(
+                xcat3_runtime::grpc::incoming(
+                    grpc_listener,
+                    xcat3_runtime::grpc::grpc_connection_cap(),
+                ),
+                async move {
+                    token.cancelled().await;
+                    for name in services {
+                        health
+                            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                            .await;
+                    }
+                },
+            )
             .await;
         shutdown.cancel();
         let _ = heartbeat.await;
@@ -389,4 +405,9 @@ async fn heartbeat(store: Store, interval: Duration, shutdown: CancellationToken
     if let Err(e) = store.unregister_service(&me.id, stale).await {
         tracing::warn!(error = %e, "leaving the service registry failed");
     }
+}
+
+/// The gRPC name of a service (`xcat3.v1.NodeService`), as reflection and health list it.
+fn service_name<S: tonic::server::NamedService>(_: &S) -> &'static str {
+    S::NAME
 }

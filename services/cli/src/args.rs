@@ -80,7 +80,8 @@ pub enum Command {
     List(ListArgs),
     /// Show nodes in full (secrets shown as ******).
     Show(ShowArgs),
-    /// Write nodes to a YAML file that `import` reads back.
+    /// Write nodes to a YAML file that `import` reads back (`--with-secrets` for a lossless
+    /// backup).
     Export(ExportArgs),
     /// Define a network: `network-create NAME subnet=.. netmask=.. [gateway=..] [dynamic_range=A-B]
     /// [nameservers=a,b] [domain=..] [mtu=..]`.
@@ -241,9 +242,14 @@ pub struct ShowArgs {
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     pub noderange: String,
-    /// File to write (YAML).
+    /// File to write (YAML), readable by its owner only.
     #[arg(short = 'o', long = "output")]
     pub file: PathBuf,
+    /// Write the secrets (BMC passwords, Kg keys) in clear, so that `import` restores them: a
+    /// backup. Needs the admin token; without it secrets are written as ******, which import
+    /// refuses.
+    #[arg(long)]
+    pub with_secrets: bool,
 }
 
 #[derive(Args, Debug)]

@@ -9,8 +9,9 @@
 //!   nics: [{name: eth0, mac: "52:54:00:00:00:01", ip: 10.0.0.1, primary: true}]
 //! ```
 //!
-//! Secrets are never exported (the api returns `******`); on import, `******` values are left out
-//! and the CLI says so.
+//! `export` writes secrets as `******` unless `--with-secrets` (admin token only; the file is
+//! written readable by its owner only). The api refuses a node whose secret is `******`, so a
+//! masked backup cannot quietly lose or overwrite a password.
 
 use std::collections::BTreeMap;
 
@@ -95,25 +96,16 @@ impl From<pb::Node> for NodeDoc {
 }
 
 impl NodeDoc {
-    /// The node to create. Masked secrets are dropped; returns how many were.
-    pub fn into_pb(self) -> (pb::Node, usize) {
-        let mut dropped = 0;
-        let control = self
-            .control
-            .into_iter()
-            .filter(|(_, v)| {
-                let masked = v == xcat3_types::MASK;
-                dropped += masked as usize;
-                !masked
-            })
-            .collect();
-        let node = pb::Node {
+    /// The node to create. A masked secret (`******`) is sent as it is: the api refuses that
+    /// node, naming the field, rather than storing the mask or dropping the secret quietly.
+    pub fn into_pb(self) -> pb::Node {
+        pb::Node {
             name: self.name,
             groups: self.groups,
             mgt: self.mgt,
             netboot: self.netboot,
             arch: self.arch,
-            control,
+            control: self.control.into_iter().collect(),
             nics: self
                 .nics
                 .into_iter()
@@ -127,8 +119,7 @@ impl NodeDoc {
             osimage: self.osimage,
             labels: self.labels.into_iter().collect(),
             ..Default::default()
-        };
-        (node, dropped)
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! - [`client`]: server address, token and the gRPC channel;
 //! - [`copycds`]: the `xcat3-copycds` command;
 //! - [`doc`]: the YAML/JSON form of nodes (`create -f`, `export`, `import`, `-o yaml`);
-//! - [`nodes`], [`others`]: the commands;
+//! - [`nodes`], [`networks`], [`osimages`], [`passwds`], [`services`]: the commands;
 //! - [`output`]: tables, per-node results and the `Success: X Total: Y` summary.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -14,9 +14,12 @@ pub mod args;
 pub mod client;
 pub mod copycds;
 pub mod doc;
+pub mod networks;
 pub mod nodes;
-pub mod others;
+pub mod osimages;
 pub mod output;
+pub mod passwds;
+pub mod services;
 pub mod time;
 
 use std::process::ExitCode;
@@ -57,24 +60,24 @@ async fn run(cli: args::Cli) -> anyhow::Result<ExitCode> {
         C::List(a) => nodes::list(&conn, a).await,
         C::Show(a) => nodes::show(&conn, a).await,
         C::Export(a) => nodes::export(&conn, a).await,
-        C::NetworkCreate(a) => others::network_create(&conn, a).await,
-        C::NetworkUpdate(a) => others::network_update(&conn, a).await,
-        C::NetworkDelete(a) => others::network_delete(&conn, a).await,
-        C::NetworkList(a) => others::network_list(&conn, a).await,
-        C::NetworkShow(a) => others::network_show(&conn, a).await,
-        C::OsimageList(a) => others::osimage_list(&conn, a).await,
-        C::OsimageShow(a) => others::osimage_show(&conn, a).await,
-        C::PasswdCreate(a) => others::passwd_create(&conn, a).await,
-        C::PasswdList(a) => others::passwd_list(&conn, a).await,
-        C::PasswdDelete(a) => others::passwd_delete(&conn, a).await,
-        C::ServiceList(a) => others::service_list(&conn, a).await,
-        C::DiscoveredList(a) => others::discovered_list(&conn, a).await,
+        C::NetworkCreate(a) => networks::network_create(&conn, a).await,
+        C::NetworkUpdate(a) => networks::network_update(&conn, a).await,
+        C::NetworkDelete(a) => networks::network_delete(&conn, a).await,
+        C::NetworkList(a) => networks::network_list(&conn, a).await,
+        C::NetworkShow(a) => networks::network_show(&conn, a).await,
+        C::OsimageList(a) => osimages::osimage_list(&conn, a).await,
+        C::OsimageShow(a) => osimages::osimage_show(&conn, a).await,
+        C::PasswdCreate(a) => passwds::passwd_create(&conn, a).await,
+        C::PasswdList(a) => passwds::passwd_list(&conn, a).await,
+        C::PasswdDelete(a) => passwds::passwd_delete(&conn, a).await,
+        C::ServiceList(a) => services::service_list(&conn, a).await,
+        C::DiscoveredList(a) => networks::discovered_list(&conn, a).await,
         C::Power(a) => nodes::power(&conn, a).await,
         C::Bootdev(a) => nodes::bootdev(&conn, a).await,
-        C::ConductorList(a) => others::conductor_list(&conn, a).await,
+        C::ConductorList(a) => services::conductor_list(&conn, a).await,
         C::Events(a) => nodes::events(&conn, a).await,
         C::Deploy(a) => nodes::deploy(&conn, a).await,
         C::Undeploy(a) => nodes::undeploy(&conn, a.noderange).await,
-        C::OsimageDelete(a) => others::osimage_delete(&conn, a).await,
+        C::OsimageDelete(a) => osimages::osimage_delete(&conn, a).await,
     }
 }

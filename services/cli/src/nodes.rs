@@ -95,20 +95,7 @@ async fn create_from_docs(
     docs: Vec<NodeDoc>,
     all_or_nothing: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut masked = 0;
-    let nodes: Vec<pb::Node> = docs
-        .into_iter()
-        .map(|d| {
-            let (n, dropped) = d.into_pb();
-            masked += dropped;
-            n
-        })
-        .collect();
-    if masked > 0 {
-        eprintln!(
-            "note: {masked} secret value(s) shown as ****** were left out; set them with `xcat3 update NODERANGE control/<key>=...`"
-        );
-    }
+    let nodes: Vec<pb::Node> = docs.into_iter().map(NodeDoc::into_pb).collect();
     let req = pb::CreateNodesRequest {
         nodes,
         all_or_nothing,
@@ -176,14 +163,15 @@ async fn fetch(
     conn: &Connection,
     noderange: &str,
 ) -> anyhow::Result<(Vec<pb::Node>, Vec<pb::NodeResult>)> {
-    let mut stream = conn
-        .nodes()
-        .await?
-        .get_nodes(pb::GetNodesRequest {
-            noderange: noderange.to_owned(),
-        })
-        .await?
-        .into_inner();
+    let req = pb::GetNodesRequest {
+        noderange: noderange.to_owned(),
+    };
+    collect_pages(conn.nodes().await?.get_nodes(req).await?.into_inner()).await
+}
+
+async fn collect_pages(
+    mut stream: tonic::Streaming<pb::NodePage>,
+) -> anyhow::Result<(Vec<pb::Node>, Vec<pb::NodeResult>)> {
     let (mut nodes, mut missing) = (Vec::new(), Vec::new());
     while let Some(page) = stream.message().await? {
         nodes.extend(page.nodes);
@@ -256,21 +244,56 @@ pub async fn show(conn: &Connection, a: ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn export(conn: &Connection, a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let (nodes, missing) = fetch(conn, &a.noderange).await?;
+    let (nodes, missing) = if a.with_secrets {
+        let req = pb::GetNodesRequest {
+            noderange: a.noderange.clone(),
+        };
+        collect_pages(conn.nodes().await?.export_nodes(req).await?.into_inner()).await?
+    } else {
+        fetch(conn, &a.noderange).await?
+    };
     let docs: Vec<NodeDoc> = nodes.into_iter().map(NodeDoc::from).collect();
-    let secrets = docs
+    let masked = docs
         .iter()
         .flat_map(|d| d.control.values())
         .filter(|v| *v == xcat3_types::MASK)
         .count();
     let count = docs.len();
     let text = serde_yaml::to_string(&NodesDoc { nodes: docs })?;
-    std::fs::write(&a.file, text).with_context(|| format!("write {}", a.file.display()))?;
+    write_private(&a.file, text.as_bytes())
+        .with_context(|| format!("write {}", a.file.display()))?;
     println!("Exported {count} node(s) to {}", a.file.display());
-    if secrets > 0 {
-        eprintln!("note: {secrets} secret value(s) are not exported (written as ******)");
+    if masked > 0 {
+        eprintln!(
+            "note: {masked} secret value(s) are written as ******, which import refuses; \
+             `export --with-secrets` (admin token) keeps them"
+        );
     }
     Ok(report_missing(&missing))
+}
+
+/// Writes a file only its owner can read (mode 0600, also when it existed before): an export may
+/// hold BMC passwords, and even a masked one maps the site's BMCs. Written to a temporary file
+/// first, so a failed export leaves the old file whole.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    drop(f);
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 pub async fn power(conn: &Connection, a: PowerArgs) -> anyhow::Result<ExitCode> {

@@ -29,8 +29,8 @@ pub struct ImageArgs {
     /// --image-http-listen].
     #[arg(long = "image-base-url", env = "XCAT3_IMAGE_BASE_URL")]
     pub image_base_url: Option<String>,
-    /// Prometheus /metrics address of a stand-alone image service, or "none" (all-in-one shows
-    /// its metrics on the api's page).
+    /// Prometheus /metrics address of the image service, or "none" (all-in-one: the image
+    /// service's metrics are on the api's --metrics-listen page unless this is given).
     #[arg(
         long = "image-metrics-listen",
         env = "XCAT3_IMAGE_METRICS_LISTEN",

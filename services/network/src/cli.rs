@@ -9,6 +9,9 @@ use xcat3_runtime::config::{default_data_dir, optional_addr, token_from};
 use crate::AgentConfig;
 use crate::dhcp::InterfaceFilter;
 
+/// Where a stand-alone agent serves its metrics unless told otherwise.
+const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9330";
+
 /// Flags of `xcat3-server network` (and the agent inside `all-in-one`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NetworkArgs {
@@ -78,13 +81,11 @@ pub struct NetworkArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub http_listen: SocketAddr,
-    /// Prometheus /metrics address, or "none".
-    #[arg(
-        long = "network-metrics-listen",
-        env = "XCAT3_NETWORK_METRICS_LISTEN",
-        default_value = "127.0.0.1:9330"
-    )]
-    pub network_metrics_listen: String,
+    /// Prometheus /metrics address of the network agent, or "none" [default: 127.0.0.1:9330;
+    /// all-in-one: the agent's metrics are on the api's --metrics-listen page unless this is
+    /// given].
+    #[arg(long = "network-metrics-listen", env = "XCAT3_NETWORK_METRICS_LISTEN")]
+    pub network_metrics_listen: Option<String>,
     /// Where the agent keeps its boot table and leases [default: <data dir>/network].
     #[arg(long = "state-dir", env = "XCAT3_NETWORK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -130,8 +131,12 @@ impl NetworkArgs {
         config.ipxe_dir = (self.ipxe_dir != "none").then(|| PathBuf::from(&self.ipxe_dir));
         config.dns_listen = optional_addr("dns_listen", &self.dns_listen)?;
         config.http_listen = self.http_listen;
-        config.metrics_listen =
-            optional_addr("network_metrics_listen", &self.network_metrics_listen)?;
+        config.metrics_listen = optional_addr(
+            "network_metrics_listen",
+            self.network_metrics_listen
+                .as_deref()
+                .unwrap_or(DEFAULT_METRICS_LISTEN),
+        )?;
         Ok(config)
     }
 }

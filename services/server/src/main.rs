@@ -28,7 +28,9 @@ struct Cli {
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start
 enum Role {
-    /// Every service in one process, SQLite by default, no etcd.
+    /// Every service in one process, SQLite by default, no etcd. Metrics: the api, the conductor
+    /// and (unless --network-metrics-listen or --image-metrics-listen give them a page of their
+    /// own) the network agent and the image service on one page, --metrics-listen.
     AllInOne {
         #[command(flatten)]
         api: xcat3_api::cli::ApiArgs,
@@ -275,7 +277,12 @@ fn all_in_one(
         let install_source_check = image_config.install_source_check;
         let (image_ready, image_addrs) = tokio::sync::oneshot::channel();
         let image_task = {
-            let metrics = metrics.clone();
+            // With --image-metrics-listen its own page; otherwise on the api's.
+            let metrics = if image_config.metrics_listen.is_some() {
+                xcat3_runtime::metrics::Metrics::new()
+            } else {
+                metrics.clone()
+            };
             let token = shutdown.clone();
             tokio::spawn(async move {
                 let r = xcat3_image::serve(image_config, metrics, token.clone(), Some(image_ready))
@@ -300,14 +307,20 @@ fn all_in_one(
         }
         let agent = match network {
             Some(args) => {
+                let own_metrics = args.network_metrics_listen.is_some();
                 let mut agent = args
                     .resolve(env, Some(resolved.data_dir.clone()))
                     .map_err(Failure::Config)?;
                 agent.api = agent_api;
                 agent.token = resolved.config.tokens.admin.clone();
-                agent.metrics_listen = None; // its metrics show on the api's /metrics
                 agent.install_source_check = install_source_check;
-                let metrics = metrics.clone();
+                let metrics = if own_metrics {
+                    // Its own page, as a stand-alone agent has ("none": no page).
+                    xcat3_runtime::metrics::Metrics::new()
+                } else {
+                    agent.metrics_listen = None;
+                    metrics.clone()
+                };
                 let token = shutdown.clone();
                 Some(tokio::spawn(async move {
                     let r = xcat3_network::serve(agent, metrics, token.clone()).await;

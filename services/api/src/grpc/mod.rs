@@ -2,10 +2,12 @@
 
 pub mod conductors;
 pub mod images;
-pub mod misc;
 pub mod netboot;
 pub mod networks;
 pub mod nodes;
+pub mod osimages;
+pub mod passwds;
+pub mod registry;
 
 use tonic::Status;
 use xcat3_types::{ErrorCode, FieldError};

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb};
+use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb, node_with_secrets_to_pb};
 
 use xcat3_proto::{internal, pb};
 use xcat3_types::FieldError;
@@ -15,8 +15,10 @@ use tracing::Instrument as _;
 use xcat3_coord::shard_of;
 
 use crate::dispatch::{Dispatcher, Op};
+use crate::index::NodeIndex;
 use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
 use crate::netboot::BootFeed;
+use crate::order::Reorder;
 
 /// Results per streamed message.
 const RESULTS_PER_MESSAGE: usize = 5000;
@@ -49,6 +51,70 @@ impl NodeService {
         }
     }
 
+    /// The nodes of a noderange in pages, the first naming what is not a node.
+    async fn node_pages(
+        &self,
+        noderange: &str,
+        secrets: Secrets,
+    ) -> Result<Response<PageStream>, Status> {
+        let (names, index) = self
+            .inventory
+            .resolve(noderange)
+            .await
+            .map_err(super::status)?;
+        let store = self.inventory.store().clone();
+        let coordinator = self.dispatcher.coordinator().clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            // Which conductor owns each node now (none when ownership cannot be read).
+            let snapshot = coordinator.snapshot().await.ok();
+            let shards = coordinator.shards();
+            let (present, errors) = not_nodes(names, &index);
+            let first = pb::NodePage {
+                nodes: Vec::new(),
+                errors,
+                total: present.len() as u64,
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            for chunk in present.chunks(READ_PAGE) {
+                let page = match store.get_nodes(chunk).await {
+                    Ok(records) => Ok(pb::NodePage {
+                        nodes: records
+                            .iter()
+                            .map(|r| {
+                                let mut n = match secrets {
+                                    Secrets::Masked => {
+                                        node_to_pb(&r.node, r.created_at, r.updated_at)
+                                    }
+                                    Secrets::Shown => {
+                                        node_with_secrets_to_pb(&r.node, r.created_at, r.updated_at)
+                                    }
+                                };
+                                let shard = shard_of(&n.name, shards);
+                                if let Some(owner) =
+                                    snapshot.as_ref().and_then(|s| s.owners.get(&shard))
+                                {
+                                    n.conductor = owner.clone();
+                                }
+                                n
+                            })
+                            .collect(),
+                        errors: Vec::new(),
+                        total: 0,
+                    }),
+                    Err(e) => Err(super::store_status(&e)),
+                };
+                let failed = page.is_err();
+                if tx.send(page).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     /// Resolves the noderange, answers names that are not nodes, and sends the rest to the
     /// conductors.
     async fn dispatch(&self, noderange: &str, op: Op) -> Result<Response<ResultStream>, Status> {
@@ -62,40 +128,25 @@ impl NodeService {
         let dispatcher = self.dispatcher.clone();
         let (out_tx, out_rx) = mpsc::channel(8);
         tokio::spawn(async move {
-            let total = names.len() as u64;
-            let _ = out_tx
-                .send(Ok(pb::NodeResults {
-                    results: Vec::new(),
-                    total,
-                }))
-                .await;
-            let (present, missing): (Vec<String>, Vec<String>) =
-                names.into_iter().partition(|n| index.contains(n));
-            if !missing.is_empty() {
-                let results = missing
-                    .into_iter()
-                    .map(|name| {
-                        outcome_to_pb(Outcome {
-                            name,
-                            result: Err(FieldError::not_found("name", "no such node")),
-                        })
-                    })
-                    .collect();
-                let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
-            }
+            // `out_tx` lives until the boot table is refreshed: the call ends after that.
+            let mut in_order = InOrder::start(names.clone(), out_tx.clone()).await;
+            let (present, missing) = not_nodes(names, &index);
+            in_order.push(missing).await;
             let (tx, mut rx) = mpsc::channel(16);
             tokio::spawn(
                 async move { dispatcher.run(present, op, tx).await }
                     .instrument(tracing::Span::current()),
             );
             while let Some(results) = rx.recv().await {
-                let _ = out_tx.send(Ok(pb::NodeResults { results, total: 0 })).await;
+                in_order.push(results).await;
             }
+            in_order.finish().await;
             if let Some((feed, store)) = refresh_feed
                 && let Err(e) = feed.refresh(&store).await
             {
                 tracing::warn!(error = %e, "refreshing the boot table after a deploy failed; the next poll will");
             }
+            drop(out_tx);
         }
         .instrument(tracing::Span::current()));
         Ok(Response::new(ReceiverStream::new(out_rx)))
@@ -117,6 +168,22 @@ fn one_of(field: &str, value: &str, words: &[&str]) -> Result<(), Status> {
     }
 }
 
+/// The names that are nodes, and a "no such node" result for each of the others.
+fn not_nodes(names: Vec<String>, index: &NodeIndex) -> (Vec<String>, Vec<pb::NodeResult>) {
+    let (present, missing): (Vec<String>, Vec<String>) =
+        names.into_iter().partition(|n| index.contains(n));
+    let missing = missing
+        .into_iter()
+        .map(|name| {
+            outcome_to_pb(Outcome {
+                name,
+                result: Err(FieldError::not_found("name", "no such node")),
+            })
+        })
+        .collect();
+    (present, missing)
+}
+
 fn outcome_to_pb(o: Outcome) -> pb::NodeResult {
     pb::NodeResult {
         name: o.name,
@@ -128,8 +195,70 @@ fn outcome_to_pb(o: Outcome) -> pb::NodeResult {
 }
 
 type ResultStream = ReceiverStream<Result<pb::NodeResults, Status>>;
+type PageStream = ReceiverStream<Result<pb::NodePage, Status>>;
 
-/// Runs a many-node operation in its own task and streams its reports as `NodeResults`.
+/// Whether node pages carry secrets in clear (`ExportNodes`) or masked (everything else).
+#[derive(Clone, Copy)]
+enum Secrets {
+    Masked,
+    Shown,
+}
+
+/// Sends per-node results to the client in the order of the request, at most
+/// [`RESULTS_PER_MESSAGE`] to a message.
+struct InOrder {
+    reorder: Reorder<pb::NodeResult>,
+    out: mpsc::Sender<Result<pb::NodeResults, Status>>,
+}
+
+impl InOrder {
+    /// Announces the total (the number of `names`) as the first message.
+    async fn start(names: Vec<String>, out: mpsc::Sender<Result<pb::NodeResults, Status>>) -> Self {
+        let reorder = Reorder::new(names);
+        let total = reorder.total() as u64;
+        let _ = out
+            .send(Ok(pb::NodeResults {
+                results: Vec::new(),
+                total,
+            }))
+            .await;
+        InOrder { reorder, out }
+    }
+
+    async fn push(&mut self, results: Vec<pb::NodeResult>) {
+        let mut ready = Vec::new();
+        for r in results {
+            let name = r.name.clone();
+            self.reorder.push(&name, r, &mut ready);
+        }
+        self.send(ready).await;
+    }
+
+    /// Sends what is still held (results whose predecessors never came), in order.
+    async fn finish(self) {
+        let InOrder { reorder, out } = self;
+        InOrder::send_to(&out, reorder.finish().collect()).await;
+    }
+
+    async fn send(&self, results: Vec<pb::NodeResult>) {
+        InOrder::send_to(&self.out, results).await;
+    }
+
+    async fn send_to(
+        out: &mpsc::Sender<Result<pb::NodeResults, Status>>,
+        mut results: Vec<pb::NodeResult>,
+    ) {
+        while !results.is_empty() {
+            let rest = results.split_off(results.len().min(RESULTS_PER_MESSAGE));
+            // A closed channel means the client went away; the work still completes.
+            let _ = out.send(Ok(pb::NodeResults { results, total: 0 })).await;
+            results = rest;
+        }
+    }
+}
+
+/// Runs a many-node operation in its own task and streams its reports as `NodeResults`, in the
+/// order of the request.
 fn stream_results<F, Fut>(op: F) -> ResultStream
 where
     F: FnOnce(mpsc::Sender<Report>) -> Fut + Send + 'static,
@@ -141,28 +270,23 @@ where
     let span = tracing::Span::current();
     tokio::spawn(async move {
         let work = tokio::spawn(op(report_tx).instrument(span));
+        let mut in_order: Option<InOrder> = None;
         while let Some(report) = report_rx.recv().await {
-            let messages = match report {
-                Report::Total(total) => vec![pb::NodeResults {
-                    results: Vec::new(),
-                    total,
-                }],
-                Report::Results(outcomes) => {
-                    let mut results: Vec<pb::NodeResult> =
-                        outcomes.into_iter().map(outcome_to_pb).collect();
-                    let mut messages = Vec::new();
-                    while results.len() > RESULTS_PER_MESSAGE {
-                        let rest = results.split_off(RESULTS_PER_MESSAGE);
-                        messages.push(pb::NodeResults { results, total: 0 });
-                        results = rest;
-                    }
-                    messages.push(pb::NodeResults { results, total: 0 });
-                    messages
+            match report {
+                Report::Names(names) => {
+                    in_order = Some(InOrder::start(names, out_tx.clone()).await);
                 }
-            };
-            for m in messages {
-                let _ = out_tx.send(Ok(m)).await;
+                Report::Results(outcomes) => {
+                    let results = outcomes.into_iter().map(outcome_to_pb).collect();
+                    match in_order.as_mut() {
+                        Some(o) => o.push(results).await,
+                        None => InOrder::send_to(&out_tx, results).await,
+                    }
+                }
             }
+        }
+        if let Some(o) = in_order {
+            o.finish().await;
         }
         let end = match work.await {
             Ok(Ok(())) => None,
@@ -181,7 +305,8 @@ impl pb::node_service_server::NodeService for NodeService {
     type CreateNodesStream = ResultStream;
     type UpdateNodesStream = ResultStream;
     type DeleteNodesStream = ResultStream;
-    type GetNodesStream = ReceiverStream<Result<pb::NodePage, Status>>;
+    type GetNodesStream = PageStream;
+    type ExportNodesStream = PageStream;
     type PowerStream = ResultStream;
     type BootDeviceStream = ResultStream;
     type GetEventsStream = ReceiverStream<Result<pb::EventPage, Status>>;
@@ -392,65 +517,16 @@ impl pb::node_service_server::NodeService for NodeService {
         &self,
         request: Request<pb::GetNodesRequest>,
     ) -> Result<Response<Self::GetNodesStream>, Status> {
-        let req = request.into_inner();
-        let (names, index) = self
-            .inventory
-            .resolve(&req.noderange)
+        self.node_pages(&request.into_inner().noderange, Secrets::Masked)
             .await
-            .map_err(super::status)?;
-        let store = self.inventory.store().clone();
-        let coordinator = self.dispatcher.coordinator().clone();
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            // Which conductor owns each node now (none when ownership cannot be read).
-            let snapshot = coordinator.snapshot().await.ok();
-            let shards = coordinator.shards();
-            let (present, missing): (Vec<String>, Vec<String>) =
-                names.into_iter().partition(|n| index.contains(n));
-            let errors = missing
-                .into_iter()
-                .map(|name| {
-                    outcome_to_pb(Outcome {
-                        name,
-                        result: Err(FieldError::not_found("name", "no such node")),
-                    })
-                })
-                .collect();
-            let first = pb::NodePage {
-                nodes: Vec::new(),
-                errors,
-                total: present.len() as u64,
-            };
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            for chunk in present.chunks(READ_PAGE) {
-                let page = match store.get_nodes(chunk).await {
-                    Ok(records) => Ok(pb::NodePage {
-                        nodes: records
-                            .iter()
-                            .map(|r| {
-                                let mut n = node_to_pb(&r.node, r.created_at, r.updated_at);
-                                let shard = shard_of(&n.name, shards);
-                                if let Some(owner) =
-                                    snapshot.as_ref().and_then(|s| s.owners.get(&shard))
-                                {
-                                    n.conductor = owner.clone();
-                                }
-                                n
-                            })
-                            .collect(),
-                        errors: Vec::new(),
-                        total: 0,
-                    }),
-                    Err(e) => Err(super::store_status(&e)),
-                };
-                let failed = page.is_err();
-                if tx.send(page).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn export_nodes(
+        &self,
+        request: Request<pb::GetNodesRequest>,
+    ) -> Result<Response<Self::ExportNodesStream>, Status> {
+        let req = request.into_inner();
+        tracing::warn!(noderange = %req.noderange, "export nodes with their secrets");
+        self.node_pages(&req.noderange, Secrets::Shown).await
     }
 }

@@ -72,12 +72,13 @@ async fn off_the_workers<T: Send + 'static>(
         .map_err(|e| RequestError::Internal(e.to_string()))?
 }
 
-/// Where an operation reports its results, batch by batch. The first message is the total.
+/// Where an operation reports its results, batch by batch. The first message names every node of
+/// the request, in order: results are sent to the client in that order.
 pub type Reporter = mpsc::Sender<Report>;
 
 #[derive(Debug)]
 pub enum Report {
-    Total(u64),
+    Names(Vec<String>),
     Results(Vec<Outcome>),
 }
 
@@ -160,7 +161,11 @@ impl Inventory {
         all_or_nothing: bool,
         tx: &Reporter,
     ) -> Result<(), RequestError> {
-        let _ = tx.send(Report::Total(nodes.len() as u64)).await;
+        let _ = tx
+            .send(Report::Names(
+                nodes.iter().map(|(n, _)| n.clone()).collect(),
+            ))
+            .await;
         let mut seen = HashSet::with_capacity(nodes.len());
         let mut candidates: Vec<Candidate> = nodes
             .into_iter()
@@ -237,7 +242,7 @@ impl Inventory {
             .map_err(RequestError::Invalid)?;
         let nics_changed = parsed.iter().any(Change::touches_nics);
         let (names, _) = self.resolve(noderange).await?;
-        let _ = tx.send(Report::Total(names.len() as u64)).await;
+        let _ = tx.send(Report::Names(names.clone())).await;
         let mut found = Vec::with_capacity(names.len());
         for chunk in names.chunks(READ_PAGE * 5) {
             found.extend(self.store.get_nodes(chunk).await?);
@@ -293,7 +298,7 @@ impl Inventory {
         tx: &Reporter,
     ) -> Result<(), RequestError> {
         let (names, index) = self.resolve(noderange).await?;
-        let _ = tx.send(Report::Total(names.len() as u64)).await;
+        let _ = tx.send(Report::Names(names.clone())).await;
         let (present, missing): (Vec<String>, Vec<String>) =
             names.into_iter().partition(|n| index.contains(n));
         let missing: Vec<Outcome> = missing

@@ -1,81 +1,11 @@
-//! `xcat3.v1.OsImageService`, `PasswdService` and `ServiceRegistry`.
-
-use std::time::Duration;
+//! `xcat3.v1.PasswdService`: named credentials (crypt(3) hashes for installed systems).
 
 use tonic::{Request, Response, Status};
-use xcat3_proto::convert::{osimage_to_pb, timestamp};
+use xcat3_proto::convert::timestamp;
 use xcat3_proto::pb;
-use xcat3_store::{OsImageDeletion, Store, now_ms};
+use xcat3_store::Store;
 
 use super::store_status;
-
-pub struct OsImageService {
-    store: Store,
-}
-
-impl OsImageService {
-    pub fn new(store: Store) -> Self {
-        Self { store }
-    }
-}
-
-#[tonic::async_trait]
-impl pb::os_image_service_server::OsImageService for OsImageService {
-    async fn list_os_images(
-        &self,
-        _: Request<pb::ListOsImagesRequest>,
-    ) -> Result<Response<pb::ListOsImagesResponse>, Status> {
-        let images = self
-            .store
-            .list_osimages()
-            .await
-            .map_err(|e| store_status(&e))?;
-        Ok(Response::new(pb::ListOsImagesResponse {
-            osimages: images.into_iter().map(osimage_to_pb).collect(),
-        }))
-    }
-
-    async fn get_os_image(
-        &self,
-        request: Request<pb::OsImageRef>,
-    ) -> Result<Response<pb::OsImage>, Status> {
-        let name = request.into_inner().name;
-        let image = self
-            .store
-            .get_osimage(&name)
-            .await
-            .map_err(|e| store_status(&e))?;
-        image
-            .map(|i| Response::new(osimage_to_pb(i)))
-            .ok_or_else(|| Status::not_found(format!("no OS image named {name:?}")))
-    }
-
-    async fn delete_os_image(
-        &self,
-        request: Request<pb::OsImageRef>,
-    ) -> Result<Response<pb::DeleteOsImageResponse>, Status> {
-        let name = request.into_inner().name;
-        match self
-            .store
-            .delete_osimage(&name)
-            .await
-            .map_err(|e| store_status(&e))?
-        {
-            OsImageDeletion::Deleted => {
-                tracing::info!(osimage = %name, "osimage deleted");
-                Ok(Response::new(pb::DeleteOsImageResponse {}))
-            }
-            OsImageDeletion::NotFound => {
-                Err(Status::not_found(format!("no OS image named {name:?}")))
-            }
-            OsImageDeletion::InUse(nodes) => Err(Status::failed_precondition(format!(
-                "osimage {name} is used by node(s) {} (their osimage attribute or a deploy in progress); \
-                 change or undeploy them first",
-                nodes.join(", ")
-            ))),
-        }
-    }
-}
 
 pub struct PasswdService {
     store: Store,
@@ -221,49 +151,6 @@ impl pb::passwd_service_server::PasswdService for PasswdService {
         } else {
             Err(Status::not_found(format!("no credential with key {key:?}")))
         }
-    }
-}
-
-pub struct ServiceRegistry {
-    store: Store,
-    heartbeat_interval: Duration,
-}
-
-impl ServiceRegistry {
-    pub fn new(store: Store, heartbeat_interval: Duration) -> Self {
-        Self {
-            store,
-            heartbeat_interval,
-        }
-    }
-}
-
-#[tonic::async_trait]
-impl pb::service_registry_server::ServiceRegistry for ServiceRegistry {
-    async fn list_services(
-        &self,
-        _: Request<pb::ListServicesRequest>,
-    ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        let rows = self
-            .store
-            .list_services()
-            .await
-            .map_err(|e| store_status(&e))?;
-        let online_after = now_ms() - 3 * self.heartbeat_interval.as_millis() as i64;
-        Ok(Response::new(pb::ListServicesResponse {
-            services: rows
-                .into_iter()
-                .map(|s| pb::ServiceInfo {
-                    online: s.heartbeat_at >= online_after,
-                    hostname: s.hostname,
-                    kind: s.kind,
-                    id: s.id,
-                    version: s.version,
-                    started_at: timestamp(s.started_at),
-                    heartbeat_at: timestamp(s.heartbeat_at),
-                })
-                .collect(),
-        }))
     }
 }
 
