@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for doc in docs {
-        let (wire, _) = doc.into_pb();
+        let wire = doc.into_pb();
         if let Ok(mut node) = xcat3_proto::convert::node_from_pb(&wire) {
             let _ = node.validate();
         }
