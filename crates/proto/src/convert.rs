@@ -3,9 +3,12 @@
 
 use std::net::Ipv4Addr;
 
-use xcat3_types::{Control, FieldError, IpRange, Network, Nic, Node, OsImage};
+use xcat3_types::{
+    BootDevice, Control, ErrorCode, FieldError, IpRange, Network, Nic, Node, NodeOutcome, OsImage,
+    PowerAction,
+};
 
-use crate::pb;
+use crate::{internal, pb};
 
 /// Unix time in milliseconds to a protobuf timestamp (0 = unset).
 pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
@@ -183,13 +186,164 @@ pub fn network_to_pb(n: &Network) -> pb::Network {
     }
 }
 
+/// The public name of an error code (`already_exists`). A conductor's "not the owner" never
+/// reaches a client as such: when no owner answers in time the node is unavailable.
+pub fn code_to_pb(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidArgument => "invalid_argument",
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::AlreadyExists => "already_exists",
+        ErrorCode::FailedPrecondition => "failed_precondition",
+        ErrorCode::Aborted => "aborted",
+        ErrorCode::Unavailable | ErrorCode::NotOwner => "unavailable",
+        ErrorCode::Internal => "internal",
+    }
+}
+
 /// A per-node error for the wire.
 pub fn error_to_pb(e: &FieldError) -> pb::ErrorDetail {
     pb::ErrorDetail {
-        code: e.code.as_str().to_owned(),
+        code: code_to_pb(e.code).to_owned(),
         field: e.field.clone(),
         reason: e.reason.clone(),
     }
+}
+
+/// A per-node result for the public wire.
+pub fn outcome_to_pb(o: NodeOutcome) -> pb::NodeResult {
+    pb::NodeResult {
+        name: o.name,
+        outcome: Some(match o.result {
+            Ok(done) => pb::node_result::Outcome::Ok(done.into_owned()),
+            Err(e) => pb::node_result::Outcome::Error(error_to_pb(&e)),
+        }),
+    }
+}
+
+fn code_to_internal(code: ErrorCode) -> internal::Code {
+    match code {
+        ErrorCode::InvalidArgument => internal::Code::InvalidArgument,
+        ErrorCode::NotFound => internal::Code::NotFound,
+        ErrorCode::AlreadyExists => internal::Code::AlreadyExists,
+        ErrorCode::FailedPrecondition => internal::Code::FailedPrecondition,
+        ErrorCode::Aborted => internal::Code::Aborted,
+        ErrorCode::Unavailable => internal::Code::Unavailable,
+        ErrorCode::Internal => internal::Code::Internal,
+        ErrorCode::NotOwner => internal::Code::NotOwner,
+    }
+}
+
+fn code_from_internal(code: internal::Code) -> Option<ErrorCode> {
+    Some(match code {
+        internal::Code::Unspecified => return None,
+        internal::Code::InvalidArgument => ErrorCode::InvalidArgument,
+        internal::Code::NotFound => ErrorCode::NotFound,
+        internal::Code::AlreadyExists => ErrorCode::AlreadyExists,
+        internal::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
+        internal::Code::Aborted => ErrorCode::Aborted,
+        internal::Code::Unavailable => ErrorCode::Unavailable,
+        internal::Code::Internal => ErrorCode::Internal,
+        internal::Code::NotOwner => ErrorCode::NotOwner,
+    })
+}
+
+/// A conductor's outcome for the api.
+pub fn outcome_to_internal(o: NodeOutcome) -> internal::NodeOutcome {
+    internal::NodeOutcome {
+        name: o.name,
+        result: Some(match o.result {
+            Ok(done) => internal::node_outcome::Result::Ok(done.into_owned()),
+            Err(e) => internal::node_outcome::Result::Error(internal::Error {
+                code: code_to_internal(e.code).into(),
+                field: e.field,
+                reason: e.reason,
+            }),
+        }),
+    }
+}
+
+/// A conductor's outcome as the api reads it. One the api cannot read (a code from a newer
+/// conductor, no result) is an internal error for that node, never a success.
+pub fn outcome_from_internal(o: internal::NodeOutcome) -> NodeOutcome {
+    let result = match o.result {
+        Some(internal::node_outcome::Result::Ok(done)) => Ok(done.into()),
+        Some(internal::node_outcome::Result::Error(e)) => {
+            match internal::Code::try_from(e.code)
+                .ok()
+                .and_then(code_from_internal)
+            {
+                Some(code) => Err(FieldError::new(code, e.field, e.reason)),
+                None => Err(FieldError::whole(
+                    ErrorCode::Internal,
+                    format!(
+                        "the conductor answered an unknown error code {}: {}",
+                        e.code, e.reason
+                    ),
+                )),
+            }
+        }
+        None => Err(FieldError::whole(
+            ErrorCode::Internal,
+            "the conductor answered without a result",
+        )),
+    };
+    NodeOutcome {
+        name: o.name,
+        result,
+    }
+}
+
+pub fn power_action_to_internal(a: PowerAction) -> internal::PowerAction {
+    match a {
+        PowerAction::On => internal::PowerAction::On,
+        PowerAction::Off => internal::PowerAction::Off,
+        PowerAction::Reset => internal::PowerAction::Reset,
+        PowerAction::Cycle => internal::PowerAction::Cycle,
+        PowerAction::Status => internal::PowerAction::Status,
+        PowerAction::Boot => internal::PowerAction::Boot,
+    }
+}
+
+pub fn power_action_from_internal(a: i32) -> Result<PowerAction, FieldError> {
+    Ok(match internal::PowerAction::try_from(a) {
+        Ok(internal::PowerAction::On) => PowerAction::On,
+        Ok(internal::PowerAction::Off) => PowerAction::Off,
+        Ok(internal::PowerAction::Reset) => PowerAction::Reset,
+        Ok(internal::PowerAction::Cycle) => PowerAction::Cycle,
+        Ok(internal::PowerAction::Status) => PowerAction::Status,
+        Ok(internal::PowerAction::Boot) => PowerAction::Boot,
+        Ok(internal::PowerAction::Unspecified) | Err(_) => {
+            return Err(FieldError::invalid(
+                "action",
+                format!("unknown power action {a}"),
+            ));
+        }
+    })
+}
+
+/// A boot device to set, or `None` to read it.
+pub fn boot_device_to_internal(d: Option<BootDevice>) -> internal::BootDevice {
+    match d {
+        None | Some(BootDevice::Default) => internal::BootDevice::Status,
+        Some(BootDevice::Net) => internal::BootDevice::Net,
+        Some(BootDevice::Disk) => internal::BootDevice::Disk,
+        Some(BootDevice::Cdrom) => internal::BootDevice::Cdrom,
+    }
+}
+
+pub fn boot_device_from_internal(d: i32) -> Result<Option<BootDevice>, FieldError> {
+    Ok(match internal::BootDevice::try_from(d) {
+        Ok(internal::BootDevice::Status) => None,
+        Ok(internal::BootDevice::Net) => Some(BootDevice::Net),
+        Ok(internal::BootDevice::Disk) => Some(BootDevice::Disk),
+        Ok(internal::BootDevice::Cdrom) => Some(BootDevice::Cdrom),
+        Ok(internal::BootDevice::Unspecified) | Err(_) => {
+            return Err(FieldError::invalid(
+                "device",
+                format!("unknown boot device {d}"),
+            ));
+        }
+    })
 }
 
 pub fn osimage_to_pb(i: OsImage) -> pb::OsImage {
@@ -240,6 +394,62 @@ mod tests {
             .insert("bmc_password".into(), "******".into());
         let e = node_from_pb(&pb_node).unwrap_err();
         assert!(e.to_string().contains("--with-secrets"), "{e}");
+    }
+
+    #[test]
+    fn outcomes_cross_the_internal_wire_with_their_code() {
+        let moved = NodeOutcome::fail("n1", ErrorCode::NotOwner, "shard 3 moved");
+        let back = outcome_from_internal(outcome_to_internal(moved.clone()));
+        assert_eq!(back, moved);
+        assert_eq!(
+            outcome_from_internal(outcome_to_internal(NodeOutcome::ok("n1", "on")))
+                .result
+                .as_deref(),
+            Ok("on")
+        );
+        // Not the owner is "unavailable" to a client.
+        let public = outcome_to_pb(moved);
+        assert!(
+            matches!(public.outcome, Some(pb::node_result::Outcome::Error(e)) if e.code == "unavailable")
+        );
+        // What the api cannot read is an error, never a success.
+        let odd = internal::NodeOutcome {
+            name: "n1".into(),
+            result: Some(internal::node_outcome::Result::Error(internal::Error {
+                code: 99,
+                field: String::new(),
+                reason: "?".into(),
+            })),
+        };
+        assert_eq!(
+            outcome_from_internal(odd).result.unwrap_err().code,
+            ErrorCode::Internal
+        );
+        let empty = internal::NodeOutcome {
+            name: "n1".into(),
+            result: None,
+        };
+        assert!(outcome_from_internal(empty).result.is_err());
+        for a in PowerAction::WORDS {
+            let a: PowerAction = a.parse().unwrap();
+            assert_eq!(
+                power_action_from_internal(power_action_to_internal(a).into()),
+                Ok(a)
+            );
+        }
+        assert!(power_action_from_internal(0).is_err());
+        for d in [
+            None,
+            Some(BootDevice::Net),
+            Some(BootDevice::Disk),
+            Some(BootDevice::Cdrom),
+        ] {
+            assert_eq!(
+                boot_device_from_internal(boot_device_to_internal(d).into()),
+                Ok(d)
+            );
+        }
+        assert!(boot_device_from_internal(17).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use std::fmt;
 
-/// The restricted set of error kinds the services report; each maps to one gRPC code.
+/// The restricted set of error kinds the services report. The conversion layer
+/// (`xcat3_proto::convert`) gives each its wire form; nothing else spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     InvalidArgument,
@@ -11,27 +12,10 @@ pub enum ErrorCode {
     Aborted,
     Unavailable,
     Internal,
-}
-
-impl ErrorCode {
-    /// The short, stable name used in per-node results (`already_exists`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidArgument => "invalid_argument",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::AlreadyExists => "already_exists",
-            ErrorCode::FailedPrecondition => "failed_precondition",
-            ErrorCode::Aborted => "aborted",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+    /// The conductor asked does not own the node's shard (now): it did nothing, and the api asks
+    /// the new owner. Between the api and the conductors only; a client sees `Unavailable` if
+    /// no owner answers in time.
+    NotOwner,
 }
 
 /// What is wrong with one field of one resource.
@@ -62,6 +46,11 @@ impl FieldError {
 
     pub fn not_found(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, field, reason)
+    }
+
+    /// An error about the node as a whole (no field).
+    pub fn whole(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self::new(code, "", reason)
     }
 
     /// Prefixes the field path: `mac` inside `nics[2]` becomes `nics[2].mac`.

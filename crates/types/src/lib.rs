@@ -11,6 +11,8 @@ mod name;
 mod network;
 mod node;
 mod osimage;
+mod outcome;
+mod power;
 mod provision;
 mod secret;
 pub mod sshkey;
@@ -24,6 +26,8 @@ pub use node::{
     Arch, Mgt, Netboot, Nic, Node, PowerState, ProvisionState, is_device_path, is_line_breaking,
 };
 pub use osimage::{InstallMethod, OsImage, deploy_url, installer_boot};
+pub use outcome::NodeOutcome;
+pub use power::{BootDevice, PowerAction};
 pub use provision::{ProvisionEvent, Refused};
 pub use secret::{MASK, Secret};
 pub use sshkey::{validate_key as validate_ssh_key, validate_keys as validate_ssh_keys};

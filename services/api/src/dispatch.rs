@@ -9,34 +9,42 @@
 //! (`reset`, `cycle`, `boot`) they get an error saying the action may or may not have run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::Instrument as _;
 use xcat3_coord::{Coordinator, Snapshot, shard_of};
-use xcat3_proto::{internal, pb};
+use xcat3_proto::convert::{
+    boot_device_to_internal, outcome_from_internal, power_action_to_internal,
+};
+use xcat3_proto::internal;
 use xcat3_runtime::auth::Bearer;
-use xcat3_types::Secret;
+use xcat3_types::{BootDevice, ErrorCode, NodeOutcome, PowerAction, Secret};
 
 /// What to ask the conductors.
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Action, and whether to answer "accepted" without waiting for the BMCs.
-    Power(String, bool),
-    BootDevice(String, bool),
+    Power(PowerAction, bool),
+    /// The device to set (`None`: read it), and whether to answer "accepted" at once.
+    BootDevice(Option<BootDevice>, bool),
     /// The names are filled in per conductor.
     Deploy(internal::DeployRequest),
     Undeploy,
 }
 
 impl Op {
+    /// Whether the nodes of a conductor that failed mid-call may be sent to the new owner: the
+    /// operation may have run already, so only if running it twice does no harm.
     fn repeatable(&self) -> bool {
         match self {
-            Op::Power(a, _) => matches!(a.as_str(), "on" | "off" | "status"),
+            Op::Power(a, _) => a.is_idempotent(),
             Op::BootDevice(..) | Op::Undeploy => true,
             // Nodes a failed conductor may have moved to deploying would be refused again.
             Op::Deploy(_) => false,
@@ -44,58 +52,39 @@ impl Op {
     }
 }
 
+/// Outcomes a conductor streams back, batch by batch; an error item means the call broke.
+pub type Outcomes = Pin<Box<dyn Stream<Item = Result<Vec<NodeOutcome>, String>> + Send>>;
+
+/// Why a call to a conductor gave no stream.
+#[derive(Debug)]
+pub enum CallError {
+    /// Nothing was sent (no client could be made): the action did not run there.
+    NotSent(String),
+    /// The call was refused or broke before answering: the action may or may not have run.
+    Failed(String),
+}
+
+/// How the dispatcher reaches a conductor: gRPC ([`GrpcLink`]), or a scripted stand-in in the
+/// unit tests of the dispatch rules.
+#[tonic::async_trait]
+pub trait ConductorLink: Send + Sync + 'static {
+    async fn call(&self, addr: &str, names: Vec<String>, op: &Op) -> Result<Outcomes, CallError>;
+}
+
 pub(crate) type Client =
     internal::conductor_client::ConductorClient<InterceptedService<Channel, Bearer>>;
 
-/// The api's link to the conductors.
-pub struct Dispatcher {
-    coordinator: Arc<dyn Coordinator>,
+/// Conductors over gRPC, one lazily connected client per address.
+pub struct GrpcLink {
     auth: Bearer,
     clients: Mutex<HashMap<String, Client>>,
-    /// How long to wait for a shard without a live owner to be taken over before giving up.
-    takeover_wait: Duration,
     /// With a CA, only conductors that prove their name over TLS are called (and get the token).
     tls: xcat3_runtime::tls::Tls,
     /// The name conductors' certificates must carry, if not the host of their address.
     tls_name: Option<String>,
 }
 
-fn error(name: &str, code: &str, reason: impl Into<String>) -> pb::NodeResult {
-    pb::NodeResult {
-        name: name.to_owned(),
-        outcome: Some(pb::node_result::Outcome::Error(pb::ErrorDetail {
-            code: code.into(),
-            field: String::new(),
-            reason: reason.into(),
-        })),
-    }
-}
-
-impl Dispatcher {
-    /// `token` is sent to the conductors (they accept the admin token), only over TLS to a
-    /// verified conductor when `tls` has a CA.
-    pub fn new(
-        coordinator: Arc<dyn Coordinator>,
-        token: Option<&Secret>,
-        takeover_wait: Duration,
-        tls: xcat3_runtime::tls::Tls,
-        tls_name: Option<String>,
-    ) -> Self {
-        let auth = Bearer::new(token);
-        Self {
-            coordinator,
-            auth,
-            clients: Mutex::default(),
-            takeover_wait,
-            tls,
-            tls_name,
-        }
-    }
-
-    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
-        &self.coordinator
-    }
-
+impl GrpcLink {
     pub(crate) fn client(&self, addr: &str) -> Result<Client, String> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(addr) {
@@ -116,9 +105,114 @@ impl Dispatcher {
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
+}
+
+#[tonic::async_trait]
+impl ConductorLink for GrpcLink {
+    async fn call(&self, addr: &str, names: Vec<String>, op: &Op) -> Result<Outcomes, CallError> {
+        let mut client = self.client(addr).map_err(CallError::NotSent)?;
+        let started = match op {
+            Op::Power(action, no_wait) => {
+                let req = internal::PowerRequest {
+                    names,
+                    action: power_action_to_internal(*action).into(),
+                    no_wait: *no_wait,
+                };
+                client.power(req).await
+            }
+            Op::BootDevice(device, no_wait) => {
+                let req = internal::BootDeviceRequest {
+                    names,
+                    device: boot_device_to_internal(*device).into(),
+                    no_wait: *no_wait,
+                };
+                client.boot_device(req).await
+            }
+            Op::Deploy(req) => {
+                let req = internal::DeployRequest {
+                    names,
+                    ..req.clone()
+                };
+                client.deploy(req).await
+            }
+            Op::Undeploy => client.undeploy(internal::UndeployRequest { names }).await,
+        };
+        let stream = started
+            .map_err(|status| CallError::Failed(format!("{addr}: {}", status.message())))?
+            .into_inner();
+        let addr = addr.to_owned();
+        Ok(Box::pin(stream.map(move |msg| {
+            match msg {
+                Ok(msg) => Ok(msg
+                    .outcomes
+                    .into_iter()
+                    .map(outcome_from_internal)
+                    .collect()),
+                Err(status) => Err(format!("conductor {addr} failed: {}", status.message())),
+            }
+        })))
+    }
+}
+
+/// The api's link to the conductors.
+pub struct Dispatcher {
+    coordinator: Arc<dyn Coordinator>,
+    grpc: Arc<GrpcLink>,
+    link: Arc<dyn ConductorLink>,
+    /// How long to wait for a shard without a live owner to be taken over before giving up.
+    takeover_wait: Duration,
+}
+
+fn error(name: &str, code: ErrorCode, reason: impl Into<String>) -> NodeOutcome {
+    NodeOutcome::fail(name, code, reason)
+}
+
+impl Dispatcher {
+    /// `token` is sent to the conductors (they accept the admin token), only over TLS to a
+    /// verified conductor when `tls` has a CA.
+    pub fn new(
+        coordinator: Arc<dyn Coordinator>,
+        token: Option<&Secret>,
+        takeover_wait: Duration,
+        tls: xcat3_runtime::tls::Tls,
+        tls_name: Option<String>,
+    ) -> Self {
+        let grpc = Arc::new(GrpcLink {
+            auth: Bearer::new(token),
+            clients: Mutex::default(),
+            tls,
+            tls_name,
+        });
+        Self {
+            coordinator,
+            link: grpc.clone(),
+            grpc,
+            takeover_wait,
+        }
+    }
+
+    /// A dispatcher that reaches the conductors through `link` instead of gRPC.
+    pub fn with_link(
+        coordinator: Arc<dyn Coordinator>,
+        link: Arc<dyn ConductorLink>,
+        takeover_wait: Duration,
+    ) -> Self {
+        let mut d = Self::new(coordinator, None, takeover_wait, Default::default(), None);
+        d.link = link;
+        d
+    }
+
+    pub fn coordinator(&self) -> &Arc<dyn Coordinator> {
+        &self.coordinator
+    }
+
+    /// The gRPC client of the conductor at `addr` (for its status).
+    pub(crate) fn client(&self, addr: &str) -> Result<Client, String> {
+        self.grpc.client(addr)
+    }
 
     /// Runs `op` on `names` (existing nodes), sending one result per name to `tx`.
-    pub async fn run(&self, names: Vec<String>, op: Op, tx: mpsc::Sender<Vec<pb::NodeResult>>) {
+    pub async fn run(&self, names: Vec<String>, op: Op, tx: mpsc::Sender<Vec<NodeOutcome>>) {
         let shards = self.coordinator.shards();
         let mut pending: Vec<String> = names;
         // Conductors whose call failed in this operation: presumed dead until their shards move.
@@ -145,7 +239,7 @@ impl Dispatcher {
                         .send(
                             pending
                                 .iter()
-                                .map(|n| error(n, "unavailable", e.clone()))
+                                .map(|n| error(n, ErrorCode::Unavailable, e.clone()))
                                 .collect(),
                         )
                         .await;
@@ -160,7 +254,7 @@ impl Dispatcher {
                     Some(m) => groups.entry(m.addr.clone()).or_default().push(name),
                     None => orphans.push(error(
                         &name,
-                        "unavailable",
+                        ErrorCode::Unavailable,
                         format!("no live conductor owns shard {shard}"),
                     )),
                 }
@@ -174,13 +268,13 @@ impl Dispatcher {
             let (answers_tx, mut answers) = mpsc::channel(16);
             let mut calls = JoinSet::new();
             for (addr, group) in groups {
-                let client = self.client(&addr);
+                let link = self.link.clone();
                 let op = op.clone();
                 let answers_tx = answers_tx.clone();
                 calls.spawn(
                     async move {
                         let (retry, broke) = call(
-                            client,
+                            link.as_ref(),
                             addr.clone(),
                             group,
                             op,
@@ -228,7 +322,7 @@ impl Dispatcher {
                     .map(|n| {
                         error(
                             n,
-                            "internal",
+                            ErrorCode::Internal,
                             format!("the api's call failed unexpectedly: {e}"),
                         )
                     })
@@ -273,86 +367,51 @@ impl Dispatcher {
 /// One call to one conductor. Returns the names to try again elsewhere, and whether the call
 /// broke (the conductor failed or could not be reached).
 async fn call(
-    client: Result<Client, String>,
+    link: &dyn ConductorLink,
     addr: String,
     names: Vec<String>,
     op: Op,
-    tx: mpsc::Sender<Vec<pb::NodeResult>>,
+    tx: mpsc::Sender<Vec<NodeOutcome>>,
     retry_moved: bool,
     retry_failed: bool,
 ) -> (Vec<String>, bool) {
     let mut unanswered: HashSet<String> = names.iter().cloned().collect();
     let mut retry = Vec::new();
-    let mut client = match client {
-        Ok(c) => c,
-        Err(e) => {
+    let failure = match link.call(&addr, names, &op).await {
+        Err(CallError::NotSent(e)) => {
             // Nothing was sent: the action did not run there.
             let reason = format!("{e}; not called, the action did not run");
-            let results = names
-                .iter()
-                .map(|n| error(n, "unavailable", reason.clone()));
-            let _ = tx.send(results.collect()).await;
+            let mut results: Vec<NodeOutcome> = unanswered
+                .drain()
+                .map(|n| error(&n, ErrorCode::Unavailable, reason.clone()))
+                .collect();
+            results.sort_by(|a, b| a.name.cmp(&b.name));
+            let _ = tx.send(results).await;
             return (Vec::new(), false);
         }
-    };
-    let failure = {
-        let started = match &op {
-            Op::Power(action, no_wait) => {
-                let req = internal::PowerRequest {
-                    names,
-                    action: action.clone(),
-                    no_wait: *no_wait,
-                };
-                client.power(req).await
-            }
-            Op::BootDevice(device, no_wait) => {
-                let req = internal::BootDeviceRequest {
-                    names,
-                    device: device.clone(),
-                    no_wait: *no_wait,
-                };
-                client.boot_device(req).await
-            }
-            Op::Deploy(req) => {
-                let req = internal::DeployRequest {
-                    names,
-                    ..req.clone()
-                };
-                client.deploy(req).await
-            }
-            Op::Undeploy => client.undeploy(internal::UndeployRequest { names }).await,
-        };
-        match started {
-            Err(status) => Some(format!("{}: {}", addr, status.message())),
-            Ok(stream) => {
-                let mut stream = stream.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(msg)) => {
-                            let mut forward = Vec::with_capacity(msg.results.len());
-                            for r in msg.results {
-                                if !unanswered.remove(&r.name) {
-                                    continue; // never two results for one node
-                                }
-                                let moved = matches!(&r.outcome, Some(pb::node_result::Outcome::Error(e)) if e.code == "unavailable" && e.reason.starts_with("shard "));
-                                if moved && retry_moved {
-                                    retry.push(r.name);
-                                } else {
-                                    forward.push(r);
-                                }
-                            }
-                            if !forward.is_empty() {
-                                let _ = tx.send(forward).await;
-                            }
+        Err(CallError::Failed(why)) => Some(why),
+        Ok(mut stream) => loop {
+            match stream.next().await {
+                Some(Ok(outcomes)) => {
+                    let mut forward = Vec::with_capacity(outcomes.len());
+                    for o in outcomes {
+                        if !unanswered.remove(&o.name) {
+                            continue; // never two results for one node
                         }
-                        Ok(None) => break None,
-                        Err(status) => {
-                            break Some(format!("conductor {addr} failed: {}", status.message()));
+                        if o.is_not_owner() && retry_moved {
+                            retry.push(o.name);
+                        } else {
+                            forward.push(o);
                         }
                     }
+                    if !forward.is_empty() {
+                        let _ = tx.send(forward).await;
+                    }
                 }
+                Some(Err(why)) => break Some(why),
+                None => break None,
             }
-        }
+        },
     };
     let mut rest: Vec<String> = unanswered.into_iter().collect();
     rest.sort();
@@ -367,7 +426,7 @@ async fn call(
             let _ = tx
                 .send(
                     rest.iter()
-                        .map(|n| error(n, "unavailable", msg.clone()))
+                        .map(|n| error(n, ErrorCode::Unavailable, msg.clone()))
                         .collect(),
                 )
                 .await;
@@ -376,7 +435,13 @@ async fn call(
             let _ = tx
                 .send(
                     rest.iter()
-                        .map(|n| error(n, "internal", format!("conductor {addr} gave no result")))
+                        .map(|n| {
+                            error(
+                                n,
+                                ErrorCode::Internal,
+                                format!("conductor {addr} gave no result"),
+                            )
+                        })
                         .collect(),
                 )
                 .await;
@@ -384,4 +449,288 @@ async fn call(
         None => {}
     }
     (retry, broke)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatch rules on domain types: a scripted ownership table and scripted conductors
+    //! stand in for etcd and the conductor processes (which `tests/e2e/cluster.rs` runs for real).
+
+    use super::*;
+    use xcat3_coord::{BoxFuture, Member, Membership};
+
+    const SHARDS: u32 = 4;
+
+    /// Who owns every shard, changed by the scripted conductors as a takeover would.
+    struct Owners(Mutex<Snapshot>);
+
+    impl Owners {
+        fn all_to(&self, members: &[&str], owner: &str) {
+            let mut s = self.0.lock().unwrap();
+            *s = Snapshot {
+                shards: SHARDS,
+                members: members
+                    .iter()
+                    .map(|id| Member {
+                        id: (*id).into(),
+                        host: (*id).into(),
+                        addr: (*id).into(),
+                    })
+                    .collect(),
+                owners: (0..SHARDS).map(|s| (s, owner.to_owned())).collect(),
+            };
+        }
+    }
+
+    impl Coordinator for Owners {
+        fn shards(&self) -> u32 {
+            SHARDS
+        }
+        fn join(
+            &self,
+            _: Member,
+            _: tokio_util::sync::CancellationToken,
+        ) -> BoxFuture<'_, xcat3_coord::Result<Membership>> {
+            Box::pin(async { Err(xcat3_coord::Error::Config("no joining here".into())) })
+        }
+        fn snapshot(&self) -> BoxFuture<'_, xcat3_coord::Result<Snapshot>> {
+            let s = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(s) })
+        }
+        fn raise_above(&self, _: i64) -> BoxFuture<'_, xcat3_coord::Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// What a scripted conductor answers to one call: batches, or a broken call.
+    type Answer = Result<Vec<Result<Vec<NodeOutcome>, String>>, CallError>;
+
+    /// Scripted conductors: `answer(addr, names)` decides; every call is recorded.
+    struct Script<F> {
+        answer: F,
+        calls: Mutex<Vec<(String, Vec<String>)>>,
+    }
+
+    #[tonic::async_trait]
+    impl<F: Fn(&str, &[String]) -> Answer + Send + Sync + 'static> ConductorLink for Script<F> {
+        async fn call(
+            &self,
+            addr: &str,
+            mut names: Vec<String>,
+            _: &Op,
+        ) -> Result<Outcomes, CallError> {
+            names.sort();
+            self.calls
+                .lock()
+                .unwrap()
+                .push((addr.to_owned(), names.clone()));
+            let batches = (self.answer)(addr, &names)?;
+            Ok(Box::pin(tokio_stream::iter(batches)))
+        }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("n{i}")).collect()
+    }
+
+    /// Runs `op` on `names`; returns every outcome by name (panics on a second one) and the calls.
+    async fn run<F>(
+        owners: Arc<Owners>,
+        answer: F,
+        names: Vec<String>,
+        op: Op,
+        takeover_wait: Duration,
+    ) -> (BTreeMap<String, NodeOutcome>, Vec<(String, Vec<String>)>)
+    where
+        F: Fn(&str, &[String]) -> Answer + Send + Sync + 'static,
+    {
+        let script = Arc::new(Script {
+            answer,
+            calls: Mutex::default(),
+        });
+        let d = Dispatcher::with_link(owners, script.clone(), takeover_wait);
+        let (tx, mut rx) = mpsc::channel(16);
+        let count = names.len();
+        d.run(names, op, tx).await;
+        let mut got = BTreeMap::new();
+        while let Some(batch) = rx.recv().await {
+            for o in batch {
+                let name = o.name.clone();
+                assert!(
+                    got.insert(name.clone(), o).is_none(),
+                    "{name} answered twice"
+                );
+            }
+        }
+        assert_eq!(got.len(), count, "one outcome per node: {got:?}");
+        let calls = script.calls.lock().unwrap().clone();
+        (got, calls)
+    }
+
+    fn status() -> Op {
+        Op::Power(PowerAction::Status, false)
+    }
+
+    fn all_ok(names: &[String], what: &'static str) -> Vec<NodeOutcome> {
+        names
+            .iter()
+            .map(|n| NodeOutcome::ok(n.clone(), what))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nodes_a_conductor_no_longer_owns_go_to_the_new_owner() {
+        let owners = Arc::new(Owners(Mutex::default()));
+        owners.all_to(&["a", "b"], "a");
+        let o = owners.clone();
+        let (got, calls) = run(
+            owners,
+            move |addr, names| {
+                if addr == "a" {
+                    // a lost its shards to b: it did nothing.
+                    o.all_to(&["a", "b"], "b");
+                    let moved = names
+                        .iter()
+                        .map(|n| NodeOutcome::fail(n.clone(), ErrorCode::NotOwner, "moved"))
+                        .collect();
+                    Ok(vec![Ok(moved)])
+                } else {
+                    Ok(vec![Ok(all_ok(names, "on"))])
+                }
+            },
+            names(20),
+            status(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            got.values().all(|o| o.result.as_deref() == Ok("on")),
+            "{got:?}"
+        );
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].0.as_str(), calls[1].0.as_str()), ("a", "b"));
+        assert_eq!(calls[1].1.len(), 20);
+    }
+
+    #[tokio::test]
+    async fn a_conductor_that_fails_midway_has_only_its_unanswered_nodes_repeated_if_safe() {
+        for (op, repeated) in [
+            (status(), true),
+            (Op::Power(PowerAction::Reset, false), false),
+        ] {
+            let owners = Arc::new(Owners(Mutex::default()));
+            owners.all_to(&["a", "b"], "a");
+            let o = owners.clone();
+            let (got, calls) = run(
+                owners,
+                move |addr, names| {
+                    if addr == "a" {
+                        // a answers n1, then dies; its lease expires and b takes over.
+                        o.all_to(&["b"], "b");
+                        Ok(vec![
+                            Ok(all_ok(&names[..1], "on")),
+                            Err("conductor a failed: broken pipe".into()),
+                        ])
+                    } else {
+                        Ok(vec![Ok(all_ok(names, "on"))])
+                    }
+                },
+                names(5),
+                op.clone(),
+                Duration::from_secs(5),
+            )
+            .await;
+            assert_eq!(got["n1"].result.as_deref(), Ok("on"), "{op:?}");
+            if repeated {
+                assert_eq!(calls.len(), 2, "{op:?}");
+                assert_eq!(calls[1].1, ["n2", "n3", "n4", "n5"]);
+                assert!(got.values().all(|o| o.result.is_ok()), "{got:?}");
+            } else {
+                assert_eq!(calls.len(), 1, "a reset is never sent twice");
+                let e = got["n2"].result.as_ref().unwrap_err();
+                assert_eq!(e.code, ErrorCode::Unavailable);
+                assert!(e.reason.contains("may or may not have run"), "{e}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicate_stray_and_missing_answers_still_give_one_result_per_node() {
+        let owners = Arc::new(Owners(Mutex::default()));
+        owners.all_to(&["a"], "a");
+        let (got, _) = run(
+            owners,
+            |_, _| {
+                Ok(vec![
+                    Ok(vec![
+                        NodeOutcome::ok("n1", "on"),
+                        NodeOutcome::fail("n1", ErrorCode::Internal, "second answer"),
+                        NodeOutcome::ok("stranger", "on"),
+                    ]),
+                    Ok(vec![NodeOutcome::ok("n2", "off")]),
+                ])
+            },
+            names(3),
+            status(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(got["n1"].result.as_deref(), Ok("on"));
+        assert_eq!(got["n2"].result.as_deref(), Ok("off"));
+        let e = got["n3"].result.as_ref().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert!(e.reason.contains("gave no result"), "{e}");
+        assert!(!got.contains_key("stranger"));
+    }
+
+    #[tokio::test]
+    async fn not_owner_is_the_answer_once_no_owner_takes_the_nodes_in_time() {
+        let owners = Arc::new(Owners(Mutex::default()));
+        owners.all_to(&["a"], "a");
+        let (got, calls) = run(
+            owners,
+            |_, names| {
+                let moved = names
+                    .iter()
+                    .map(|n| NodeOutcome::fail(n.clone(), ErrorCode::NotOwner, "moving"))
+                    .collect();
+                Ok(vec![Ok(moved)])
+            },
+            names(2),
+            status(),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(calls.len(), 3, "asked again twice, then answered");
+        assert!(got.values().all(|o| o.is_not_owner()));
+    }
+
+    #[tokio::test]
+    async fn without_conductors_or_a_client_nothing_runs_and_each_node_says_why() {
+        let owners = Arc::new(Owners(Mutex::default()));
+        let (got, calls) = run(
+            owners,
+            |_, _| unreachable!("no conductor to call"),
+            names(2),
+            status(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(calls.is_empty());
+        let e = got["n1"].result.as_ref().unwrap_err();
+        assert!(e.reason.contains("no live conductor owns shard"), "{e}");
+
+        let owners = Arc::new(Owners(Mutex::default()));
+        owners.all_to(&["a"], "a");
+        let (got, _) = run(
+            owners,
+            |_, _| Err(CallError::NotSent("no TLS client".into())),
+            names(2),
+            Op::Power(PowerAction::Cycle, false),
+            Duration::from_secs(5),
+        )
+        .await;
+        let e = got["n2"].result.as_ref().unwrap_err();
+        assert!(e.reason.contains("the action did not run"), "{e}");
+    }
 }

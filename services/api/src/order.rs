@@ -7,6 +7,17 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
+/// A per-node result: what [`Reorder`] sorts.
+pub trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for xcat3_types::NodeOutcome {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Holds results that arrived before those of the nodes ahead of them.
 #[derive(Debug)]
 pub struct Reorder<T> {
@@ -19,7 +30,7 @@ pub struct Reorder<T> {
     next: usize,
 }
 
-impl<T> Reorder<T> {
+impl<T: Named> Reorder<T> {
     /// For a request naming `names`, in order.
     pub fn new(names: Vec<String>) -> Self {
         let mut first = HashMap::with_capacity(names.len());
@@ -46,10 +57,11 @@ impl<T> Reorder<T> {
         self.slots.len()
     }
 
-    /// Takes the result for `name` and returns those now ready, in order. A result for a name
-    /// the request did not hold, or one more than it held, is returned at once.
-    pub fn push(&mut self, name: &str, item: T, ready: &mut Vec<T>) {
+    /// Takes a result and adds those now ready to `ready`, in order. A result for a name the
+    /// request did not hold, or one more than it held, is ready at once.
+    pub fn push(&mut self, item: T, ready: &mut Vec<T>) {
         // A name's first result takes its first place, a second one its next place.
+        let name = item.name();
         let place = self
             .first
             .remove(name)
@@ -83,10 +95,16 @@ mod tests {
         s.split(',').map(String::from).collect()
     }
 
+    impl Named for String {
+        fn name(&self) -> &str {
+            self
+        }
+    }
+
     fn push_all(r: &mut Reorder<String>, items: &[&str]) -> Vec<String> {
         let mut ready = Vec::new();
         for i in items {
-            r.push(i, (*i).to_owned(), &mut ready);
+            r.push((*i).to_owned(), &mut ready);
         }
         ready
     }

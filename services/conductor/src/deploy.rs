@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use xcat3_coord::{FencingToken, ShardId, shard_of};
-use xcat3_proto::pb;
 use xcat3_store::{ChangeOutcome, DeployStart, Fence, OsImage, StateChange};
-use xcat3_types::{Network, Node, ProvisionEvent};
+use xcat3_types::{ErrorCode, Network, Node, NodeOutcome, ProvisionEvent};
 
 use crate::driver::{BootDevice, PowerAction};
 use crate::tasks::KeyedTasks;
@@ -80,15 +79,15 @@ fn check(
     Ok(name.to_owned())
 }
 
-fn refused(name: &str, outcome: ChangeOutcome) -> pb::NodeResult {
+fn refused(name: &str, outcome: ChangeOutcome) -> NodeOutcome {
     match outcome {
         ChangeOutcome::Refused(r) => err(
             name,
-            "failed_precondition",
+            ErrorCode::FailedPrecondition,
             "provision_state",
             r.to_string(),
         ),
-        ChangeOutcome::NotFound => err(name, "not_found", "name", "no such node"),
+        ChangeOutcome::NotFound => err(name, ErrorCode::NotFound, "name", "no such node"),
         ChangeOutcome::Done(s) => ok(name, s.as_str()),
     }
 }
@@ -98,7 +97,7 @@ impl Executor {
         self: &Arc<Self>,
         names: Vec<String>,
         params: DeployParams,
-        tx: mpsc::Sender<Vec<pb::NodeResult>>,
+        tx: mpsc::Sender<Vec<NodeOutcome>>,
     ) {
         let params = Arc::new(params);
         self.by_shard(names, tx, move |me, shard, token, names| {
@@ -111,7 +110,7 @@ impl Executor {
     pub async fn undeploy(
         self: &Arc<Self>,
         names: Vec<String>,
-        tx: mpsc::Sender<Vec<pb::NodeResult>>,
+        tx: mpsc::Sender<Vec<NodeOutcome>>,
     ) {
         self.by_shard(names, tx, |me, shard, token, names| async move {
             let changes = same_change(&names, ProvisionEvent::Undeploy, "requested");
@@ -142,7 +141,7 @@ impl Executor {
         shard: ShardId,
         token: FencingToken,
         changes: &[StateChange],
-    ) -> Result<Vec<ChangeOutcome>, Vec<pb::NodeResult>> {
+    ) -> Result<Vec<ChangeOutcome>, Vec<NodeOutcome>> {
         let fence = Fence {
             shard,
             token: token.0,
@@ -154,10 +153,10 @@ impl Executor {
             .map_err(|e| {
                 let (code, why) = match e {
                     xcat3_store::Error::Fenced { .. } => (
-                        "aborted",
+                        ErrorCode::Aborted,
                         format!("shard {shard} moved to another conductor; nothing was changed"),
                     ),
-                    e => ("unavailable", format!("recording the state: {e}")),
+                    e => (ErrorCode::Unavailable, format!("recording the state: {e}")),
                 };
                 changes
                     .iter()
@@ -172,11 +171,11 @@ impl Executor {
         token: FencingToken,
         names: Vec<String>,
         params: &DeployParams,
-    ) -> Vec<pb::NodeResult> {
-        let unavailable = |e: &dyn std::fmt::Display| -> Vec<pb::NodeResult> {
+    ) -> Vec<NodeOutcome> {
+        let unavailable = |e: &dyn std::fmt::Display| -> Vec<NodeOutcome> {
             names
                 .iter()
-                .map(|n| err(n, "unavailable", "", format!("database: {e}")))
+                .map(|n| err(n, ErrorCode::Unavailable, "", format!("database: {e}")))
                 .collect()
         };
         let (records, images, networks) = match tokio::try_join!(
@@ -199,7 +198,7 @@ impl Executor {
         let mut changes = Vec::new();
         for name in &names {
             let Some(node) = nodes.get(name) else {
-                results.push(err(name, "not_found", "name", "no such node"));
+                results.push(err(name, ErrorCode::NotFound, "name", "no such node"));
                 continue;
             };
             match check(
@@ -210,7 +209,7 @@ impl Executor {
                 params.reboot,
             ) {
                 Err((field, reason)) => {
-                    results.push(err(name, "failed_precondition", field, reason))
+                    results.push(err(name, ErrorCode::FailedPrecondition, field, reason))
                 }
                 Ok(osimage) => changes.push(StateChange {
                     node: name.clone(),
@@ -288,9 +287,12 @@ impl Executor {
                         (ProvisionEvent::Published, ChangeOutcome::Done(s)) => {
                             ok(&change.node, s.as_str())
                         }
-                        (ProvisionEvent::Fail, ChangeOutcome::Done(_)) => {
-                            err(&change.node, "unavailable", "mgt", change.message.clone())
-                        }
+                        (ProvisionEvent::Fail, ChangeOutcome::Done(_)) => err(
+                            &change.node,
+                            ErrorCode::Unavailable,
+                            "mgt",
+                            change.message.clone(),
+                        ),
                         (_, o) => refused(&change.node, o),
                     });
                 }

@@ -4,12 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use xcat3_proto::{internal, pb};
-
-use crate::driver::{BootDevice, PowerAction};
 use xcat3_coord::shard_of;
+use xcat3_proto::convert::{
+    boot_device_from_internal, outcome_to_internal, power_action_from_internal,
+};
+use xcat3_proto::internal;
+use xcat3_types::{ErrorCode, NodeOutcome};
 
 use crate::deploy::DeployParams;
 use crate::work::{Executor, Operation, err, ok};
@@ -18,38 +21,35 @@ pub struct ConductorService {
     pub executor: Arc<Executor>,
 }
 
-type Results = ReceiverStream<Result<pb::NodeResults, Status>>;
+type Results = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<internal::NodeOutcomes, Status>> + Send>,
+>;
 
-/// Streams the results `work` sends, after a first message carrying their number.
+/// The answer to the api: a first message carrying the number of outcomes, then each batch
+/// `work` sends, converted for the wire. The work runs in its own task: a caller that goes away
+/// does not stop it (its results are recorded in the database all the same).
 fn stream<F, Fut>(total: usize, work: F) -> Results
 where
-    F: FnOnce(mpsc::Sender<Vec<pb::NodeResult>>) -> Fut,
+    F: FnOnce(mpsc::Sender<Vec<NodeOutcome>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, mut rx) = mpsc::channel::<Vec<pb::NodeResult>>(16);
-    let (out_tx, out_rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel::<Vec<NodeOutcome>>(16);
     tokio::spawn(tracing::Instrument::instrument(
         work(tx),
         tracing::Span::current(),
     ));
-    tokio::spawn(async move {
-        let _ = out_tx
-            .send(Ok(pb::NodeResults {
-                results: Vec::new(),
-                total: total as u64,
-            }))
-            .await;
-        while let Some(results) = rx.recv().await {
-            if out_tx
-                .send(Ok(pb::NodeResults { results, total: 0 }))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    ReceiverStream::new(out_rx)
+    let first = internal::NodeOutcomes {
+        outcomes: Vec::new(),
+        total: total as u64,
+    };
+    Box::pin(
+        tokio_stream::once(Ok(first)).chain(ReceiverStream::new(rx).map(|batch| {
+            Ok(internal::NodeOutcomes {
+                outcomes: batch.into_iter().map(outcome_to_internal).collect(),
+                total: 0,
+            })
+        })),
+    )
 }
 
 impl ConductorService {
@@ -69,19 +69,18 @@ impl ConductorService {
     /// "not owned" error, so the api sends them elsewhere), then does the work in the background;
     /// its outcome is recorded in the nodes' state and events.
     fn accept(&self, names: Vec<String>, op: Operation) -> Results {
-        let (out_tx, out_rx) = mpsc::channel(4);
         let executor = self.executor.clone();
-        tokio::spawn(async move {
+        stream(names.len(), move |tx| async move {
             let owned = executor.membership.owned();
             let (mine, others): (Vec<String>, Vec<String>) = names
                 .into_iter()
                 .partition(|n| owned.contains_key(&shard_of(n, executor.shards)));
-            let mut results: Vec<pb::NodeResult> = mine.iter().map(|n| ok(n, "accepted")).collect();
+            let mut results: Vec<NodeOutcome> = mine.iter().map(|n| ok(n, "accepted")).collect();
             results.extend(others.iter().map(|n| {
                 let shard = shard_of(n, executor.shards);
                 err(
                     n,
-                    "unavailable",
+                    ErrorCode::NotOwner,
                     "",
                     format!(
                         "shard {shard} is not owned by conductor {}; retry",
@@ -89,14 +88,13 @@ impl ConductorService {
                     ),
                 )
             }));
-            let total = results.len() as u64;
-            let _ = out_tx.send(Ok(pb::NodeResults { results, total })).await;
+            let _ = tx.send(results).await;
+            drop(tx);
             // The work outlives the call; its results go to the database, not to the caller.
             let (tx, mut rx) = mpsc::channel(16);
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
             executor.run(mine, op, tx).await;
-        });
-        ReceiverStream::new(out_rx)
+        })
     }
 }
 
@@ -112,10 +110,8 @@ impl internal::conductor_server::Conductor for ConductorService {
         request: Request<internal::PowerRequest>,
     ) -> Result<Response<Results>, Status> {
         let req = request.into_inner();
-        let action: PowerAction = req
-            .action
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("action: {e}")))?;
+        let action = power_action_from_internal(req.action)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(nodes = req.names.len(), %action, "power");
         Ok(Response::new(self.start(
             req.names,
@@ -129,14 +125,9 @@ impl internal::conductor_server::Conductor for ConductorService {
         request: Request<internal::BootDeviceRequest>,
     ) -> Result<Response<Results>, Status> {
         let req = request.into_inner();
-        let target = match req.device.as_str() {
-            "status" => None,
-            other => Some(
-                BootDevice::parse_target(other)
-                    .map_err(|e| Status::invalid_argument(format!("device: {e}")))?,
-            ),
-        };
-        tracing::info!(nodes = req.names.len(), device = %req.device, "boot device");
+        let target = boot_device_from_internal(req.device)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(nodes = req.names.len(), device = ?target, "boot device");
         Ok(Response::new(self.start(
             req.names,
             Operation::BootDevice(target),

@@ -408,15 +408,7 @@ async fn power_sync(executor: Arc<Executor>, interval: Duration, shutdown: Cance
             tokio::select! {
                 results = rx.recv() => match results {
                     Some(results) => {
-                        failed += results
-                            .iter()
-                            .filter(|r| {
-                                matches!(
-                                    r.outcome,
-                                    Some(xcat3_proto::pb::node_result::Outcome::Error(_))
-                                )
-                            })
-                            .count();
+                        failed += results.iter().filter(|r| r.result.is_err()).count();
                     }
                     None => break,
                 },

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use tokio::sync::{RwLock, mpsc};
 use tracing::Instrument as _;
 use xcat3_coord::{FencingToken, Membership, ShardId, shard_of};
-use xcat3_proto::pb;
 use xcat3_store::{NodeUpdate, Store};
-use xcat3_types::{Node, PowerState};
+use xcat3_types::{ErrorCode, FieldError, Node, NodeOutcome, PowerState};
 
 use crate::driver::{BootDevice, DriverError, Drivers, PowerAction};
 use crate::limits::Limits;
@@ -48,22 +47,12 @@ pub struct Executor {
     pub failing_status: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
-pub fn ok(name: &str, what: &str) -> pb::NodeResult {
-    pb::NodeResult {
-        name: name.to_owned(),
-        outcome: Some(pb::node_result::Outcome::Ok(what.to_owned())),
-    }
+pub fn ok(name: &str, what: impl Into<std::borrow::Cow<'static, str>>) -> NodeOutcome {
+    NodeOutcome::ok(name, what)
 }
 
-pub fn err(name: &str, code: &str, field: &str, reason: impl Into<String>) -> pb::NodeResult {
-    pb::NodeResult {
-        name: name.to_owned(),
-        outcome: Some(pb::node_result::Outcome::Error(pb::ErrorDetail {
-            code: code.into(),
-            field: field.into(),
-            reason: reason.into(),
-        })),
-    }
+pub fn err(name: &str, code: ErrorCode, field: &str, reason: impl Into<String>) -> NodeOutcome {
+    NodeOutcome::err(name, FieldError::new(code, field, reason))
 }
 
 impl Executor {
@@ -72,7 +61,7 @@ impl Executor {
         self: &Arc<Self>,
         names: Vec<String>,
         op: Operation,
-        tx: mpsc::Sender<Vec<pb::NodeResult>>,
+        tx: mpsc::Sender<Vec<NodeOutcome>>,
     ) {
         self.by_shard(names, tx, move |me, shard, token, names| async move {
             me.run_owned(shard, token, &names, op).await
@@ -86,11 +75,11 @@ impl Executor {
     pub(crate) async fn by_shard<F, Fut>(
         self: &Arc<Self>,
         names: Vec<String>,
-        tx: mpsc::Sender<Vec<pb::NodeResult>>,
+        tx: mpsc::Sender<Vec<NodeOutcome>>,
         work: F,
     ) where
         F: Fn(Arc<Self>, ShardId, FencingToken, Vec<String>) -> Fut + Clone + Send + 'static,
-        Fut: std::future::Future<Output = Vec<pb::NodeResult>> + Send + 'static,
+        Fut: std::future::Future<Output = Vec<NodeOutcome>> + Send + 'static,
     {
         let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
         for name in names {
@@ -124,18 +113,18 @@ impl Executor {
         shard: ShardId,
         names: Vec<String>,
         work: F,
-    ) -> Vec<pb::NodeResult>
+    ) -> Vec<NodeOutcome>
     where
         F: Fn(Arc<Self>, ShardId, FencingToken, Vec<String>) -> Fut,
-        Fut: std::future::Future<Output = Vec<pb::NodeResult>>,
+        Fut: std::future::Future<Output = Vec<NodeOutcome>>,
     {
-        let moved = |why: &str| -> Vec<pb::NodeResult> {
+        let moved = |why: &str| -> Vec<NodeOutcome> {
             names
                 .iter()
                 .map(|n| {
                     err(
                         n,
-                        "unavailable",
+                        ErrorCode::NotOwner,
                         "",
                         format!("shard {shard} {why} conductor {}; retry", self.id),
                     )
@@ -162,13 +151,13 @@ impl Executor {
         token: FencingToken,
         names: &[String],
         op: Operation,
-    ) -> Vec<pb::NodeResult> {
+    ) -> Vec<NodeOutcome> {
         let records = match self.store.get_nodes(names).await {
             Ok(r) => r,
             Err(e) => {
                 return names
                     .iter()
-                    .map(|n| err(n, "unavailable", "", format!("database: {e}")))
+                    .map(|n| err(n, ErrorCode::Unavailable, "", format!("database: {e}")))
                     .collect();
             }
         };
@@ -177,10 +166,10 @@ impl Executor {
             .map(|r| (r.node.name.clone(), r.node))
             .collect();
         let mut calls = KeyedTasks::new();
-        let mut results: Vec<pb::NodeResult> = Vec::with_capacity(names.len());
+        let mut results: Vec<NodeOutcome> = Vec::with_capacity(names.len());
         for name in names {
             let Some(node) = nodes.remove(name) else {
-                results.push(err(name, "not_found", "name", "no such node"));
+                results.push(err(name, ErrorCode::NotFound, "name", "no such node"));
                 continue;
             };
             let me = self.clone();
@@ -232,7 +221,7 @@ impl Executor {
                 results.extend(done.into_iter().map(|r| {
                     err(
                         &r.name,
-                        "aborted",
+                        ErrorCode::Aborted,
                         "",
                         format!("shard {shard} moved to another conductor while this ran; the result was not recorded"),
                     )
@@ -241,7 +230,7 @@ impl Executor {
             Err(e) => results.extend(done.into_iter().map(|r| {
                 err(
                     &r.name,
-                    "unavailable",
+                    ErrorCode::Unavailable,
                     "",
                     format!("recording the result: {e}"),
                 )
@@ -303,14 +292,14 @@ impl Executor {
 }
 
 /// The result for a node whose task failed without answering (a panic, or cancelled at shutdown).
-pub(crate) fn panicked(name: &str, e: &tokio::task::JoinError) -> pb::NodeResult {
+pub(crate) fn panicked(name: &str, e: &tokio::task::JoinError) -> NodeOutcome {
     tracing::error!(node = name, error = %e, "an operation's task failed");
     let why = if e.is_panic() {
         "the operation failed unexpectedly (a bug: see the conductor's log)"
     } else {
         "the operation was cancelled"
     };
-    err(name, "internal", "", why)
+    err(name, ErrorCode::Internal, "", why)
 }
 
 /// The database update and the result for one node.
@@ -319,7 +308,7 @@ fn record(
     op: Operation,
     outcome: Result<Done, DriverError>,
     already_reported: bool,
-) -> (Option<NodeUpdate>, pb::NodeResult) {
+) -> (Option<NodeUpdate>, NodeOutcome) {
     let name = &node.name;
     let event = |kind: &str, message: String| Some((kind.to_owned(), message));
     match (op, outcome) {
@@ -350,13 +339,18 @@ fn record(
         }
         (_, Ok(_)) => (
             None,
-            err(name, "internal", "", "driver answered another operation"),
+            err(
+                name,
+                ErrorCode::Internal,
+                "",
+                "driver answered another operation",
+            ),
         ),
         (op, Err(e)) => {
             let (code, field) = match &e {
-                DriverError::Config { field, .. } => ("failed_precondition", field.clone()),
+                DriverError::Config { field, .. } => (ErrorCode::FailedPrecondition, field.clone()),
                 DriverError::Remote(_) | DriverError::Unreachable(_) => {
-                    ("unavailable", String::new())
+                    (ErrorCode::Unavailable, String::new())
                 }
             };
             let what = match op {

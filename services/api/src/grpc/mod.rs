@@ -35,7 +35,7 @@ pub fn field_status(e: &FieldError) -> Status {
         ErrorCode::AlreadyExists => Status::already_exists(text),
         ErrorCode::FailedPrecondition => Status::failed_precondition(text),
         ErrorCode::Aborted => Status::aborted(text),
-        ErrorCode::Unavailable => Status::unavailable(text),
+        ErrorCode::Unavailable | ErrorCode::NotOwner => Status::unavailable(text),
         ErrorCode::Internal => Status::internal(text),
     }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use xcat3_proto::convert::{error_to_pb, node_from_pb, node_to_pb, node_with_secrets_to_pb};
+use xcat3_proto::convert::{node_from_pb, node_to_pb, node_with_secrets_to_pb, outcome_to_pb};
 
 use xcat3_proto::{internal, pb};
-use xcat3_types::FieldError;
+use xcat3_types::{BootDevice, FieldError, PowerAction};
 
 use tracing::Instrument as _;
 use xcat3_coord::shard_of;
@@ -70,6 +70,7 @@ impl NodeService {
             let snapshot = coordinator.snapshot().await.ok();
             let shards = coordinator.shards();
             let (present, errors) = not_nodes(names, &index);
+            let errors = errors.into_iter().map(outcome_to_pb).collect();
             let first = pb::NodePage {
                 nodes: Vec::new(),
                 errors,
@@ -126,75 +127,45 @@ impl NodeService {
             .await
             .map_err(super::status)?;
         let dispatcher = self.dispatcher.clone();
-        let (out_tx, out_rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            // `out_tx` lives until the boot table is refreshed: the call ends after that.
-            let mut in_order = InOrder::start(names.clone(), out_tx.clone()).await;
+        Ok(Response::new(stream_results(move |tx| async move {
+            let _ = tx.send(Report::Names(names.clone())).await;
             let (present, missing) = not_nodes(names, &index);
-            in_order.push(missing).await;
-            let (tx, mut rx) = mpsc::channel(16);
-            tokio::spawn(
-                async move { dispatcher.run(present, op, tx).await }
+            let _ = tx.send(Report::Results(missing)).await;
+            let (results_tx, mut results) = mpsc::channel(16);
+            let run = tokio::spawn(
+                async move { dispatcher.run(present, op, results_tx).await }
                     .instrument(tracing::Span::current()),
             );
-            while let Some(results) = rx.recv().await {
-                in_order.push(results).await;
+            while let Some(outcomes) = results.recv().await {
+                let _ = tx.send(Report::Results(outcomes)).await;
             }
-            in_order.finish().await;
+            run.await
+                .map_err(|e| RequestError::Internal(format!("the dispatch failed: {e}")))?;
+            // Before the call ends: a node answered `wait-callback` has its install boot
+            // action on its way to the agents.
             if let Some((feed, store)) = refresh_feed
                 && let Err(e) = feed.refresh(&store).await
             {
                 tracing::warn!(error = %e, "refreshing the boot table after a deploy failed; the next poll will");
             }
-            drop(out_tx);
-        }
-        .instrument(tracing::Span::current()));
-        Ok(Response::new(ReceiverStream::new(out_rx)))
-    }
-}
-
-const POWER_ACTIONS: &[&str] = &["on", "off", "reset", "cycle", "status", "boot"];
-const BOOT_DEVICES: &[&str] = &["net", "disk", "cdrom", "status"];
-
-/// Checks that `value` is one of `words`, naming `field` if not.
-fn one_of(field: &str, value: &str, words: &[&str]) -> Result<(), Status> {
-    if words.contains(&value) {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "{field}: {value:?} is not one of: {}",
-            words.join(", ")
-        )))
+            Ok(())
+        })))
     }
 }
 
 /// The names that are nodes, and a "no such node" result for each of the others.
-fn not_nodes(names: Vec<String>, index: &NodeIndex) -> (Vec<String>, Vec<pb::NodeResult>) {
+fn not_nodes(names: Vec<String>, index: &NodeIndex) -> (Vec<String>, Vec<Outcome>) {
     let (present, missing): (Vec<String>, Vec<String>) =
         names.into_iter().partition(|n| index.contains(n));
     let missing = missing
         .into_iter()
-        .map(|name| {
-            outcome_to_pb(Outcome {
-                name,
-                result: Err(FieldError::not_found("name", "no such node")),
-            })
-        })
+        .map(|name| Outcome::err(name, FieldError::not_found("name", "no such node")))
         .collect();
     (present, missing)
 }
 
-fn outcome_to_pb(o: Outcome) -> pb::NodeResult {
-    pb::NodeResult {
-        name: o.name,
-        outcome: Some(match o.result {
-            Ok(what) => pb::node_result::Outcome::Ok(what.to_owned()),
-            Err(e) => pb::node_result::Outcome::Error(error_to_pb(&e)),
-        }),
-    }
-}
-
-type ResultStream = ReceiverStream<Result<pb::NodeResults, Status>>;
+type ResultStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::NodeResults, Status>> + Send>>;
 type PageStream = ReceiverStream<Result<pb::NodePage, Status>>;
 
 /// Whether node pages carry secrets in clear (`ExportNodes`) or masked (everything else).
@@ -204,100 +175,70 @@ enum Secrets {
     Shown,
 }
 
-/// Sends per-node results to the client in the order of the request, at most
-/// [`RESULTS_PER_MESSAGE`] to a message.
-struct InOrder {
-    reorder: Reorder<pb::NodeResult>,
-    out: mpsc::Sender<Result<pb::NodeResults, Status>>,
+/// Results for the wire, at most [`RESULTS_PER_MESSAGE`] to a message.
+fn messages(outcomes: Vec<Outcome>) -> impl Iterator<Item = pb::NodeResults> {
+    let mut results: Vec<pb::NodeResult> = outcomes.into_iter().map(outcome_to_pb).collect();
+    std::iter::from_fn(move || {
+        if results.is_empty() {
+            return None;
+        }
+        let rest = results.split_off(results.len().min(RESULTS_PER_MESSAGE));
+        Some(pb::NodeResults {
+            results: std::mem::replace(&mut results, rest),
+            total: 0,
+        })
+    })
 }
 
-impl InOrder {
-    /// Announces the total (the number of `names`) as the first message.
-    async fn start(names: Vec<String>, out: mpsc::Sender<Result<pb::NodeResults, Status>>) -> Self {
-        let reorder = Reorder::new(names);
-        let total = reorder.total() as u64;
-        let _ = out
-            .send(Ok(pb::NodeResults {
-                results: Vec::new(),
-                total,
-            }))
-            .await;
-        InOrder { reorder, out }
-    }
-
-    async fn push(&mut self, results: Vec<pb::NodeResult>) {
-        let mut ready = Vec::new();
-        for r in results {
-            let name = r.name.clone();
-            self.reorder.push(&name, r, &mut ready);
-        }
-        self.send(ready).await;
-    }
-
-    /// Sends what is still held (results whose predecessors never came), in order.
-    async fn finish(self) {
-        let InOrder { reorder, out } = self;
-        InOrder::send_to(&out, reorder.finish().collect()).await;
-    }
-
-    async fn send(&self, results: Vec<pb::NodeResult>) {
-        InOrder::send_to(&self.out, results).await;
-    }
-
-    async fn send_to(
-        out: &mpsc::Sender<Result<pb::NodeResults, Status>>,
-        mut results: Vec<pb::NodeResult>,
-    ) {
-        while !results.is_empty() {
-            let rest = results.split_off(results.len().min(RESULTS_PER_MESSAGE));
-            // A closed channel means the client went away; the work still completes.
-            let _ = out.send(Ok(pb::NodeResults { results, total: 0 })).await;
-            results = rest;
-        }
-    }
-}
-
-/// Runs a many-node operation in its own task and streams its reports as `NodeResults`, in the
-/// order of the request.
+/// Runs a many-node operation in its own task (a client that goes away does not stop it) and
+/// streams its reports as `NodeResults`: the total first, then the results in the order of the
+/// request, then the operation's own failure, if any.
 fn stream_results<F, Fut>(op: F) -> ResultStream
 where
     F: FnOnce(mpsc::Sender<Report>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), RequestError>> + Send + 'static,
 {
-    use tracing::Instrument as _;
-    let (report_tx, mut report_rx) = mpsc::channel::<Report>(8);
-    let (out_tx, out_rx) = mpsc::channel(8);
-    let span = tracing::Span::current();
-    tokio::spawn(async move {
-        let work = tokio::spawn(op(report_tx).instrument(span));
-        let mut in_order: Option<InOrder> = None;
-        while let Some(report) = report_rx.recv().await {
-            match report {
+    let (tx, mut reports) = mpsc::channel::<Report>(8);
+    let work = tokio::spawn(op(tx).instrument(tracing::Span::current()));
+    Box::pin(async_stream::try_stream! {
+        let mut in_order: Option<Reorder<Outcome>> = None;
+        while let Some(report) = reports.recv().await {
+            let ready = match report {
                 Report::Names(names) => {
-                    in_order = Some(InOrder::start(names, out_tx.clone()).await);
+                    let reorder = Reorder::new(names);
+                    yield pb::NodeResults {
+                        results: Vec::new(),
+                        total: reorder.total() as u64,
+                    };
+                    in_order = Some(reorder);
+                    continue;
                 }
-                Report::Results(outcomes) => {
-                    let results = outcomes.into_iter().map(outcome_to_pb).collect();
-                    match in_order.as_mut() {
-                        Some(o) => o.push(results).await,
-                        None => InOrder::send_to(&out_tx, results).await,
+                Report::Results(outcomes) => match in_order.as_mut() {
+                    Some(reorder) => {
+                        let mut ready = Vec::with_capacity(outcomes.len());
+                        for o in outcomes {
+                            reorder.push(o, &mut ready);
+                        }
+                        ready
                     }
-                }
+                    None => outcomes,
+                },
+            };
+            for m in messages(ready) {
+                yield m;
             }
         }
-        if let Some(o) = in_order {
-            o.finish().await;
+        if let Some(reorder) = in_order {
+            for m in messages(reorder.finish().collect()) {
+                yield m;
+            }
         }
-        let end = match work.await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(super::status(e)),
-            Err(e) => Some(Status::internal(format!("the operation failed: {e}"))),
-        };
-        if let Some(status) = end {
-            let _ = out_tx.send(Err(status)).await;
+        match work.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => Err(super::status(e))?,
+            Err(e) => Err(Status::internal(format!("the operation failed: {e}")))?,
         }
-    });
-    ReceiverStream::new(out_rx)
+    })
 }
 
 #[tonic::async_trait]
@@ -355,9 +296,12 @@ impl pb::node_service_server::NodeService for NodeService {
         request: Request<pb::PowerRequest>,
     ) -> Result<Response<ResultStream>, Status> {
         let req = request.into_inner();
-        one_of("action", &req.action, POWER_ACTIONS)?;
-        tracing::info!(noderange = %req.noderange, action = %req.action, "power");
-        self.dispatch(&req.noderange, Op::Power(req.action, req.no_wait))
+        let action: PowerAction = req
+            .action
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("action: {e}")))?;
+        tracing::info!(noderange = %req.noderange, %action, "power");
+        self.dispatch(&req.noderange, Op::Power(action, req.no_wait))
             .await
     }
 
@@ -366,9 +310,15 @@ impl pb::node_service_server::NodeService for NodeService {
         request: Request<pb::BootDeviceRequest>,
     ) -> Result<Response<ResultStream>, Status> {
         let req = request.into_inner();
-        one_of("device", &req.device, BOOT_DEVICES)?;
+        let device = match req.device.as_str() {
+            "status" => None,
+            other => Some(
+                BootDevice::parse_target(other)
+                    .map_err(|e| Status::invalid_argument(format!("device: {e}")))?,
+            ),
+        };
         tracing::info!(noderange = %req.noderange, device = %req.device, "boot device");
-        self.dispatch(&req.noderange, Op::BootDevice(req.device, req.no_wait))
+        self.dispatch(&req.noderange, Op::BootDevice(device, req.no_wait))
             .await
     }
 

@@ -26,27 +26,7 @@ pub const WRITE_BATCH: usize = 1000;
 pub const READ_PAGE: usize = 1000;
 
 /// The result for one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub name: String,
-    pub result: Result<&'static str, FieldError>,
-}
-
-impl Outcome {
-    fn ok(name: &str, what: &'static str) -> Self {
-        Outcome {
-            name: name.to_owned(),
-            result: Ok(what),
-        }
-    }
-
-    fn err(name: &str, e: FieldError) -> Self {
-        Outcome {
-            name: name.to_owned(),
-            result: Err(e),
-        }
-    }
-}
+pub use xcat3_types::NodeOutcome as Outcome;
 
 /// A failure of the whole request (nothing was done).
 #[derive(Debug, thiserror::Error)]
