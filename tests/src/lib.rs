@@ -165,6 +165,9 @@ pub struct ServerOptions {
     pub network_agent: bool,
     /// A command the server runs under (`prlimit --nofile=512:512`, say).
     pub wrapper: Vec<String>,
+    /// Where `xcat3-server` is, if not beside the running executable (another build, for a
+    /// benchmark against it).
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// A running `xcat3-server all-in-one`, killed when dropped.
@@ -223,13 +226,17 @@ impl TestServer {
             .create(true)
             .append(true)
             .open(dir.join("server.log"))?;
+        let server = match &opts.bin_dir {
+            Some(d) => d.join("xcat3-server"),
+            None => bin("xcat3-server"),
+        };
         let mut cmd = match opts.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(bin("xcat3-server"));
+                c.args(args).arg(server);
                 c
             }
-            None => Command::new(bin("xcat3-server")),
+            None => Command::new(server),
         };
         cmd.arg("all-in-one");
         if !opts.network_agent {

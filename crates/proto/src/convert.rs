@@ -209,9 +209,11 @@ pub fn error_to_pb(e: &FieldError) -> pb::ErrorDetail {
     }
 }
 
-/// A per-node result for the public wire.
+/// A per-node result for the public wire (its `index`, the node's place in the request, is left
+/// to the caller that knows the request).
 pub fn outcome_to_pb(o: NodeOutcome) -> pb::NodeResult {
     pb::NodeResult {
+        index: 0,
         name: o.name,
         outcome: Some(match o.result {
             Ok(done) => pb::node_result::Outcome::Ok(done.into_owned()),

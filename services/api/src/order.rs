@@ -1,42 +1,29 @@
-//! Per-node results in the order of the request (the noderange's expansion, or the list of nodes
-//! given), while they still stream: a result is sent as soon as every node before it has one.
-//!
-//! Work finishes out of order (batches, shards on several conductors, slow BMCs); operators read
-//! and diff the output as xCAT prints it, node by node in noderange order.
+//! Each per-node result carries its node's place in the request (the noderange's expansion, or
+//! the list of nodes given), so a client can print results in the request's order while they
+//! stream in: the CLI does, as xCAT prints node by node in noderange order. The api itself holds
+//! nothing back: work finishes out of order (batches, shards on several conductors, slow BMCs)
+//! and an API client gets each result as soon as it is known.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
-/// A per-node result: what [`Reorder`] sorts.
-pub trait Named {
-    fn name(&self) -> &str;
-}
-
-impl Named for xcat3_types::NodeOutcome {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// Holds results that arrived before those of the nodes ahead of them.
+/// The places of a request's names.
 #[derive(Debug)]
-pub struct Reorder<T> {
-    /// Where each name's next result goes: its first place until that is taken, then the later
-    /// places of a name the request repeats.
-    first: HashMap<String, usize>,
-    repeats: HashMap<String, VecDeque<usize>>,
-    slots: Vec<Option<T>>,
-    /// The first place whose result has not been sent.
-    next: usize,
+pub struct Places {
+    /// Each name's first place, until a result has taken it.
+    first: HashMap<String, u32>,
+    /// The later places of names the request repeats.
+    repeats: HashMap<String, VecDeque<u32>>,
+    total: u32,
 }
 
-impl<T: Named> Reorder<T> {
+impl Places {
     /// For a request naming `names`, in order.
     pub fn new(names: Vec<String>) -> Self {
+        let total = u32::try_from(names.len()).unwrap_or(u32::MAX);
         let mut first = HashMap::with_capacity(names.len());
-        let mut repeats: HashMap<String, VecDeque<usize>> = HashMap::new();
-        let slots = (0..names.len()).map(|_| None).collect();
-        for (i, name) in names.into_iter().enumerate() {
+        let mut repeats: HashMap<String, VecDeque<u32>> = HashMap::new();
+        for (i, name) in (0..total).zip(names) {
             match first.entry(name) {
                 Entry::Occupied(e) => repeats.entry(e.key().clone()).or_default().push_back(i),
                 Entry::Vacant(e) => {
@@ -44,46 +31,26 @@ impl<T: Named> Reorder<T> {
                 }
             }
         }
-        Reorder {
+        Places {
             first,
             repeats,
-            slots,
-            next: 0,
+            total,
         }
     }
 
     /// How many results the request will have.
     pub fn total(&self) -> usize {
-        self.slots.len()
+        self.total as usize
     }
 
-    /// Takes a result and adds those now ready to `ready`, in order. A result for a name the
-    /// request did not hold, or one more than it held, is ready at once.
-    pub fn push(&mut self, item: T, ready: &mut Vec<T>) {
-        // A name's first result takes its first place, a second one its next place.
-        let name = item.name();
-        let place = self
-            .first
+    /// The place of a result for `name`: its first place, then the next place of a name the
+    /// request repeats; [`Places::total`] (past the end) for a name the request did not hold
+    /// or one result more than it held.
+    pub fn take(&mut self, name: &str) -> u32 {
+        self.first
             .remove(name)
-            .or_else(|| self.repeats.get_mut(name).and_then(VecDeque::pop_front));
-        match place {
-            Some(i) => self.slots[i] = Some(item),
-            None => ready.push(item),
-        }
-        while let Some(slot) = self.slots.get_mut(self.next) {
-            match slot.take() {
-                Some(item) => {
-                    ready.push(item);
-                    self.next += 1;
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// The results still held (some node before them never got one), in order.
-    pub fn finish(self) -> impl Iterator<Item = T> {
-        self.slots.into_iter().flatten()
+            .or_else(|| self.repeats.get_mut(name).and_then(VecDeque::pop_front))
+            .unwrap_or(self.total)
     }
 }
 
@@ -95,45 +62,18 @@ mod tests {
         s.split(',').map(String::from).collect()
     }
 
-    impl Named for String {
-        fn name(&self) -> &str {
-            self
-        }
-    }
-
-    fn push_all(r: &mut Reorder<String>, items: &[&str]) -> Vec<String> {
-        let mut ready = Vec::new();
-        for i in items {
-            r.push((*i).to_owned(), &mut ready);
-        }
-        ready
+    #[test]
+    fn each_result_gets_its_place_in_the_request() {
+        let mut p = Places::new(names("n1,n2,n3"));
+        assert_eq!(p.total(), 3);
+        assert_eq!([p.take("n3"), p.take("n1"), p.take("n2")], [2, 0, 1]);
     }
 
     #[test]
-    fn results_come_out_in_request_order_as_soon_as_they_can() {
-        let mut r = Reorder::new(names("n1,n2,n3,n4"));
-        assert_eq!(r.total(), 4);
-        assert!(push_all(&mut r, &["n3", "n2"]).is_empty());
-        assert_eq!(push_all(&mut r, &["n1"]), names("n1,n2,n3"));
-        assert_eq!(push_all(&mut r, &["n4"]), names("n4"));
-        assert_eq!(r.finish().count(), 0);
-    }
-
-    #[test]
-    fn repeated_and_unknown_names_do_not_stall_the_stream() {
-        let mut r = Reorder::new(names("a,b,a,c"));
-        // The second result for `a` fills its second place.
-        assert_eq!(push_all(&mut r, &["a", "a"]), names("a"));
-        assert_eq!(push_all(&mut r, &["b"]), names("b,a"));
-        // A name the request did not hold, or a third `a`, goes out at once.
-        assert_eq!(push_all(&mut r, &["zz", "a"]), names("zz,a"));
-        assert_eq!(push_all(&mut r, &["c"]), names("c"));
-    }
-
-    #[test]
-    fn what_is_held_at_the_end_is_returned_in_order() {
-        let mut r = Reorder::new(names("x,y,z"));
-        assert!(push_all(&mut r, &["z", "y"]).is_empty());
-        assert_eq!(r.finish().collect::<Vec<_>>(), names("y,z"));
+    fn repeated_and_unknown_names_have_places_too() {
+        let mut p = Places::new(names("a,b,a"));
+        assert_eq!([p.take("a"), p.take("a"), p.take("b")], [0, 2, 1]);
+        // A third `a`, or a stranger, go past the end.
+        assert_eq!([p.take("a"), p.take("zz")], [3, 3]);
     }
 }

@@ -1,5 +1,6 @@
 //! Printing: tables, JSON/YAML documents, per-node results with progress and the summary line.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -74,8 +75,37 @@ pub enum ShowOk {
     Few,
 }
 
-/// Reads a stream of per-node results, printing failures (and successes per `show`), progress on
-/// a terminal, and `Success: X Total: Y`. Exit status 1 if any node failed.
+/// Per-node results in the order of the request: each carries its node's place (`index`), and
+/// a result is released as soon as every place before it has one. A result whose place was
+/// released already (a server that sets no places) is released at once.
+#[derive(Default)]
+struct InOrder {
+    next: u32,
+    held: BTreeMap<u32, pb::NodeResult>,
+}
+
+impl InOrder {
+    fn push(&mut self, r: pb::NodeResult, ready: &mut Vec<pb::NodeResult>) {
+        if r.index < self.next || self.held.contains_key(&r.index) {
+            ready.push(r);
+            return;
+        }
+        self.held.insert(r.index, r);
+        while let Some(r) = self.held.remove(&self.next) {
+            ready.push(r);
+            self.next += 1;
+        }
+    }
+
+    /// What is still held (places before it never got a result), in order.
+    fn finish(self) -> impl Iterator<Item = pb::NodeResult> {
+        self.held.into_values()
+    }
+}
+
+/// Reads a stream of per-node results, printing failures (and successes per `show`) in the
+/// order of the request as they become ready, progress on a terminal, and
+/// `Success: X Total: Y`. Exit status 1 if any node failed.
 pub async fn results(
     mut stream: Streaming<pb::NodeResults>,
     verb: &str,
@@ -84,35 +114,25 @@ pub async fn results(
     let tty = std::io::stderr().is_terminal();
     let (mut total, mut done, mut ok) = (0u64, 0u64, 0u64);
     let mut out = std::io::stdout().lock();
+    let mut in_order = InOrder::default();
+    let mut ready = Vec::new();
     while let Some(msg) = stream.message().await? {
         if msg.total > 0 {
             total = msg.total;
         }
         for r in msg.results {
             done += 1;
-            match r.outcome {
-                Some(pb::node_result::Outcome::Ok(what)) => {
-                    ok += 1;
-                    if show == ShowOk::All || total <= 20 {
-                        let _ = writeln!(out, "{}: {what}", r.name);
-                    }
-                }
-                Some(pb::node_result::Outcome::Error(e)) => {
-                    let field = if e.field.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{}: ", e.field)
-                    };
-                    let _ = writeln!(out, "{}: Error: {field}{}", r.name, e.reason);
-                }
-                None => {
-                    let _ = writeln!(out, "{}: Error: no result", r.name);
-                }
-            }
+            in_order.push(r, &mut ready);
+        }
+        for r in ready.drain(..) {
+            ok += print_result(&mut out, r, show == ShowOk::All || total <= 20) as u64;
         }
         if tty && total > 100 {
             eprint!("\r{verb} {done}/{total}");
         }
+    }
+    for r in in_order.finish() {
+        ok += print_result(&mut out, r, show == ShowOk::All || total <= 20) as u64;
     }
     if tty && total > 100 {
         eprintln!();
@@ -123,4 +143,71 @@ pub async fn results(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints one node's result (a success only if `show_ok`); whether it succeeded.
+fn print_result(out: &mut impl Write, r: pb::NodeResult, show_ok: bool) -> bool {
+    match r.outcome {
+        Some(pb::node_result::Outcome::Ok(what)) => {
+            if show_ok {
+                let _ = writeln!(out, "{}: {what}", r.name);
+            }
+            true
+        }
+        Some(pb::node_result::Outcome::Error(e)) => {
+            let field = if e.field.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.field)
+            };
+            let _ = writeln!(out, "{}: Error: {field}{}", r.name, e.reason);
+            false
+        }
+        None => {
+            let _ = writeln!(out, "{}: Error: no result", r.name);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod in_order_tests {
+    use super::*;
+
+    fn result(name: &str, index: u32) -> pb::NodeResult {
+        pb::NodeResult {
+            name: name.into(),
+            index,
+            outcome: Some(pb::node_result::Outcome::Ok("on".into())),
+        }
+    }
+
+    fn names(v: &[pb::NodeResult]) -> Vec<&str> {
+        v.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    #[test]
+    fn results_print_in_request_order_as_soon_as_they_can() {
+        let mut o = InOrder::default();
+        let mut ready = Vec::new();
+        o.push(result("n3", 2), &mut ready);
+        o.push(result("n2", 1), &mut ready);
+        assert!(ready.is_empty());
+        o.push(result("n1", 0), &mut ready);
+        assert_eq!(names(&ready), ["n1", "n2", "n3"]);
+        ready.clear();
+        o.push(result("n5", 4), &mut ready);
+        assert!(ready.is_empty());
+        assert_eq!(names(&o.finish().collect::<Vec<_>>()), ["n5"]);
+    }
+
+    #[test]
+    fn results_without_places_print_as_they_come() {
+        let mut o = InOrder::default();
+        let mut ready = Vec::new();
+        for n in ["b", "a", "c"] {
+            o.push(result(n, 0), &mut ready);
+        }
+        assert_eq!(names(&ready), ["b", "a", "c"]);
+    }
 }

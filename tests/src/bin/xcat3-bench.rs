@@ -8,6 +8,10 @@
 //! nodes on a simulated BMC (`xcat3_tests::bmcsim`, 20 ms per answer), times `power status` of all
 //! of them in one request, then SIGKILLs a conductor and times the takeover of its shards.
 //!
+//! `cli` runs create/list/update/delete of NODES nodes through the real `xcat3` CLI, beside a
+//! baseline build when `XCAT3_BENCH_BASELINE` names one (`scripts/bench-cli.sh` builds it), and
+//! reports the server's memory a minute later.
+//!
 //! `deploy` imports an ISO, deploys NODES nodes in one request until a network agent serves the
 //! last one's installer script, posts NODES install callbacks at once to the image service until
 //! the agent serves local boot again, and undeploys (per round).
@@ -26,6 +30,162 @@ use xcat3_tests::{
     Backend, ServerOptions, TestServer, big_network, collect_results, error_of, get_all,
     numbered_node,
 };
+
+/// A server and CLI build to measure: this one, or a baseline built elsewhere.
+struct Build {
+    label: &'static str,
+    /// Directory of `xcat3-server` and `xcat3`; `None`: beside this executable.
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Build {
+    fn cli(&self) -> std::path::PathBuf {
+        match &self.dir {
+            Some(d) => d.join("xcat3"),
+            None => xcat3_tests::bin("xcat3"),
+        }
+    }
+}
+
+/// The nodes file `xcat3 create -f` reads: `n` nodes as [`numbered_node`] makes them.
+fn nodes_yaml(n: u32) -> String {
+    let mut out = String::with_capacity(n as usize * 160);
+    out.push_str("nodes:\n");
+    for i in 0..n {
+        let node = numbered_node("cn", i);
+        let nic = &node.nics[0];
+        out.push_str(&format!(
+            "- name: {}\n  groups: [bench]\n  mgt: ipmi\n  control: {{bmc_address: {}}}\n  nics: [{{name: eth0, mac: \"{}\", ip: {}, primary: true}}]\n",
+            node.name, node.control["bmc_address"], nic.mac, nic.ip
+        ));
+    }
+    out
+}
+
+/// Runs the `xcat3` CLI of `build` against `s`; panics unless it exits 0.
+async fn xcat3(build: &Build, s: &TestServer, args: &[&str]) {
+    let out = tokio::process::Command::new(build.cli())
+        .args(args)
+        .current_dir(s.dir())
+        .env("XCAT3_URL", s.url())
+        .env("XCAT3_TOKEN", &s.token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run xcat3");
+    assert!(
+        out.status.success(),
+        "{} xcat3 {args:?}: {}",
+        build.label,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The four bulk operations through the real CLI, as an operator runs them: `create -f` of a
+/// nodes file, `list` (the table), `update` of one attribute by noderange, `delete` by noderange.
+/// With `XCAT3_BENCH_BASELINE=DIR` (another build's `xcat3-server` and `xcat3`, made by
+/// `scripts/bench-cli.sh`), both builds run side by side, round after round, and the figures are
+/// also given as ratios to the baseline's. Then the servers' resident memory, at once and a
+/// minute later.
+async fn cli(backend: Backend, n: u32, rounds: usize) {
+    let mut builds = vec![Build {
+        label: "this build",
+        dir: None,
+    }];
+    if let Some(dir) = std::env::var_os("XCAT3_BENCH_BASELINE") {
+        builds.insert(
+            0,
+            Build {
+                label: "baseline",
+                dir: Some(dir.into()),
+            },
+        );
+    }
+    let mut servers = Vec::new();
+    for b in &builds {
+        let opts = ServerOptions {
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            bin_dir: b.dir.clone(),
+            ..Default::default()
+        };
+        let s = TestServer::start_with(backend, opts)
+            .await
+            .expect("start server");
+        s.networks()
+            .await
+            .create_network(big_network())
+            .await
+            .unwrap();
+        std::fs::write(s.dir().join("nodes.yaml"), nodes_yaml(n)).unwrap();
+        servers.push(s);
+    }
+    let range = format!("cn[00000-{:05}]", n - 1);
+    let ops: [(&str, Vec<&str>); 4] = [
+        ("create", vec!["create", "-f", "nodes.yaml"]),
+        ("list", vec!["list"]),
+        ("update", vec!["update", &range, "arch=aarch64"]),
+        ("delete", vec!["delete", &range]),
+    ];
+    // samples[build][op]
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); ops.len()]; builds.len()];
+    for _ in 0..rounds {
+        for (b, build) in builds.iter().enumerate() {
+            let s = &servers[b];
+            let pid = s.pid().unwrap();
+            for (o, (_, args)) in ops.iter().enumerate() {
+                let sample = measure(pid, xcat3(build, s, args)).await;
+                samples[b][o].push(sample);
+            }
+        }
+    }
+    let name = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    println!("\n== {name}: {n} nodes through the CLI, median of {rounds} rounds");
+    print!("{:<8}", "op");
+    for b in &builds {
+        print!(" {:>22}", format!("{} wall/CPU ms", b.label));
+    }
+    if builds.len() == 2 {
+        print!(" {:>18}", "ratio wall/CPU");
+    }
+    println!();
+    for (o, (op, _)) in ops.iter().enumerate() {
+        print!("{op:<8}");
+        let mut figures = Vec::new();
+        for per_op in &samples {
+            let wall = median(
+                per_op[o]
+                    .iter()
+                    .map(|s| s.wall.as_secs_f64() * 1000.0)
+                    .collect(),
+            );
+            let cpu = median(per_op[o].iter().map(|s| s.cpu * 1000.0).collect());
+            print!(" {:>22}", format!("{wall:.0} / {cpu:.0}"));
+            figures.push((wall, cpu));
+        }
+        if let [(bw, bc), (w, c)] = figures[..] {
+            print!(
+                " {:>18}",
+                format!("{:.2}× / {:.2}×", w / bw, c / bc.max(1.0))
+            );
+        }
+        println!();
+    }
+    let now: Vec<f64> = servers.iter().map(|s| rss_mib(s.pid().unwrap())).collect();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for (b, build) in builds.iter().enumerate() {
+        println!(
+            "{}: server RSS after the rounds {:.1} MiB, a minute later {:.1} MiB",
+            build.label,
+            now[b],
+            rss_mib(servers[b].pid().unwrap())
+        );
+    }
+}
 
 /// CPU seconds (user + system, all threads) of a process.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -48,6 +208,7 @@ fn rss_mib(pid: u32) -> f64 {
     xcat3_tests::status_mib(pid, "VmRSS:")
 }
 
+#[derive(Clone)]
 struct Sample {
     wall: Duration,
     cpu: f64,
@@ -702,9 +863,8 @@ fn dhcp_decisions(n: u32, rounds: usize) {
 async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some("power") | Some("inventory") | Some("dhcp") | Some("netboot") | Some("deploy") => {
-            args.remove(0)
-        }
+        Some("power") | Some("inventory") | Some("dhcp") | Some("netboot") | Some("deploy")
+        | Some("cli") => args.remove(0),
         _ => "inventory".into(),
     };
     let mut args = args.into_iter();
@@ -721,6 +881,13 @@ async fn main() {
     }
     if mode == "dhcp" {
         dhcp_decisions(n, rounds);
+        return;
+    }
+    if mode == "cli" {
+        cli(Backend::Sqlite, n, rounds).await;
+        if has_pg {
+            cli(Backend::Postgres, n, rounds).await;
+        }
         return;
     }
     if mode == "power" {

@@ -18,7 +18,7 @@ use crate::dispatch::{Dispatcher, Op};
 use crate::index::NodeIndex;
 use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
 use crate::netboot::BootFeed;
-use crate::order::Reorder;
+use crate::order::Places;
 
 /// Results per streamed message.
 const RESULTS_PER_MESSAGE: usize = 5000;
@@ -175,9 +175,22 @@ enum Secrets {
     Shown,
 }
 
-/// Results for the wire, at most [`RESULTS_PER_MESSAGE`] to a message.
-fn messages(outcomes: Vec<Outcome>) -> impl Iterator<Item = pb::NodeResults> {
-    let mut results: Vec<pb::NodeResult> = outcomes.into_iter().map(outcome_to_pb).collect();
+/// Results for the wire, each with its node's place in the request when it is known, at most
+/// [`RESULTS_PER_MESSAGE`] to a message.
+fn messages(
+    outcomes: Vec<Outcome>,
+    mut places: Option<&mut Places>,
+) -> impl Iterator<Item = pb::NodeResults> {
+    let mut results: Vec<pb::NodeResult> = outcomes
+        .into_iter()
+        .map(|o| {
+            let index = places.as_mut().map_or(0, |p| p.take(&o.name));
+            pb::NodeResult {
+                index,
+                ..outcome_to_pb(o)
+            }
+        })
+        .collect();
     std::iter::from_fn(move || {
         if results.is_empty() {
             return None;
@@ -191,8 +204,8 @@ fn messages(outcomes: Vec<Outcome>) -> impl Iterator<Item = pb::NodeResults> {
 }
 
 /// Runs a many-node operation in its own task (a client that goes away does not stop it) and
-/// streams its reports as `NodeResults`: the total first, then the results in the order of the
-/// request, then the operation's own failure, if any.
+/// streams its reports as `NodeResults`: the total first, then each result as it comes, with its
+/// node's place in the request, then the operation's own failure, if any.
 fn stream_results<F, Fut>(op: F) -> ResultStream
 where
     F: FnOnce(mpsc::Sender<Report>) -> Fut + Send + 'static,
@@ -201,36 +214,22 @@ where
     let (tx, mut reports) = mpsc::channel::<Report>(8);
     let work = tokio::spawn(op(tx).instrument(tracing::Span::current()));
     Box::pin(async_stream::try_stream! {
-        let mut in_order: Option<Reorder<Outcome>> = None;
+        let mut places: Option<Places> = None;
         while let Some(report) = reports.recv().await {
-            let ready = match report {
+            match report {
                 Report::Names(names) => {
-                    let reorder = Reorder::new(names);
+                    let p = Places::new(names);
                     yield pb::NodeResults {
                         results: Vec::new(),
-                        total: reorder.total() as u64,
+                        total: p.total() as u64,
                     };
-                    in_order = Some(reorder);
-                    continue;
+                    places = Some(p);
                 }
-                Report::Results(outcomes) => match in_order.as_mut() {
-                    Some(reorder) => {
-                        let mut ready = Vec::with_capacity(outcomes.len());
-                        for o in outcomes {
-                            reorder.push(o, &mut ready);
-                        }
-                        ready
+                Report::Results(outcomes) => {
+                    for m in messages(outcomes, places.as_mut()) {
+                        yield m;
                     }
-                    None => outcomes,
-                },
-            };
-            for m in messages(ready) {
-                yield m;
-            }
-        }
-        if let Some(reorder) = in_order {
-            for m in messages(reorder.finish().collect()) {
-                yield m;
+                }
             }
         }
         match work.await {
