@@ -104,13 +104,31 @@ async fn failures_name_node_and_field_and_exit_non_zero() {
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains(
-            "InvalidArgument: template: nics[0].mac: \"zz:54:00:00:00:01\" is not a MAC address"
+            "InvalidArgument: attributes: nics/eth0/mac: \"zz:54:00:00:00:01\" is not a MAC address"
         ),
         "{out:?}"
     );
     let out = s.cli(&["create", "x1", "colour=red"]).await;
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("colour: unknown attribute"), "{out:?}");
+    // Create and update speak one grammar: what update takes, create takes.
+    s.cli(&[
+        "create",
+        "g1",
+        "--nic",
+        "mac=52:54:00:00:09:01,primary=on",
+        "--nic",
+        "mac=52:54:00:00:09:02",
+        "nics/eth1/primary=yes",
+        "labels/rack=r9",
+    ])
+    .await
+    .ok();
+    let out = s.cli(&["show", "g1", "-o", "json"]).await.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["nodes"][0]["nics"][1]["primary"], true, "{v}");
+    assert_eq!(v["nodes"][0]["labels"]["rack"], "r9", "{v}");
+    s.cli(&["update", "g1", "nics/eth0/primary=on"]).await.ok();
     let out = s.cli(&["delete", "n[1-2],n9"]).await;
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("Success: 2 Total: 3"), "{out:?}");

@@ -1,4 +1,5 @@
-//! Attribute changes (`update NODERANGE path=value ...`): parsed and checked once per request,
+//! Attribute changes (`update NODERANGE path=value ...`, and the attributes of `create NODERANGE
+//! path=value ...`, one grammar for both): parsed and checked once per request,
 //! then applied to each node.
 //!
 //! | path | value |

@@ -28,66 +28,46 @@ fn pairs(s: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn parse_bool(field: &str, v: &str) -> anyhow::Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" | "" => Ok(false),
-        _ => bail!("{field}: {v:?} is not True or False"),
-    }
-}
-
-fn parse_nic(spec: &str) -> anyhow::Result<pb::Nic> {
-    let mut nic = pb::Nic::default();
-    for (k, v) in pairs(spec)? {
-        match k.as_str() {
-            "mac" => nic.mac = v,
-            "ip" => nic.ip = v,
-            "name" => nic.name = v,
-            "primary" => nic.primary = parse_bool("--nic primary", &v)?,
-            other => bail!("--nic: unknown key {other:?}; use mac, ip, name, primary"),
+/// The attributes of `create NODERANGE attr=value ... --control k=v,... --nic k=v,...`, as the
+/// paths of `update` (the api parses both with one grammar): `--control k=v` is
+/// `control/k=v`, and each `--nic mac=..,ip=..,name=..,primary=..` becomes `nics/<name>/mac`,
+/// `nics/<name>/ip`, `nics/<name>/primary` (`<name>`: eth0, eth1, ... when not given); then
+/// the `attr=value` arguments.
+fn attributes(
+    attrs: &[String],
+    control: Option<&str>,
+    nics: &[String],
+) -> anyhow::Result<Vec<pb::AttributeChange>> {
+    let change = |path: String, value: String| pb::AttributeChange { path, value };
+    let mut out = Vec::new();
+    if let Some(c) = control {
+        for (k, v) in pairs(c)? {
+            out.push(change(format!("control/{k}"), v));
         }
     }
-    Ok(nic)
-}
-
-/// The node template of `create NODERANGE attr=value ... --control ... --nic ...`.
-fn template(attrs: &[String], control: Option<&str>, nics: &[String]) -> anyhow::Result<pb::Node> {
-    let mut node = pb::Node::default();
+    for (i, spec) in nics.iter().enumerate() {
+        let fields = pairs(spec)?;
+        let mut name = format!("eth{i}");
+        let mut rest = Vec::new();
+        for (k, v) in fields {
+            match k.as_str() {
+                "name" => name = v,
+                "mac" | "ip" | "primary" => rest.push((k, v)),
+                other => bail!("--nic: unknown key {other:?}; use mac, ip, name, primary"),
+            }
+        }
+        // The MAC makes the NIC, so it goes first.
+        rest.sort_by_key(|(k, _)| k != "mac");
+        for (k, v) in rest {
+            out.push(change(format!("nics/{name}/{k}"), v));
+        }
+    }
+    // Last, so that `nics/eth1/primary=yes` finds the NIC a `--nic` made.
     for attr in attrs {
         let (k, v) = key_value(attr)?;
-        match k {
-            "mgt" => node.mgt = v.to_owned(),
-            "netboot" => node.netboot = v.to_owned(),
-            "arch" => node.arch = v.to_owned(),
-            "osimage" => node.osimage = v.to_owned(),
-            "groups" => {
-                node.groups = v
-                    .split(',')
-                    .filter(|g| !g.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
-            _ if k.starts_with("labels/") => {
-                node.labels
-                    .insert(k["labels/".len()..].to_owned(), v.to_owned());
-            }
-            _ if k.starts_with("control/") => {
-                node.control
-                    .insert(k["control/".len()..].to_owned(), v.to_owned());
-            }
-            _ => bail!(
-                "{k}: unknown attribute for create; use mgt, netboot, arch, osimage, groups, labels/<key>, control/<key>"
-            ),
-        }
+        out.push(change(k.to_owned(), v.to_owned()));
     }
-    if let Some(c) = control {
-        node.control.extend(pairs(c)?);
-    }
-    node.nics = nics
-        .iter()
-        .map(|n| parse_nic(n))
-        .collect::<anyhow::Result<_>>()?;
-    Ok(node)
+    Ok(out)
 }
 
 async fn create_from_docs(
@@ -117,9 +97,9 @@ pub async fn create(conn: &Connection, a: CreateArgs) -> anyhow::Result<ExitCode
     };
     let req = pb::CreateNodesRequest {
         noderange: noderange.clone(),
-        template: Some(template(attrs, a.control.as_deref(), &a.nics)?),
+        attributes: attributes(attrs, a.control.as_deref(), &a.nics)?,
         all_or_nothing: a.bulk.all_or_nothing,
-        nodes: Vec::new(),
+        ..Default::default()
     };
     let stream = conn.nodes().await?.create_nodes(req).await?.into_inner();
     output::results(stream, "created", ShowOk::Few).await
@@ -399,19 +379,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_readme_create_parses() {
-        let t = template(
-            &["mgt=kvm".into(), "netboot=pxe".into(), "arch=x86_64".into()],
-            Some("ssh_username=root,ssh_virt_type=virsh,ssh_address=11.5.102.1,ssh_key_filename=/root/.ssh/id_rsa"),
-            &["mac=52:54:00:36:ac:b1,ip=11.5.102.60,name=eth0,primary=True".into()],
+    fn the_readme_create_becomes_update_paths() {
+        let a = attributes(
+            &["mgt=kvm".into(), "netboot=pxe".into()],
+            Some("ssh_username=root,ssh_address=11.5.102.1"),
+            &[
+                "ip=11.5.102.60,name=eth0,primary=True,mac=52:54:00:36:ac:b1".into(),
+                "mac=52:54:00:36:ac:b2".into(),
+            ],
         )
         .unwrap();
-        assert_eq!(t.mgt, "kvm");
-        assert_eq!(t.control["ssh_address"], "11.5.102.1");
-        assert_eq!(t.nics[0].ip, "11.5.102.60");
-        assert!(t.nics[0].primary);
-        assert!(template(&["colour=red".into()], None, &[]).is_err());
-        assert!(template(&[], None, &["mac=1,bogus=2".into()]).is_err());
-        assert!(template(&[], None, &["primary=maybe".into()]).is_err());
+        let paths: Vec<String> = a
+            .iter()
+            .map(|c| format!("{}={}", c.path, c.value))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "control/ssh_username=root",
+                "control/ssh_address=11.5.102.1",
+                "nics/eth0/mac=52:54:00:36:ac:b1",
+                "nics/eth0/ip=11.5.102.60",
+                "nics/eth0/primary=True",
+                "nics/eth1/mac=52:54:00:36:ac:b2",
+                "mgt=kvm",
+                "netboot=pxe",
+            ]
+        );
+        assert!(attributes(&["colour".into()], None, &[]).is_err());
+        assert!(attributes(&[], None, &["mac=1,bogus=2".into()]).is_err());
     }
 }

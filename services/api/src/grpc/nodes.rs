@@ -14,6 +14,7 @@ use xcat3_types::{BootDevice, FieldError, PowerAction};
 use tracing::Instrument as _;
 use xcat3_coord::shard_of;
 
+use crate::changes::Change;
 use crate::dispatch::{Dispatcher, Op};
 use crate::index::NodeIndex;
 use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
@@ -151,6 +152,16 @@ impl NodeService {
             Ok(())
         })))
     }
+}
+
+/// A blank node with `attributes` applied in order: the template of `create NODERANGE
+/// path=value ...`, in the grammar of `update`.
+fn template_from(attributes: &[pb::AttributeChange]) -> Result<xcat3_types::Node, FieldError> {
+    let mut node = xcat3_types::Node::new("");
+    for a in attributes {
+        Change::parse(&a.path, &a.value)?.apply(&mut node)?;
+    }
+    Ok(node)
 }
 
 /// The names that are nodes, and a "no such node" result for each of the others.
@@ -388,8 +399,17 @@ impl pb::node_service_server::NodeService for NodeService {
                     .new_names(&req.noderange)
                     .await
                     .map_err(super::status)?;
-                let template = node_from_pb(&req.template.unwrap_or_default())
-                    .map_err(|e| Status::invalid_argument(format!("template: {e}")))?;
+                let template = if req.attributes.is_empty() {
+                    node_from_pb(&req.template.unwrap_or_default())
+                        .map_err(|e| Status::invalid_argument(format!("template: {e}")))?
+                } else if req.template.is_some() {
+                    return Err(Status::invalid_argument(
+                        "give either template or attributes, not both",
+                    ));
+                } else {
+                    template_from(&req.attributes)
+                        .map_err(|e| Status::invalid_argument(format!("attributes: {e}")))?
+                };
                 names
                     .into_iter()
                     .map(|name| {
