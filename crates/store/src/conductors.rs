@@ -1,7 +1,11 @@
 //! What conductors write: shard epochs (fencing), node power state, node events.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait as _, EntityTrait, QueryFilter, QuerySelect,
+};
+use std::collections::HashMap;
+
 use xcat3_types::PowerState;
 
 use crate::entity::{node, node_event, shard};
@@ -9,6 +13,10 @@ use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, now_ms};
 
 /// Most events kept per node; older ones are deleted as new ones are written.
 pub const EVENTS_PER_NODE: usize = 100;
+
+/// Nodes whose events one query reads: 10,000 bound names (SQLite takes 32,766 parameters,
+/// PostgreSQL 65,535).
+pub const EVENT_NODES_PER_QUERY: usize = 10_000;
 
 /// One conductor write for one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,26 +138,42 @@ impl Store {
         Ok(())
     }
 
-    /// The latest `limit` events of each named node, oldest first per node.
+    /// The latest `limit` events of each named node: node by node in the order of `names`,
+    /// oldest first per node. One query for up to [`EVENT_NODES_PER_QUERY`] names (a window
+    /// over the events of the nodes asked, on the `node` index), not one per node.
     pub async fn node_events(&self, names: &[String], limit: u64) -> Result<Vec<EventRecord>> {
-        let mut out = Vec::new();
-        for name in names {
-            let mut rows = node_event::Entity::find()
-                .filter(node_event::Column::Node.eq(name.as_str()))
-                .order_by_desc(node_event::Column::Id)
-                .limit(limit)
-                .all(&self.db)
+        let backend = self.db.get_database_backend();
+        let mut by_node: HashMap<String, Vec<EventRecord>> = HashMap::new();
+        for chunk in names.chunks(EVENT_NODES_PER_QUERY) {
+            let sql = format!(
+                "SELECT node, at, kind, message, conductor FROM (SELECT node, at, kind, message, \
+                 conductor, id, ROW_NUMBER() OVER (PARTITION BY node ORDER BY id DESC) AS newer \
+                 FROM node_events WHERE node IN ({})) ranked WHERE newer <= {limit} ORDER BY id",
+                crate::bind_marks(backend, chunk.len())
+            );
+            let values: Vec<sea_orm::Value> = chunk.iter().map(|n| n.clone().into()).collect();
+            let rows = self
+                .db
+                .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                    backend, sql, values,
+                ))
                 .await?;
-            rows.reverse();
-            out.extend(rows.into_iter().map(|r| EventRecord {
-                node: r.node,
-                at: r.at,
-                kind: r.kind,
-                message: r.message,
-                conductor: r.conductor,
-            }));
+            for r in rows {
+                let e = EventRecord {
+                    node: r.try_get_by_index(0)?,
+                    at: r.try_get_by_index(1)?,
+                    kind: r.try_get_by_index(2)?,
+                    message: r.try_get_by_index(3)?,
+                    conductor: r.try_get_by_index(4)?,
+                };
+                by_node.entry(e.node.clone()).or_default().push(e);
+            }
         }
-        Ok(out)
+        Ok(names
+            .iter()
+            .filter_map(|n| by_node.remove(n))
+            .flatten()
+            .collect())
     }
 
     /// Deletes the events of `nodes` beyond the newest [`EVENTS_PER_NODE`] of each. Called in

@@ -30,7 +30,7 @@ use sea_orm::{
 };
 use xcat3_migrations::{Migrator, MigratorTrait};
 
-pub use conductors::{EVENTS_PER_NODE, EventRecord, NodeUpdate};
+pub use conductors::{EVENT_NODES_PER_QUERY, EVENTS_PER_NODE, EventRecord, NodeUpdate};
 pub use deploys::{
     CallbackError, CallbackReport, ChangeOutcome, DeployRecord, DeployStart, Fence, Finished,
     StateChange,

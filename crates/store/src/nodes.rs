@@ -112,6 +112,16 @@ fn to_active(
     }
 }
 
+/// A stored row's groups column (`a,b`) as a list.
+fn split_groups((name, groups): (String, String)) -> (String, Vec<String>) {
+    let groups = groups
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect();
+    (name, groups)
+}
+
 fn nic_rows(n: &Node) -> impl Iterator<Item = nic::ActiveModel> + '_ {
     n.nics
         .iter()
@@ -355,17 +365,24 @@ impl Store {
             .into_tuple()
             .all(&self.db)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, groups)| {
-                let groups = groups
-                    .split(',')
-                    .filter(|g| !g.is_empty())
-                    .map(String::from)
-                    .collect();
-                (name, groups)
-            })
-            .collect())
+        Ok(rows.into_iter().map(split_groups).collect())
+    }
+
+    /// The groups of the named nodes (those that exist).
+    pub async fn node_groups(&self, names: &[String]) -> Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(KEYS_PER_QUERY) {
+            let rows: Vec<(String, String)> = node::Entity::find()
+                .select_only()
+                .column(node::Column::Name)
+                .column(node::Column::Groups)
+                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            out.extend(rows.into_iter().map(split_groups));
+        }
+        Ok(out)
     }
 
     /// The nodes named, in the order given; names not in the inventory are left out.

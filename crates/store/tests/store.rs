@@ -187,6 +187,25 @@ async fn events_are_capped_per_node(db: Db) {
     );
     let quiet = s.node_events(&["quiet".into()], 1000).await.unwrap();
     assert_eq!(quiet.len(), 1, "other nodes keep their history");
+    // Several nodes in one query: node by node in the order asked, oldest first, at most
+    // `limit` each; names without events or nodes are left out.
+    let both = s
+        .node_events(&["quiet".into(), "nobody".into(), "busy".into()], 3)
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str)> = both
+        .iter()
+        .map(|e| (e.node.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("quiet", "power status failed #0"),
+            ("busy", "power status failed #247"),
+            ("busy", "power status failed #248"),
+            ("busy", "power status failed #249"),
+        ]
+    );
 }
 
 async fn discovered_machines_page_and_expire(db: Db) {

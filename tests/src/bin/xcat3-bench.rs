@@ -8,6 +8,8 @@
 //! nodes on a simulated BMC (`xcat3_tests::bmcsim`, 20 ms per answer), times `power status` of all
 //! of them in one request, then SIGKILLs a conductor and times the takeover of its shards.
 //!
+//! `lookup` times a lookup of one node among NODES (750,000 for the issue-13 figure).
+//!
 //! `cli` runs create/list/update/delete of NODES nodes through the real `xcat3` CLI, beside a
 //! baseline build when `XCAT3_BENCH_BASELINE` names one (`scripts/bench-cli.sh` builds it), and
 //! reports the server's memory a minute later.
@@ -183,6 +185,83 @@ async fn cli(backend: Backend, n: u32, rounds: usize) {
             build.label,
             now[b],
             rss_mib(servers[b].pid().unwrap())
+        );
+    }
+}
+
+/// Looking up one node among `n` (`xcat3 list cnNNNNNN`, a `GetNodes` of one name): the time
+/// and server CPU of 20 lookups, after `n` nodes were created (100,000 per request). Beside the
+/// baseline build when `XCAT3_BENCH_BASELINE` names one.
+async fn lookup(n: u32) {
+    let mut builds = vec![Build {
+        label: "this build",
+        dir: None,
+    }];
+    if let Some(dir) = std::env::var_os("XCAT3_BENCH_BASELINE") {
+        builds.insert(
+            0,
+            Build {
+                label: "baseline",
+                dir: Some(dir.into()),
+            },
+        );
+    }
+    println!("\n== sqlite: one node among {n}, 20 lookups (GetNodes of one name)");
+    for build in &builds {
+        let opts = ServerOptions {
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            bin_dir: build.dir.clone(),
+            ..Default::default()
+        };
+        let s = TestServer::start_with(Backend::Sqlite, opts)
+            .await
+            .expect("start server");
+        s.networks()
+            .await
+            .create_network(big_network())
+            .await
+            .unwrap();
+        for start in (0..n).step_by(100_000) {
+            let nodes = (start..(start + 100_000).min(n))
+                .map(|i| {
+                    let mut node = numbered_node("cn", i);
+                    node.name = format!("cn{i:06}");
+                    node
+                })
+                .collect();
+            create_ok(
+                &s,
+                pb::CreateNodesRequest {
+                    nodes,
+                    ..Default::default()
+                },
+            )
+            .await;
+        }
+        let pid = s.pid().unwrap();
+        // The first lookup after the writes may build the index.
+        get_all(&s, "cn000001").await;
+        let mut samples = Vec::new();
+        for i in 0..20u32 {
+            let name = format!("cn{:06}", (i * 7919) % n);
+            samples.push(
+                measure(pid, async {
+                    let (nodes, _) = get_all(&s, &name).await;
+                    assert_eq!(nodes.len(), 1);
+                })
+                .await,
+            );
+        }
+        let wall = median(
+            samples
+                .iter()
+                .map(|s| s.wall.as_secs_f64() * 1000.0)
+                .collect(),
+        );
+        let cpu = median(samples.iter().map(|s| s.cpu * 1000.0).collect());
+        println!(
+            "{:<12} median {wall:.1} ms, server CPU {cpu:.1} ms",
+            build.label
         );
     }
 }
@@ -881,6 +960,10 @@ async fn main() {
     }
     if mode == "dhcp" {
         dhcp_decisions(n, rounds);
+        return;
+    }
+    if mode == "lookup" {
+        lookup(n).await;
         return;
     }
     if mode == "cli" {

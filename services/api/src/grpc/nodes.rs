@@ -357,25 +357,35 @@ impl pb::node_service_server::NodeService for NodeService {
         let store = self.inventory.store().clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            for chunk in names.chunks(READ_PAGE) {
-                let page = match store.node_events(chunk, limit).await {
-                    Ok(events) => Ok(pb::EventPage {
-                        events: events
-                            .into_iter()
-                            .map(|e| pb::Event {
-                                node: e.node,
-                                at: xcat3_proto::convert::timestamp(e.at),
-                                kind: e.kind,
-                                message: e.message,
-                                conductor: e.conductor,
-                            })
-                            .collect(),
-                    }),
-                    Err(e) => Err(super::store_status(&e)),
+            // One query per 10,000 nodes; answered in pages of at most READ_PAGE nodes' events.
+            for chunk in names.chunks(xcat3_store::EVENT_NODES_PER_QUERY) {
+                let events = match store.node_events(chunk, limit).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = tx.send(Err(super::store_status(&e))).await;
+                        return;
+                    }
                 };
-                let failed = page.is_err();
-                if tx.send(page).await.is_err() || failed {
-                    return;
+                let mut page = Vec::new();
+                let mut nodes_in_page = 0;
+                let mut events = events.into_iter().peekable();
+                while let Some(e) = events.next() {
+                    let last_of_node = events.peek().is_none_or(|next| next.node != e.node);
+                    page.push(pb::Event {
+                        node: e.node,
+                        at: xcat3_proto::convert::timestamp(e.at),
+                        kind: e.kind,
+                        message: e.message,
+                        conductor: e.conductor,
+                    });
+                    nodes_in_page += usize::from(last_of_node);
+                    if last_of_node && (nodes_in_page == READ_PAGE || events.peek().is_none()) {
+                        let events = std::mem::take(&mut page);
+                        nodes_in_page = 0;
+                        if tx.send(Ok(pb::EventPage { events })).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         });

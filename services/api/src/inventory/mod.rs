@@ -9,6 +9,7 @@
 mod checks;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use xcat3_noderange::NoUniverse;
@@ -16,7 +17,7 @@ use xcat3_store::Store;
 use xcat3_types::{ErrorCode, FieldError, Node};
 
 use crate::changes::Change;
-use crate::index::NodeIndex;
+use crate::index::{IndexCache, NodeIndex};
 use checks::InventoryCheck;
 
 /// Nodes written per transaction when a request is not all-or-nothing.
@@ -82,12 +83,18 @@ struct Candidate {
 pub struct Inventory {
     store: Store,
     limit: usize,
+    index: Arc<IndexCache>,
 }
 
 impl Inventory {
     /// `limit` caps how many names a noderange may expand to.
     pub fn new(store: Store, limit: usize) -> Self {
-        Self { store, limit }
+        let index = Arc::new(IndexCache::new(store.clone()));
+        Self {
+            store,
+            limit,
+            index,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -100,12 +107,15 @@ impl Inventory {
     }
 
     /// Expands a noderange against the inventory (empty means `all`).
-    pub async fn resolve(&self, noderange: &str) -> Result<(Vec<String>, NodeIndex), RequestError> {
-        // Refuse text the grammar would refuse before reading the whole inventory for it.
+    pub async fn resolve(
+        &self,
+        noderange: &str,
+    ) -> Result<(Vec<String>, Arc<NodeIndex>), RequestError> {
+        // Refuse text the grammar would refuse before looking at the inventory for it.
         if noderange.len() > xcat3_noderange::MAX_INPUT_LEN {
             return Err(xcat3_noderange::Error::InputTooLong.into());
         }
-        let rows = self.store.node_names_and_groups().await?;
+        let index = self.index.get().await?;
         let expr = if noderange.trim().is_empty() {
             "all".to_owned()
         } else {
@@ -113,8 +123,7 @@ impl Inventory {
         };
         let limit = self.limit;
         off_the_workers(move || {
-            let index = NodeIndex::new(rows);
-            let names = xcat3_noderange::expand_with_limit(&expr, &index, limit)?;
+            let names = xcat3_noderange::expand_with_limit(&expr, index.as_ref(), limit)?;
             Ok((names, index))
         })
         .await
