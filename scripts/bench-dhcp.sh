@@ -4,7 +4,12 @@
 # namespace with 5 s points. Prints, per server and offered rate: completed DORA exchanges per
 # second, loss, and server CPU per exchange (user+sys of the server process / completed DORAs).
 #
-#   bash scripts/bench-dhcp.sh [RATES] [RESERVATIONS]     default "2000 8000 16000" and 10000
+#   bash scripts/bench-dhcp.sh [RATES] [RESERVATIONS] [UNKNOWN]   default "2000 8000 16000", 10000, 40000
+#
+# The unknown machines (UNKNOWN distinct MACs, more than an agent's first block claims cover)
+# take addresses from a dynamic range of 49,150 addresses, so the xcat3 agent must keep claiming
+# blocks from the api while it answers; a DISCOVER it cannot answer shows as loss and in its
+# `xcat3_dhcp_ignored_total` counter, printed after its runs.
 #
 # Installs kea-admin (perfdhcp) and kea-dhcp4-server from Debian. ISC dhcpd is only unpacked from
 # its package (`apt-get download`), never installed, so no dhcpd service can start on this
@@ -14,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${1:-"2000 8000 16000"}
 N=${2:-10000}
+DYN=${3:-40000}
 command -v perfdhcp >/dev/null && command -v kea-dhcp4 >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kea-admin kea-dhcp4-server >/dev/null
 }
@@ -32,15 +38,16 @@ cleanup; W=$(mktemp -d)
 ip netns add xb-srv; ip netns add xb-cli
 ip link add s0 netns xb-srv type veth peer name c0 netns xb-cli
 ip -n xb-srv addr add 10.88.0.1/16 dev s0; ip -n xb-srv link set s0 up; ip -n xb-srv link set lo up
-# perfdhcp sends from the client interface's address (as a relay would not: giaddr stays 0).
+# perfdhcp acts as a relay: its requests carry giaddr = the client interface's address
+# (10.88.0.2, seen in a capture), and the servers answer it on port 67.
 ip -n xb-cli addr add 10.88.0.2/16 dev c0; ip -n xb-cli link set c0 up; ip -n xb-cli link set lo up
 
 # MACs of the reserved machines, and the other machines' (dynamic pool).
-python3 - "$W" "$N" <<'PY'
+python3 - "$W" "$N" "$DYN" <<'PY'
 import sys, json
-w, n = sys.argv[1], int(sys.argv[2])
+w, n, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 res = [f"02:00:{i>>16 & 255:02x}:{i>>8 & 255:02x}:{i & 255:02x}:01" for i in range(n)]
-dyn = [f"02:00:{i>>16 & 255:02x}:{i>>8 & 255:02x}:{i & 255:02x}:02" for i in range(n)]
+dyn = [f"02:00:{i>>16 & 255:02x}:{i>>8 & 255:02x}:{i & 255:02x}:02" for i in range(d)]
 open(f"{w}/reserved.macs", "w").write("\n".join(res) + "\n")
 open(f"{w}/dynamic.macs", "w").write("\n".join(dyn) + "\n")
 ip = lambda i: f"10.88.{1 + i // 250}.{1 + i % 250}"
@@ -51,7 +58,7 @@ kea = {"Dhcp4": {
   "lease-database": {"type": "memfile", "persist": True, "name": f"{w}/kea-leases.csv", "lfc-interval": 0},
   "valid-lifetime": 43200, "host-reservation-identifiers": ["hw-address"],
   "reservations-global": False, "reservations-in-subnet": True,
-  "subnet4": [{"id": 1, "subnet": "10.88.0.0/16", "pools": [{"pool": "10.88.100.1 - 10.88.200.250"}],
+  "subnet4": [{"id": 1, "subnet": "10.88.0.0/16", "pools": [{"pool": "10.88.64.1 - 10.88.255.250"}],
     "option-data": [{"name": "routers", "data": "10.88.0.254"}],
     "reservations": [{"hw-address": m, "ip-address": ip(i), "hostname": f"b{i:05d}"} for i, m in enumerate(res)]}],
   "loggers": [{"name": "kea-dhcp4", "severity": "WARN", "output_options": [{"output": f"{w}/kea.log"}]}]}}
@@ -59,7 +66,7 @@ open(f"{w}/kea.json", "w").write(json.dumps(kea))
 hosts = "".join(f"host b{i:05d} {{ hardware ethernet {m}; fixed-address {ip(i)}; }}\n" for i, m in enumerate(res))
 open(f"{w}/dhcpd.conf", "w").write(
     "authoritative;\ndefault-lease-time 43200;\nmax-lease-time 43200;\n"
-    "subnet 10.88.0.0 netmask 255.255.0.0 {\n  range 10.88.100.1 10.88.200.250;\n  option routers 10.88.0.254;\n}\n" + hosts)
+    "subnet 10.88.0.0 netmask 255.255.0.0 {\n  range 10.88.64.1 10.88.255.250;\n  option routers 10.88.0.254;\n}\n" + hosts)
 PY
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -79,12 +86,12 @@ idle_ticks() {
 # perfdhcp: one 5 s point at RATE with the MACs in FILE; prints
 # "offered completed/s loss% cpu_us_per_dora cpu_us_per_dora_minus_idle".
 point() {
-  local pid=$1 rate=$2 macs=$3 idle=$4
+  local pid=$1 rate=$2 macs=$3 idle=$4 clients=$5
   local before after out
   local drops0 drops1
   drops0=$(udp_drops)
   before=$(cpu_ticks "$pid")
-  out=$( { TIMEFORMAT='LOADGEN %U %S %R'; time ip netns exec xb-cli taskset -c 0 perfdhcp -4 -l c0 -r "$rate" -p 5 -M "$macs" -R "$N"; } 2>&1 || true)
+  out=$( { TIMEFORMAT='LOADGEN %U %S %R'; time ip netns exec xb-cli taskset -c 0 perfdhcp -4 -l c0 -r "$rate" -p 5 -M "$macs" -R "$clients"; } 2>&1 || true)
   after=$(cpu_ticks "$pid")
   drops1=$(udp_drops)
   python3 - "$before" "$after" "$TCK" "$rate" "$idle" "$((drops1 - drops0))" <<PY "$out"
@@ -107,10 +114,11 @@ PY
 }
 
 run_points() { # NAME PID MACFILE LABEL
-  local idle
+  local idle clients=$N
+  [ "$4" = dynamic ] && clients=$DYN
   idle=$(idle_ticks "$2")
   for r in $RATES; do
-    printf '%-8s %-12s ' "$1" "$4"; point "$2" "$r" "$3" "$idle"
+    printf '%-8s %-12s ' "$1" "$4"; point "$2" "$r" "$3" "$idle" "$clients"
   done
 }
 
@@ -125,7 +133,7 @@ XPID=$!
 for _ in $(seq 100); do grep -q "api ready" "$W/x/out" 2>/dev/null && break; sleep 0.1; done
 X="ip netns exec xb-srv $BIN/xcat3 --url http://127.0.0.1:3010"
 $X network-create bench subnet=10.88.0.0 netmask=255.255.0.0 gateway=10.88.0.254 \
-  dynamic_range=10.88.100.1-10.88.200.250 >/dev/null
+  dynamic_range=10.88.64.1-10.88.255.250 >/dev/null
 t0=$(date +%s%N)
 $X create -f "$W/nodes.yaml" >/dev/null
 t1=$(date +%s%N)

@@ -36,7 +36,9 @@ pub use deploys::{
     StateChange,
 };
 pub use misc::{OsImage, OsImageDeletion, PasswdRecord, ServiceRecord};
-pub use netboot::{Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite};
+pub use netboot::{
+    Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite, MAX_BLOCKS_PER_CLAIM,
+};
 pub use nodes::NodeRecord;
 pub use sealing::{Resealed, SealingKeys};
 

@@ -31,6 +31,10 @@ pub struct BootHostRecord {
     pub deploy_token: Option<String>,
 }
 
+/// The most blocks one claim takes (8,192 addresses of 16-address blocks): an agent's demand is
+/// met in a few round trips without one agent taking a whole large range at once.
+pub const MAX_BLOCKS_PER_CLAIM: usize = 512;
+
 /// One committed inventory write: the revision it made and what it touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryWrite {
@@ -198,8 +202,10 @@ impl Store {
     }
 
     /// Renews every live block `agent` holds in `network`'s dynamic range until `ttl_ms` from now
-    /// and, with `claim`, claims one more free (or expired) block of `block_size` addresses.
-    /// Returns the agent's live blocks.
+    /// and, with `claim` (the addresses the agent expects to need), claims more free (or
+    /// expired) blocks of `block_size` addresses: at least what the agent asked for, and at
+    /// least as many as it holds (so a busy segment needs few round trips), within
+    /// [`MAX_BLOCKS_PER_CLAIM`]. Returns the agent's live blocks.
     pub async fn agent_blocks(
         &self,
         agent: &str,
@@ -207,7 +213,7 @@ impl Store {
         range: IpRange,
         block_size: u32,
         ttl_ms: i64,
-        claim: bool,
+        claim: Option<u64>,
     ) -> Result<Vec<Block>> {
         let now = now_ms();
         let expires = now + ttl_ms;
@@ -223,7 +229,7 @@ impl Store {
             .filter(mine.clone())
             .exec(&txn)
             .await?;
-        if claim {
+        if let Some(want) = claim {
             let rows: Vec<(i64, String, i64)> = dynamic_block::Entity::find()
                 .select_only()
                 .column(dynamic_block::Column::First)
@@ -244,7 +250,9 @@ impl Store {
             let blocks_in_range =
                 usize::try_from(range.len().div_ceil(u64::from(block_size))).unwrap_or(usize::MAX);
             let floor = (blocks_in_range / 16).clamp(1, 8);
-            let mut wanted = held.clamp(floor, 64);
+            let asked =
+                usize::try_from(want.div_ceil(u64::from(block_size.max(1)))).unwrap_or(usize::MAX);
+            let mut wanted = held.clamp(floor, 64).max(asked).min(MAX_BLOCKS_PER_CLAIM);
             let taken: std::collections::HashMap<i64, i64> =
                 rows.into_iter().map(|(f, _, at)| (f, at)).collect();
             let mut first = start;

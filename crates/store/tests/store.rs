@@ -208,6 +208,43 @@ async fn events_are_capped_per_node(db: Db) {
     );
 }
 
+async fn dynamic_blocks_follow_demand_and_never_overlap(db: Db) {
+    use std::net::Ipv4Addr;
+    use xcat3_store::MAX_BLOCKS_PER_CLAIM;
+    use xcat3_types::IpRange;
+    let s = &db.store;
+    // 49,152 addresses: 3,072 blocks of 16.
+    let range = IpRange {
+        start: Ipv4Addr::new(10, 9, 0, 0),
+        end: Ipv4Addr::new(10, 9, 191, 255),
+    };
+    let claim = |agent: &'static str, want: Option<u64>| async move {
+        s.agent_blocks(agent, "pool", range, 16, 60_000, want)
+            .await
+            .unwrap()
+    };
+    // A first claim takes a sixteenth of the range, at most 8 blocks.
+    assert_eq!(claim("a", Some(0)).await.len(), 8);
+    // Later ones double what the agent holds, or bring what it asked for.
+    assert_eq!(claim("a", Some(0)).await.len(), 16);
+    assert_eq!(claim("a", Some(1600)).await.len(), 16 + 100);
+    // Within the cap per claim.
+    let held = claim("a", Some(1_000_000)).await.len();
+    assert_eq!(held, 116 + MAX_BLOCKS_PER_CLAIM);
+    // Renewing claims nothing; another agent gets other blocks.
+    assert_eq!(claim("a", None).await.len(), held);
+    let b = claim("b", Some(800)).await;
+    assert_eq!(b.len(), 50);
+    let a = claim("a", None).await;
+    for x in &b {
+        assert!(
+            a.iter()
+                .all(|y| y.range.end < x.range.start || x.range.end < y.range.start),
+            "{x:?} overlaps"
+        );
+    }
+}
+
 async fn discovered_machines_page_and_expire(db: Db) {
     use xcat3_store::DiscoveredRecord;
     let s = &db.store;
@@ -500,6 +537,7 @@ macro_rules! suite {
 }
 
 suite!(
+    dynamic_blocks_follow_demand_and_never_overlap,
     secrets_are_sealed_and_resealed,
     deploys_follow_the_state_machine_and_tokens_work_once,
     stale_conductors_are_fenced,

@@ -160,26 +160,29 @@ pub async fn keep_blocks(api: ApiClient, state: Arc<State>, shutdown: Cancellati
             _ = state.blocks_wanted.notified() => false,
             _ = shutdown.cancelled() => return,
         };
-        let wishes = state
+        let wishes: HashMap<String, u64> = state
             .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take_block_wishes();
+            .take_block_wishes(now_ms())
+            .into_iter()
+            .collect();
         let table = state.table();
-        let mut work: Vec<(String, bool)> = Vec::new();
+        let mut work: Vec<(String, bool, u64)> = Vec::new();
         for net in dynamic_networks(&table) {
             let empty = held.get(&net).is_none_or(|n| *n == 0);
-            let wished = wishes.contains(&net);
-            if renew_all || empty || wished {
-                work.push((net, empty || wished));
+            let wished = wishes.get(&net).copied();
+            if renew_all || empty || wished.is_some() {
+                work.push((net, empty || wished.is_some(), wished.unwrap_or(0)));
             }
         }
-        for (net, claim) in work {
+        for (net, claim, want) in work {
             let mut client = api.0.clone();
             let request = internal::BlocksRequest {
                 agent_id: state.id.clone(),
                 network: net.clone(),
                 claim,
+                want_addresses: want,
             };
             match client.blocks(request).await {
                 Ok(r) => {

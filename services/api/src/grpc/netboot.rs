@@ -91,7 +91,14 @@ impl internal::netboot_config_server::NetbootConfig for NetbootConfig {
         let ttl = i64::try_from(BLOCK_TTL.as_millis()).unwrap_or(i64::MAX);
         let blocks = self
             .store
-            .agent_blocks(agent, &net.name, range, BLOCK_SIZE, ttl, req.claim)
+            .agent_blocks(
+                agent,
+                &net.name,
+                range,
+                BLOCK_SIZE,
+                ttl,
+                req.claim.then_some(req.want_addresses),
+            )
             .await
             .map_err(|e| store_status(&e))?;
         let now = now_ms();

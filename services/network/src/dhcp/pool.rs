@@ -34,12 +34,53 @@ struct NetPool {
     by_mac: HashMap<MacAddr, Lease>,
     by_ip: HashMap<Ipv4Addr, MacAddr>,
     declined: HashMap<Ipv4Addr, i64>,
-    /// Set when no free address was left: the block claimer asks for another block.
+    /// Set when addresses run low: the block claimer asks for more.
     wants_block: bool,
+    /// New addresses handed out, per second: how much a claim must cover.
+    demand: Demand,
     /// Where the search for a free address starts (the one after the last given), so handing out
     /// addresses in order costs O(1) each instead of a scan from the start.
     cursor: u32,
 }
+
+/// New addresses given out in the current second and the one before.
+#[derive(Debug, Default, Clone, Copy)]
+struct Demand {
+    second: i64,
+    this: u64,
+    last: u64,
+}
+
+impl Demand {
+    fn count(&mut self, now: i64) {
+        let second = now.div_euclid(1000);
+        if second != self.second {
+            self.last = if second == self.second + 1 {
+                self.this
+            } else {
+                0
+            };
+            self.this = 0;
+            self.second = second;
+        }
+        self.this += 1;
+    }
+
+    /// New addresses per second lately.
+    fn rate(&self, now: i64) -> u64 {
+        match now.div_euclid(1000) - self.second {
+            0 => self.this.max(self.last),
+            1 => self.this,
+            _ => 0,
+        }
+    }
+}
+
+/// Seconds of demand a claim covers, and how many seconds' worth left make the agent ask again:
+/// a claim takes a round trip to the api and a database write, so the agent asks while it still
+/// has a second of addresses, for two more seconds.
+const CLAIM_COVERS_SECS: u64 = 2;
+const ASK_WHEN_LEFT_SECS: u64 = 1;
 
 impl NetPool {
     fn owns(&self, ip: Ipv4Addr, now: i64) -> bool {
@@ -205,14 +246,15 @@ impl Pool {
         pool.wants_block = false;
     }
 
-    /// Networks that ran out of addresses since the last call.
-    pub fn take_block_wishes(&mut self) -> Vec<String> {
+    /// Networks running low on addresses since the last call, with how many addresses a claim
+    /// should bring to cover the demand seen ([`CLAIM_COVERS_SECS`] of it).
+    pub fn take_block_wishes(&mut self, now: i64) -> Vec<(String, u64)> {
         self.nets
             .iter_mut()
             .filter(|(_, p)| p.wants_block)
             .map(|(name, p)| {
                 p.wants_block = false;
-                name.clone()
+                (name.clone(), p.demand.rate(now) * CLAIM_COVERS_SECS)
             })
             .collect()
     }
@@ -284,15 +326,21 @@ impl Pool {
             pool.wants_block = true;
             return None;
         };
-        // Ask for more before running out: when half of what is held is in use (a claim takes a
-        // round trip to the api; at 2,000 new machines a second a block of 16 lasts 8 ms).
+        if current != Some(ip) {
+            pool.demand.count(now);
+        }
+        // Ask for more before running out: when half of what is held is in use, or less than a
+        // second of the current demand is left (at 12,000 new machines a second, 1,024
+        // addresses last 85 ms).
         let held: u64 = pool
             .blocks
             .iter()
             .filter(|(_, valid)| *valid > now)
             .map(|(r, _)| r.len())
             .sum();
-        if (pool.by_mac.len() as u64 + 1) * 2 >= held {
+        let used = pool.by_mac.len() as u64 + 1;
+        let left = held.saturating_sub(used);
+        if used * 2 >= held || left < pool.demand.rate(now) * ASK_WHEN_LEFT_SECS {
             pool.wants_block = true;
         }
         pool.cursor = u32::from(ip).wrapping_add(1);
@@ -378,6 +426,20 @@ mod tests {
         MacAddr([0x52, 0x54, 0, 0, 0, n])
     }
 
+    fn many_mac(n: u32) -> MacAddr {
+        let [_, b, c, d] = n.to_be_bytes();
+        MacAddr([0x52, 0x55, 0, b, c, d])
+    }
+
+    /// 10.1.0.0 + `a` ..= + `b`.
+    fn wide(a: u32, b: u32) -> IpRange {
+        let base = u32::from(Ipv4Addr::new(10, 1, 0, 0));
+        IpRange {
+            start: Ipv4Addr::from(base + a),
+            end: Ipv4Addr::from(base + b),
+        }
+    }
+
     fn range(a: u8, b: u8) -> IpRange {
         IpRange {
             start: Ipv4Addr::new(10, 0, 0, a),
@@ -395,7 +457,7 @@ mod tests {
             p.offer("n", range(100, 200), mac(1), None, &none, NOW),
             None
         );
-        assert_eq!(p.take_block_wishes(), vec!["n".to_owned()]);
+        assert_eq!(p.take_block_wishes(NOW), vec![("n".to_owned(), 0)]);
         p.set_blocks("n", vec![(range(100, 101), NOW + 10_000)]);
         let a = p
             .offer("n", range(100, 200), mac(1), None, &none, NOW)
@@ -413,6 +475,29 @@ mod tests {
             p.offer("n", range(100, 200), mac(1), None, &none, NOW),
             Some(a)
         );
+    }
+
+    #[test]
+    fn claims_follow_demand_and_come_before_the_pool_runs_dry() {
+        let mut p = Pool::in_memory();
+        let none = |_| false;
+        // 4,096 addresses held; 2,100 new machines within 700 ms: more than half is in use, so
+        // the agent asks for more, enough for two seconds of this demand, before any machine
+        // had to be refused.
+        p.set_blocks("n", vec![(wide(0, 4095), NOW + 60_000)]);
+        for i in 0..2100u32 {
+            let at = NOW + i64::from(i) / 3;
+            assert!(
+                p.offer("n", wide(0, 65535), many_mac(i), None, &none, at)
+                    .is_some()
+            );
+        }
+        assert_eq!(p.take_block_wishes(NOW + 700), vec![("n".to_owned(), 4200)]);
+        // The same machines again (renewals) are no new demand.
+        for i in 0..2100u32 {
+            p.offer("n", wide(0, 65535), many_mac(i), None, &none, NOW + 3000);
+        }
+        assert_eq!(p.nets["n"].demand.rate(NOW + 3000), 0);
     }
 
     #[test]
