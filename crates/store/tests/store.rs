@@ -208,6 +208,211 @@ async fn events_are_capped_per_node(db: Db) {
     );
 }
 
+fn network(name: &str, subnet: [u8; 4], prefix_mask: [u8; 4]) -> xcat3_types::Network {
+    xcat3_types::Network {
+        name: name.into(),
+        subnet: subnet.into(),
+        netmask: prefix_mask.into(),
+        gateway: None,
+        dynamic_range: None,
+        nameservers: Vec::new(),
+        domain: None,
+        mtu: None,
+    }
+}
+
+async fn networks_are_stored_changed_and_deleted(db: Db) {
+    let s = &db.store;
+    let before = s.inventory_revision().await.unwrap();
+    let mut net = network("pxe", [10, 1, 0, 0], [255, 255, 0, 0]);
+    s.create_network(&net).await.unwrap();
+    assert!(matches!(
+        s.create_network(&net).await,
+        Err(Error::Conflict(_))
+    ));
+    s.create_network(&network("bmc", [10, 2, 0, 0], [255, 255, 0, 0]))
+        .await
+        .unwrap();
+    net.mtu = Some(9000);
+    net.domain = Some("cluster".into());
+    s.save_network(&net).await.unwrap();
+    assert_eq!(s.get_network("pxe").await.unwrap(), Some(net.clone()));
+    let names: Vec<String> = s
+        .list_networks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["bmc", "pxe"]);
+    assert!(s.delete_network("bmc").await.unwrap());
+    assert!(!s.delete_network("bmc").await.unwrap());
+    assert_eq!(s.get_network("bmc").await.unwrap(), None);
+    // Network changes move the inventory revision (the agents follow it).
+    assert!(s.inventory_revision().await.unwrap() > before);
+}
+
+async fn osimages_and_credentials_are_stored_and_deleted(db: Db) {
+    let s = &db.store;
+    let image = xcat3_store::OsImage {
+        name: "rocky9.4-x86_64-install-compute".into(),
+        distro: "rocky".into(),
+        version: "9.4".into(),
+        arch: "x86_64".into(),
+        install_method: "kickstart".into(),
+        kernel: "trees/ab/images/pxeboot/vmlinuz".into(),
+        initrd: "trees/ab/images/pxeboot/initrd.img".into(),
+        repo_root: "trees/ab".into(),
+        created_at: 1,
+        source: "Rocky.iso".into(),
+        sha256: "ab".repeat(32),
+    };
+    s.create_osimage(&image).await.unwrap();
+    assert_eq!(
+        s.get_osimage(&image.name).await.unwrap().map(|i| i.sha256),
+        Some(image.sha256.clone())
+    );
+    assert_eq!(s.list_osimages().await.unwrap().len(), 1);
+    assert_eq!(s.osimages_from(&image.sha256).await.unwrap().len(), 1);
+    assert!(s.osimages_from("cd").await.unwrap().is_empty());
+    assert_eq!(
+        s.existing_osimages(&[image.name.clone(), "nope".into()])
+            .await
+            .unwrap(),
+        std::slice::from_ref(&image.name)
+    );
+    // An image a node refers to is not deleted.
+    let mut n = Node::new("n1");
+    n.osimage = Some(image.name.clone());
+    s.create_nodes(&[n]).await.unwrap();
+    assert_eq!(
+        s.delete_osimage(&image.name).await.unwrap(),
+        xcat3_store::OsImageDeletion::InUse(vec!["n1".into()])
+    );
+    s.delete_nodes(&["n1".into()]).await.unwrap();
+    assert_eq!(
+        s.delete_osimage(&image.name).await.unwrap(),
+        xcat3_store::OsImageDeletion::Deleted
+    );
+    assert_eq!(
+        s.delete_osimage(&image.name).await.unwrap(),
+        xcat3_store::OsImageDeletion::NotFound
+    );
+
+    let p = s
+        .create_passwd("system", "root", "$6$salt$hash", "sha512")
+        .await
+        .unwrap();
+    assert_eq!((p.key.as_str(), p.username.as_str()), ("system", "root"));
+    assert!(
+        s.create_passwd("system", "root", "$6$x$y", "sha512")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        s.passwd_hash("system").await.unwrap().as_deref(),
+        Some("$6$salt$hash")
+    );
+    assert_eq!(s.list_passwds().await.unwrap().len(), 1);
+    assert!(s.delete_passwd("system").await.unwrap());
+    assert!(!s.delete_passwd("system").await.unwrap());
+    assert_eq!(s.passwd_hash("system").await.unwrap(), None);
+}
+
+async fn services_heartbeat_and_leave(db: Db) {
+    let s = &db.store;
+    let record = |id: &str, at: i64| xcat3_store::ServiceRecord {
+        id: id.into(),
+        hostname: "h1".into(),
+        kind: "api".into(),
+        version: "0.1.0".into(),
+        started_at: 1,
+        heartbeat_at: at, // the store records its own clock
+    };
+    s.heartbeat(&record("a", 100)).await.unwrap();
+    s.heartbeat(&record("b", 100)).await.unwrap();
+    s.heartbeat(&record("a", 200)).await.unwrap();
+    let listed = s.list_services().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    // `a` leaves (the heartbeat time is the store's clock); then `b` is stale.
+    s.unregister_service("a", 0).await.unwrap();
+    let left: Vec<String> = s
+        .list_services()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, ["b"]);
+    s.unregister_service("nobody", xcat3_store::now_ms() + 1000)
+        .await
+        .unwrap();
+    assert!(s.list_services().await.unwrap().is_empty());
+    s.ping().await.unwrap();
+    assert!(!s.backend_name().is_empty());
+}
+
+async fn node_lookups_answer_by_name_mac_ip_and_group(db: Db) {
+    let s = &db.store;
+    let mut writes = s.subscribe_writes();
+    let mut a = Node::new("a1");
+    a.groups = vec!["rack1".into(), "compute".into()];
+    a.nics = vec![xcat3_types::Nic {
+        name: "eth0".into(),
+        mac: "52:54:00:00:00:01".parse().unwrap(),
+        ip: Some("10.1.0.1".parse().unwrap()),
+        primary: true,
+    }];
+    let b = Node::new("b1");
+    s.create_nodes(&[a, b]).await.unwrap();
+    let w = writes.recv().await.unwrap();
+    assert_eq!(w.nodes, ["a1", "b1"]);
+    assert_eq!(s.node_names().await.unwrap().len(), 2);
+    let mut all = s.node_names_and_groups().await.unwrap();
+    all.sort();
+    assert_eq!(
+        all[0],
+        ("a1".into(), vec!["rack1".into(), "compute".into()])
+    );
+    assert_eq!(
+        s.node_groups(&["b1".into(), "zz".into()]).await.unwrap(),
+        [("b1".to_owned(), Vec::<String>::new())]
+    );
+    assert_eq!(
+        s.existing_node_names(&["a1".into(), "zz".into()])
+            .await
+            .unwrap(),
+        ["a1".to_owned()].into_iter().collect()
+    );
+    assert_eq!(
+        s.nic_owners_by_mac(&["52:54:00:00:00:01".into()])
+            .await
+            .unwrap()
+            .get("52:54:00:00:00:01")
+            .map(String::as_str),
+        Some("a1")
+    );
+    assert_eq!(
+        s.nic_owners_by_ip(&["10.1.0.1".into(), "10.1.0.2".into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.all_nic_ips().await.unwrap(),
+        [("10.1.0.1".to_owned(), "a1".to_owned())]
+    );
+    let hosts = s.boot_hosts_of(&["a1".into()]).await.unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!((hosts[0].node.as_str(), hosts[0].primary), ("a1", true));
+    let counts = s.node_state_counts().await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.2).sum::<i64>(), 2);
+    assert_eq!(s.max_shard_epoch().await.unwrap(), 0);
+    assert!(s.claim_shard(3, 42, "c").await.unwrap());
+    assert_eq!(s.max_shard_epoch().await.unwrap(), 42);
+}
+
 async fn dynamic_blocks_follow_demand_and_never_overlap(db: Db) {
     use std::net::Ipv4Addr;
     use xcat3_store::MAX_BLOCKS_PER_CLAIM;
@@ -537,6 +742,10 @@ macro_rules! suite {
 }
 
 suite!(
+    networks_are_stored_changed_and_deleted,
+    osimages_and_credentials_are_stored_and_deleted,
+    services_heartbeat_and_leave,
+    node_lookups_answer_by_name_mac_ip_and_group,
     dynamic_blocks_follow_demand_and_never_overlap,
     secrets_are_sealed_and_resealed,
     deploys_follow_the_state_machine_and_tokens_work_once,

@@ -10,7 +10,8 @@ use xcat3_proto::pb;
 
 use crate::args::Format;
 
-/// Prints rows under headers, columns padded to their widest cell.
+/// Prints rows under headers, columns padded to their widest cell (buffered: a 100,000-row
+/// table is a few large writes, not a write per line).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -18,18 +19,48 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        text.join("  ").trim_end().to_owned()
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(headers.to_vec()));
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let _ = write_row(&mut out, headers.iter().copied(), &widths);
     for row in rows {
-        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+        let _ = write_row(&mut out, row.iter().map(String::as_str), &widths);
+    }
+    let _ = out.flush();
+}
+
+/// One line of a table: cells padded to their column's width, two spaces apart, no trailing
+/// blanks.
+fn write_row<'a>(
+    out: &mut impl Write,
+    cells: impl Iterator<Item = &'a str>,
+    widths: &[usize],
+) -> std::io::Result<()> {
+    let cells: Vec<&str> = cells.collect();
+    // Cells after the last non-empty one are left out, so the line has no trailing blanks.
+    let end = cells
+        .iter()
+        .rposition(|c| !c.is_empty())
+        .map_or(0, |i| i + 1);
+    for (i, (cell, w)) in cells[..end].iter().zip(widths).enumerate() {
+        if i > 0 {
+            out.write_all(b"  ")?;
+        }
+        if i + 1 == end {
+            out.write_all(cell.as_bytes())?;
+        } else {
+            write!(out, "{cell:<w$}")?;
+        }
+    }
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod table_tests {
+    #[test]
+    fn rows_are_padded_without_trailing_blanks() {
+        let mut out = Vec::new();
+        super::write_row(&mut out, ["a", "bb", ""].into_iter(), &[3, 4, 2]).unwrap();
+        super::write_row(&mut out, ["", "x", "y"].into_iter(), &[3, 4, 2]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a    bb\n     x     y\n");
     }
 }
 
@@ -113,7 +144,8 @@ pub async fn results(
 ) -> anyhow::Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let (mut total, mut done, mut ok) = (0u64, 0u64, 0u64);
-    let mut out = std::io::stdout().lock();
+    // Buffered, and flushed after each message: streaming, without a write per line.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut in_order = InOrder::default();
     let mut ready = Vec::new();
     while let Some(msg) = stream.message().await? {
@@ -127,6 +159,7 @@ pub async fn results(
         for r in ready.drain(..) {
             ok += print_result(&mut out, r, show == ShowOk::All || total <= 20) as u64;
         }
+        let _ = out.flush();
         if tty && total > 100 {
             eprint!("\r{verb} {done}/{total}");
         }
@@ -138,6 +171,7 @@ pub async fn results(
         eprintln!();
     }
     let _ = writeln!(out, "Success: {ok} Total: {done}");
+    let _ = out.flush();
     Ok(if ok == done {
         ExitCode::SUCCESS
     } else {
