@@ -13,8 +13,8 @@ struct Args {
     tls: xcat3_runtime::tls::TlsArgs,
 }
 
-/// mimalloc gives the memory of a finished many-node request back to the system within moments;
-/// glibc's allocator kept hundreds of MB after 100,000-node requests (docs/performance.md).
+/// mimalloc: after four 100,000-node operations the all-in-one server held 455 MB, against
+/// 978 MB with glibc's allocator (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -943,7 +943,7 @@ async fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
         Some("power") | Some("inventory") | Some("dhcp") | Some("netboot") | Some("deploy")
-        | Some("cli") => args.remove(0),
+        | Some("cli") | Some("lookup") => args.remove(0),
         _ => "inventory".into(),
     };
     let mut args = args.into_iter();
