@@ -9,6 +9,33 @@ fn path(p: &std::path::Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// Whether `v` (the JSON of `conductor-list`) shows conductor `id` owning a shard.
+fn owns_shards(v: &serde_json::Value, id: &str) -> bool {
+    match v {
+        serde_json::Value::Array(a) => a.iter().any(|x| owns_shards(x, id)),
+        serde_json::Value::Object(o) => {
+            (o.get("id").and_then(|i| i.as_str()) == Some(id)
+                && o.get("shards")
+                    .and_then(|s| s.as_array())
+                    .is_some_and(|s| !s.is_empty()))
+                || o.values().any(|x| owns_shards(x, id))
+        }
+        _ => false,
+    }
+}
+
+/// Waits until the api sees conductor `id` owning shards: a conductor says it is ready before it
+/// has joined, and a call in between finds no owner.
+async fn wait_owner(cluster: &TestCluster, env: &[(&str, &str)], id: &str) {
+    xcat3_tests::wait_for(Duration::from_secs(30), id, || async {
+        let out = cluster.cli(&["conductor-list", "-o", "json"], env).await;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        owns_shards(&v, id).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 /// The api speaks TLS to the CLI and agents, calls only conductors whose certificate comes from
 /// its CA (mutual TLS), and never calls, so never sends its token to, a plain or forged one.
 #[tokio::test(flavor = "multi_thread")]
@@ -121,6 +148,7 @@ async fn grpc_goes_over_tls_and_the_token_only_to_verified_conductors() {
         .add_conductor("plain", &["--power-sync-interval-secs", "0"])
         .await
         .unwrap();
+    wait_owner(&cluster, &tls_env, "plain").await;
     let out = cluster.cli(&["power", "n1", "status"], &tls_env).await;
     assert!(out.stdout.contains("n1: Error:"), "{out:?}");
     assert!(out.stdout.contains("not https://"), "{out:?}");
@@ -141,6 +169,7 @@ async fn grpc_goes_over_tls_and_the_token_only_to_verified_conductors() {
         )
         .await
         .unwrap();
+    wait_owner(&cluster, &tls_env, "forged").await;
     let out = cluster.cli(&["power", "n1", "status"], &tls_env).await;
     assert!(out.stdout.contains("n1: Error:"), "{out:?}");
     assert!(!out.stdout.contains("n1: on"), "{out:?}");
