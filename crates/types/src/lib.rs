@@ -23,7 +23,8 @@ pub use mac::MacAddr;
 pub use name::{validate_group_name, validate_hostname, validate_label_key};
 pub use network::{IpRange, Network, netmask_prefix};
 pub use node::{
-    Arch, Mgt, Netboot, Nic, Node, PowerState, ProvisionState, is_device_path, is_line_breaking,
+    Arch, MAX_NICS, Mgt, Netboot, Nic, Node, PowerState, ProvisionState, is_device_path,
+    is_line_breaking,
 };
 pub use osimage::{InstallMethod, OsImage, deploy_url, installer_boot};
 pub use outcome::NodeOutcome;

@@ -154,13 +154,19 @@ impl Node {
         }
     }
 
+    /// Checks how many groups, NICs and labels the node has (part of [`Node::validate`]; alone,
+    /// for a template before it is copied for every node of a request).
+    pub fn check_sizes(&self) -> Result<(), FieldError> {
+        at_most("groups", "groups", self.groups.len(), MAX_GROUPS)?;
+        at_most("nics", "NICs", self.nics.len(), MAX_NICS)?;
+        at_most("labels", "labels", self.labels.len(), MAX_LABELS)
+    }
+
     /// Checks everything that can be checked without the rest of the inventory, and makes the
     /// first NIC primary when none is marked.
     pub fn validate(&mut self) -> Result<(), FieldError> {
         validate_hostname(&self.name)?;
-        at_most("groups", "groups", self.groups.len(), MAX_GROUPS)?;
-        at_most("nics", "NICs", self.nics.len(), MAX_NICS)?;
-        at_most("labels", "labels", self.labels.len(), MAX_LABELS)?;
+        self.check_sizes()?;
         let mut seen_groups = HashSet::new();
         for g in &self.groups {
             validate_group_name(g)?;

@@ -14,6 +14,28 @@
 
 use xcat3_types::{Arch, Control, FieldError, MacAddr, Mgt, Netboot, Nic, Node};
 
+/// The most attribute changes one request may carry: every NIC field of a node and every
+/// label and group several times over. Each change is applied to every node of the request, so
+/// the count multiplies the work.
+pub const MAX_CHANGES: usize = 1024;
+
+/// Parses the `path=value` changes of one request (update, or the attributes of create),
+/// refusing more than [`MAX_CHANGES`] before parsing any.
+pub fn parse_all<'a>(
+    changes: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<Change>, FieldError> {
+    if changes.len() > MAX_CHANGES {
+        return Err(FieldError::invalid(
+            "changes",
+            format!(
+                "{} changes in one request; at most {MAX_CHANGES}",
+                changes.len()
+            ),
+        ));
+    }
+    changes.map(|(p, v)| Change::parse(p, v)).collect()
+}
+
 /// One checked change.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -175,6 +197,22 @@ fn parse_bool(s: &str) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_carries_a_bounded_number_of_changes() {
+        let many: Vec<(String, String)> = (0..=MAX_CHANGES)
+            .map(|i| (format!("labels/l{i}"), "x".to_owned()))
+            .collect();
+        let e = parse_all(many.iter().map(|(p, v)| (p.as_str(), v.as_str()))).unwrap_err();
+        assert!(e.reason.contains("at most 1024"), "{e}");
+        let few = &many[..MAX_CHANGES];
+        assert_eq!(
+            parse_all(few.iter().map(|(p, v)| (p.as_str(), v.as_str())))
+                .unwrap()
+                .len(),
+            MAX_CHANGES
+        );
+    }
 
     #[test]
     fn parse_and_apply() {

@@ -14,7 +14,6 @@ use xcat3_types::{BootDevice, FieldError, PowerAction};
 use tracing::Instrument as _;
 use xcat3_coord::shard_of;
 
-use crate::changes::Change;
 use crate::dispatch::{Dispatcher, Op};
 use crate::index::NodeIndex;
 use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
@@ -158,10 +157,41 @@ impl NodeService {
 /// path=value ...`, in the grammar of `update`.
 fn template_from(attributes: &[pb::AttributeChange]) -> Result<xcat3_types::Node, FieldError> {
     let mut node = xcat3_types::Node::new("");
-    for a in attributes {
-        Change::parse(&a.path, &a.value)?.apply(&mut node)?;
+    let changes = crate::changes::parse_all(
+        attributes
+            .iter()
+            .map(|a| (a.path.as_str(), a.value.as_str())),
+    )?;
+    for c in changes {
+        c.apply(&mut node)?;
     }
     Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attribute(path: String, value: &str) -> pb::AttributeChange {
+        pb::AttributeChange {
+            path,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn templates_are_bounded_before_they_are_copied() {
+        let too_many: Vec<_> = (0..=crate::changes::MAX_CHANGES)
+            .map(|i| attribute(format!("labels/l{i}"), "x"))
+            .collect();
+        assert!(template_from(&too_many).is_err());
+        // 65 NICs: parsed, then refused by the size check the create path runs on the template.
+        let nics: Vec<_> = (0..=xcat3_types::MAX_NICS)
+            .map(|i| attribute(format!("nics/e{i}/mac"), &format!("52:54:00:00:01:{i:02x}")))
+            .collect();
+        let template = template_from(&nics).unwrap();
+        assert!(template.check_sizes().is_err());
+    }
 }
 
 /// The names that are nodes, and a "no such node" result for each of the others.
@@ -409,6 +439,8 @@ impl pb::node_service_server::NodeService for NodeService {
                     .new_names(&req.noderange)
                     .await
                     .map_err(super::status)?;
+                // Checked before it is copied for every new name: a template with a million
+                // NICs must not become a million NICs per node.
                 let template = if req.attributes.is_empty() {
                     node_from_pb(&req.template.unwrap_or_default())
                         .map_err(|e| Status::invalid_argument(format!("template: {e}")))?
@@ -420,6 +452,9 @@ impl pb::node_service_server::NodeService for NodeService {
                     template_from(&req.attributes)
                         .map_err(|e| Status::invalid_argument(format!("attributes: {e}")))?
                 };
+                template
+                    .check_sizes()
+                    .map_err(|e| Status::invalid_argument(format!("template: {e}")))?;
                 names
                     .into_iter()
                     .map(|name| {

@@ -224,11 +224,9 @@ impl Inventory {
                 "nothing to change",
             )));
         }
-        let parsed: Vec<Change> = changes
-            .iter()
-            .map(|(p, v)| Change::parse(p, v))
-            .collect::<Result<_, _>>()
-            .map_err(RequestError::Invalid)?;
+        let parsed =
+            crate::changes::parse_all(changes.iter().map(|(p, v)| (p.as_str(), v.as_str())))
+                .map_err(RequestError::Invalid)?;
         let nics_changed = parsed.iter().any(Change::touches_nics);
         let (names, _) = self.resolve(noderange).await?;
         let _ = tx.send(Report::Names(names.clone())).await;
