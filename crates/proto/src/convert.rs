@@ -99,13 +99,22 @@ pub fn node_from_pb(node: &pb::Node) -> Result<Node, FieldError> {
 
 /// A node for the wire, with secrets masked.
 pub fn node_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
+    node_with_control(node, node.control.masked(), created_ms, updated_ms)
+}
+
+fn node_with_control(
+    node: &Node,
+    control: std::collections::BTreeMap<String, String>,
+    created_ms: i64,
+    updated_ms: i64,
+) -> pb::Node {
     pb::Node {
         name: node.name.clone(),
         groups: node.groups.clone(),
         mgt: node.mgt.map(|m| m.to_string()).unwrap_or_default(),
         netboot: node.netboot.to_string(),
         arch: node.arch.to_string(),
-        control: node.control.masked().into_iter().collect(),
+        control: control.into_iter().collect(),
         nics: node
             .nics
             .iter()
@@ -133,13 +142,12 @@ pub fn node_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
 /// A node for the wire with its secrets in clear: only for `ExportNodes`, which only the admin
 /// token may call.
 pub fn node_with_secrets_to_pb(node: &Node, created_ms: i64, updated_ms: i64) -> pb::Node {
-    let mut n = node_to_pb(node, created_ms, updated_ms);
-    n.control = node
+    let control = node
         .control
         .entries()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    n
+    node_with_control(node, control, created_ms, updated_ms)
 }
 
 /// A network from the wire, checked on its own ([`Network::validate`]).

@@ -49,6 +49,40 @@ impl Build {
     }
 }
 
+/// This build, and before it the baseline `XCAT3_BENCH_BASELINE` names, if any.
+fn builds() -> Vec<Build> {
+    let mut builds = Vec::new();
+    if let Some(dir) = std::env::var_os("XCAT3_BENCH_BASELINE") {
+        builds.push(Build {
+            label: "baseline",
+            dir: Some(dir.into()),
+        });
+    }
+    builds.push(Build {
+        label: "this build",
+        dir: None,
+    });
+    builds
+}
+
+/// `build`'s all-in-one server on `backend`, quiet, with a network for the numbered nodes.
+async fn start(build: &Build, backend: Backend) -> TestServer {
+    let opts = ServerOptions {
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        bin_dir: build.dir.clone(),
+        ..Default::default()
+    };
+    let s = TestServer::start_with(backend, opts)
+        .await
+        .expect("start server");
+    s.networks()
+        .await
+        .create_network(big_network())
+        .await
+        .unwrap();
+    s
+}
+
 /// The nodes file `xcat3 create -f` reads: `n` nodes as [`numbered_node`] makes them.
 fn nodes_yaml(n: u32) -> String {
     let mut out = String::with_capacity(n as usize * 160);
@@ -92,34 +126,10 @@ async fn xcat3(build: &Build, s: &TestServer, args: &[&str]) {
 /// also given as ratios to the baseline's. Then the servers' resident memory, at once and a
 /// minute later.
 async fn cli(backend: Backend, n: u32, rounds: usize) {
-    let mut builds = vec![Build {
-        label: "this build",
-        dir: None,
-    }];
-    if let Some(dir) = std::env::var_os("XCAT3_BENCH_BASELINE") {
-        builds.insert(
-            0,
-            Build {
-                label: "baseline",
-                dir: Some(dir.into()),
-            },
-        );
-    }
+    let builds = builds();
     let mut servers = Vec::new();
     for b in &builds {
-        let opts = ServerOptions {
-            env: vec![("RUST_LOG".into(), "warn".into())],
-            bin_dir: b.dir.clone(),
-            ..Default::default()
-        };
-        let s = TestServer::start_with(backend, opts)
-            .await
-            .expect("start server");
-        s.networks()
-            .await
-            .create_network(big_network())
-            .await
-            .unwrap();
+        let s = start(b, backend).await;
         std::fs::write(s.dir().join("nodes.yaml"), nodes_yaml(n)).unwrap();
         servers.push(s);
     }
@@ -193,34 +203,10 @@ async fn cli(backend: Backend, n: u32, rounds: usize) {
 /// and server CPU of 20 lookups, after `n` nodes were created (100,000 per request). Beside the
 /// baseline build when `XCAT3_BENCH_BASELINE` names one.
 async fn lookup(n: u32) {
-    let mut builds = vec![Build {
-        label: "this build",
-        dir: None,
-    }];
-    if let Some(dir) = std::env::var_os("XCAT3_BENCH_BASELINE") {
-        builds.insert(
-            0,
-            Build {
-                label: "baseline",
-                dir: Some(dir.into()),
-            },
-        );
-    }
+    let builds = builds();
     println!("\n== sqlite: one node among {n}, 20 lookups (GetNodes of one name)");
     for build in &builds {
-        let opts = ServerOptions {
-            env: vec![("RUST_LOG".into(), "warn".into())],
-            bin_dir: build.dir.clone(),
-            ..Default::default()
-        };
-        let s = TestServer::start_with(Backend::Sqlite, opts)
-            .await
-            .expect("start server");
-        s.networks()
-            .await
-            .create_network(big_network())
-            .await
-            .unwrap();
+        let s = start(build, Backend::Sqlite).await;
         for start in (0..n).step_by(100_000) {
             let nodes = (start..(start + 100_000).min(n))
                 .map(|i| {
