@@ -282,7 +282,7 @@ impl Store {
         actor: &str,
         changes: &[StateChange],
     ) -> Result<Vec<ChangeOutcome>> {
-        let txn = self.begin_write().await?;
+        let txn = self.begin_inventory_write().await?;
         if let Some(f) = fence {
             check_fence(&txn, f.shard, f.token).await?;
         }
@@ -303,7 +303,7 @@ impl Store {
         actor: &str,
         reports: &[CallbackReport],
     ) -> Result<Vec<Result<Finished, CallbackError>>> {
-        let txn = self.begin_write().await?;
+        let txn = self.begin_inventory_write().await?;
         let mut by_token: HashMap<String, deploy::Model> = HashMap::new();
         let tokens: Vec<String> = reports.iter().map(|r| r.token.clone()).collect();
         for chunk in tokens.chunks(KEYS_PER_QUERY) {

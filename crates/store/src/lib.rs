@@ -39,6 +39,7 @@ pub use misc::{OsImage, OsImageDeletion, PasswdRecord, ServiceRecord};
 pub use netboot::{
     Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite, MAX_BLOCKS_PER_CLAIM,
 };
+pub use networks::{NetworkView, NetworkWrite};
 pub use nodes::NodeRecord;
 pub use sealing::{Resealed, SealingKeys};
 
@@ -68,6 +69,10 @@ pub enum Error {
     /// A unique or foreign-key constraint refused the write (two writers raced for a name, MAC or IP).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// What a write was checked against changed before it could commit (a network of one of its
+    /// addresses was changed or deleted): nothing was written; checking again will tell.
+    #[error("the inventory changed while this write was checked, nothing written: {0}")]
+    Stale(String),
     /// A row could not be turned back into a domain value.
     #[error("stored {what} is unreadable: {reason}")]
     Corrupt { what: String, reason: String },

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 use xcat3_types::{IpRange, Network, ProvisionState};
 
@@ -145,6 +145,20 @@ impl Store {
     /// Commits an inventory write, raising the inventory revision in the same transaction, and
     /// tells this process's [`Store::subscribe_writes`] listeners which nodes (or networks) it
     /// changed and which revision it made.
+    /// Starts a write to the inventory (nodes, NICs, networks, boot actions), which ends with
+    /// [`Store::commit_inventory`]. Inventory writes are serialised: SQLite's write lock does it
+    /// (`BEGIN IMMEDIATE`); on PostgreSQL the revision row is locked first. So a write's checks,
+    /// read inside its transaction, still hold when it commits (a network delete and a node create
+    /// that uses it cannot both succeed), and every writer takes its locks in the same order.
+    pub(crate) async fn begin_inventory_write(&self) -> Result<DatabaseTransaction> {
+        let txn = self.begin_write().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            txn.execute_unprepared("SELECT value FROM inventory_revision WHERE id = 1 FOR UPDATE")
+                .await?;
+        }
+        Ok(txn)
+    }
+
     pub(crate) async fn commit_inventory(
         &self,
         txn: DatabaseTransaction,
@@ -186,7 +200,7 @@ impl Store {
     pub async fn boot_table(&self) -> Result<BootTable> {
         let txn = self.db.begin().await?;
         let revision = read_revision(&txn).await?;
-        let networks = self.list_networks_in(&txn).await?;
+        let networks = crate::networks::networks_in(&txn).await?;
         let hosts = boot_hosts(&txn, None).await?;
         txn.commit().await?;
         Ok(BootTable {

@@ -1,10 +1,15 @@
 //! Provisioning networks.
 
-use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
+use std::net::Ipv4Addr;
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use xcat3_types::{IpRange, Network};
 
-use crate::entity::network;
-use crate::{Result, Store, corrupt, now_ms};
+use crate::entity::{network, nic};
+use crate::{Error, Result, Store, corrupt, now_ms};
 
 fn to_active(n: &Network, created_at: i64, updated_at: i64) -> network::ActiveModel {
     network::ActiveModel {
@@ -48,36 +53,106 @@ fn from_row(m: network::Model) -> Result<Network> {
     Ok(n)
 }
 
+/// What a network write sees, read inside its transaction.
+#[derive(Debug, Default)]
+pub struct NetworkView {
+    /// Every network, by name.
+    pub networks: Vec<Network>,
+    /// Every static NIC address with its node; read only when the write asks for it.
+    pub nic_addresses: Vec<(Ipv4Addr, String)>,
+}
+
+/// The write a network operation decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkWrite {
+    Create(Network),
+    /// Replaces the attributes of the network of that name (the name stays).
+    Replace(Network),
+    Delete(String),
+}
+
+pub(crate) async fn networks_in<C: ConnectionTrait>(db: &C) -> Result<Vec<Network>> {
+    network::Entity::find()
+        .order_by_asc(network::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+async fn nic_addresses_in<C: ConnectionTrait>(db: &C) -> Result<Vec<(Ipv4Addr, String)>> {
+    let rows: Vec<(Option<String>, String)> = nic::Entity::find()
+        .select_only()
+        .column(nic::Column::Ip)
+        .column(nic::Column::Node)
+        .filter(nic::Column::Ip.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .filter_map(|(ip, node)| Some((ip?, node)))
+        .map(|(ip, node)| {
+            let ip = ip
+                .parse()
+                .map_err(|e| corrupt(format!("NIC address of node {node}"), e))?;
+            Ok((ip, node))
+        })
+        .collect()
+}
+
 impl Store {
-    /// Adds a network; fails with [`crate::Error::Conflict`] if the name is taken.
-    pub async fn create_network(&self, n: &Network) -> Result<()> {
+    /// Runs one network write whose rules depend on the rest of the inventory. Inside one
+    /// transaction that holds the inventory write lock it reads the networks (and, with
+    /// `with_nics`, every static NIC address), lets `decide` check them and choose the write, and
+    /// commits that write: no node or network write can come between the check and the write.
+    /// An error from `decide` is returned as it is, with nothing written.
+    pub async fn write_network<E: From<Error>>(
+        &self,
+        with_nics: bool,
+        decide: impl FnOnce(&NetworkView) -> std::result::Result<NetworkWrite, E>,
+    ) -> std::result::Result<NetworkWrite, E> {
+        let txn = self.begin_inventory_write().await?;
+        let view = NetworkView {
+            networks: networks_in(&txn).await?,
+            nic_addresses: if with_nics {
+                nic_addresses_in(&txn).await?
+            } else {
+                Vec::new()
+            },
+        };
+        let write = match decide(&view) {
+            Ok(write) => write,
+            Err(e) => {
+                txn.rollback().await.map_err(Error::from)?;
+                return Err(e);
+            }
+        };
         let now = now_ms();
-        let txn = self.begin_write().await?;
-        network::Entity::insert(to_active(n, now, now))
-            .exec_without_returning(&txn)
-            .await?;
+        match &write {
+            NetworkWrite::Create(n) => {
+                network::Entity::insert(to_active(n, now, now))
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(Error::from)?;
+            }
+            NetworkWrite::Replace(n) => {
+                let mut row = to_active(n, 0, now);
+                row.created_at = sea_orm::ActiveValue::NotSet;
+                network::Entity::update(row)
+                    .exec(&txn)
+                    .await
+                    .map_err(Error::from)?;
+            }
+            NetworkWrite::Delete(name) => {
+                network::Entity::delete_by_id(name.clone())
+                    .exec(&txn)
+                    .await
+                    .map_err(Error::from)?;
+            }
+        }
         self.commit_inventory(txn, Vec::new(), true).await?;
-        Ok(())
-    }
-
-    /// Replaces a network's attributes (its name stays).
-    pub async fn save_network(&self, n: &Network) -> Result<()> {
-        let txn = self.begin_write().await?;
-        let mut row = to_active(n, 0, now_ms());
-        row.created_at = sea_orm::ActiveValue::NotSet;
-        network::Entity::update(row).exec(&txn).await?;
-        self.commit_inventory(txn, Vec::new(), true).await?;
-        Ok(())
-    }
-
-    /// Deletes a network; returns whether it existed.
-    pub async fn delete_network(&self, name: &str) -> Result<bool> {
-        let txn = self.begin_write().await?;
-        let res = network::Entity::delete_by_id(name.to_owned())
-            .exec(&txn)
-            .await?;
-        self.commit_inventory(txn, Vec::new(), true).await?;
-        Ok(res.rows_affected > 0)
+        Ok(write)
     }
 
     pub async fn get_network(&self, name: &str) -> Result<Option<Network>> {
@@ -89,19 +164,6 @@ impl Store {
     }
 
     pub async fn list_networks(&self) -> Result<Vec<Network>> {
-        self.list_networks_in(&self.db).await
-    }
-
-    pub(crate) async fn list_networks_in<C: sea_orm::ConnectionTrait>(
-        &self,
-        db: &C,
-    ) -> Result<Vec<Network>> {
-        network::Entity::find()
-            .order_by_asc(network::Column::Name)
-            .all(db)
-            .await?
-            .into_iter()
-            .map(from_row)
-            .collect()
+        networks_in(&self.db).await
     }
 }

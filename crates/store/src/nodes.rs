@@ -1,16 +1,20 @@
 //! Nodes and their NICs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
 
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QuerySelect,
 };
-use xcat3_types::{Control, Nic, Node, is_secret};
+use xcat3_types::{Control, Nic, Node, home_network, is_secret};
 
 use crate::entity::{deploy, nic, node};
-use crate::{KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, SealingKeys, Store, corrupt, now_ms};
+use crate::networks::networks_in;
+use crate::{
+    Error, KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, SealingKeys, Store, corrupt, now_ms,
+};
 
 /// A node as stored, with its revision and timestamps (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,10 +221,41 @@ async fn delete_nic_rows<C: ConnectionTrait>(db: &C, names: &[String]) -> Result
     Ok(())
 }
 
+/// Every static NIC address of `nodes`, with its node.
+fn static_addresses<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<(Ipv4Addr, &'a str)> {
+    nodes
+        .flat_map(|n| {
+            n.nics
+                .iter()
+                .filter_map(move |nic| Some((nic.ip?, n.name.as_str())))
+        })
+        .collect()
+}
+
+/// Checks, inside a write's transaction, that each of `addresses` (see [`static_addresses`])
+/// still has its home network ([`home_network`]). The api checked before writing, but a network
+/// may have been changed or deleted since; network writes check the other way round under the
+/// same lock.
+async fn recheck_addresses<C: ConnectionTrait>(
+    db: &C,
+    addresses: &[(Ipv4Addr, &str)],
+) -> Result<()> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    let networks = networks_in(db).await?;
+    for (ip, node) in addresses {
+        home_network(&networks, *ip)
+            .map_err(|reason| Error::Stale(format!("node {node}: {reason}")))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Inserts new nodes and their NICs in one transaction: all of them, or none.
     pub async fn create_nodes(&self, nodes: &[Node]) -> Result<()> {
-        let txn = self.begin_write().await?;
+        let txn = self.begin_inventory_write().await?;
+        recheck_addresses(&txn, &static_addresses(nodes.iter())).await?;
         insert_node_rows(&txn, nodes, &self.keys, now_ms()).await?;
         let names = nodes.iter().map(|n| n.name.clone()).collect();
         self.commit_inventory(txn, names, false).await?;
@@ -239,7 +274,7 @@ impl Store {
         all_or_nothing: bool,
     ) -> Result<Vec<String>> {
         let now = now_ms();
-        let txn = self.begin_write().await?;
+        let txn = self.begin_inventory_write().await?;
         // SQLite: BEGIN IMMEDIATE already holds the write lock. PostgreSQL: lock the rows.
         let lock = txn.get_database_backend() == DbBackend::Postgres;
         let mut current: HashMap<String, i64> = HashMap::with_capacity(nodes.len());
@@ -292,6 +327,8 @@ impl Store {
             .await?;
         }
         if nics_changed {
+            let addresses = static_addresses(fresh.iter().map(|(n, _)| n));
+            recheck_addresses(&txn, &addresses).await?;
             let names: Vec<String> = fresh.iter().map(|(n, _)| n.name.clone()).collect();
             delete_nic_rows(&txn, &names).await?;
             let written: Vec<Node> = fresh.iter().map(|(n, _)| n.clone()).collect();
@@ -304,7 +341,7 @@ impl Store {
 
     /// Deletes nodes and their NICs in one transaction; returns how many nodes were deleted.
     pub async fn delete_nodes(&self, names: &[String]) -> Result<u64> {
-        let txn = self.begin_write().await?;
+        let txn = self.begin_inventory_write().await?;
         delete_nic_rows(&txn, names).await?;
         Store::delete_events(&txn, names).await?;
         for chunk in names.chunks(KEYS_PER_QUERY) {
@@ -466,21 +503,5 @@ impl Store {
             );
         }
         Ok(owners)
-    }
-
-    /// Every static IP address in use, with its node: for checks on a whole network.
-    pub async fn all_nic_ips(&self) -> Result<Vec<(String, String)>> {
-        let rows: Vec<(Option<String>, String)> = nic::Entity::find()
-            .select_only()
-            .column(nic::Column::Ip)
-            .column(nic::Column::Node)
-            .filter(nic::Column::Ip.is_not_null())
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(ip, node)| ip.map(|ip| (ip, node)))
-            .collect())
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use xcat3_store::{Error, Store};
+use xcat3_store::{Error, NetworkWrite, Store};
 use xcat3_tests::PgDatabase;
 use xcat3_types::{Node, ProvisionState};
 
@@ -221,21 +221,29 @@ fn network(name: &str, subnet: [u8; 4], prefix_mask: [u8; 4]) -> xcat3_types::Ne
     }
 }
 
+/// Writes `write` through [`Store::write_network`] without rules.
+async fn write_network(s: &Store, write: NetworkWrite) -> Result<NetworkWrite, Error> {
+    s.write_network(false, |_| Ok::<_, Error>(write)).await
+}
+
 async fn networks_are_stored_changed_and_deleted(db: Db) {
     let s = &db.store;
     let before = s.inventory_revision().await.unwrap();
     let mut net = network("pxe", [10, 1, 0, 0], [255, 255, 0, 0]);
-    s.create_network(&net).await.unwrap();
-    assert!(matches!(
-        s.create_network(&net).await,
-        Err(Error::Conflict(_))
-    ));
-    s.create_network(&network("bmc", [10, 2, 0, 0], [255, 255, 0, 0]))
+    write_network(s, NetworkWrite::Create(net.clone()))
         .await
         .unwrap();
+    assert!(matches!(
+        write_network(s, NetworkWrite::Create(net.clone())).await,
+        Err(Error::Conflict(_))
+    ));
+    let bmc = network("bmc", [10, 2, 0, 0], [255, 255, 0, 0]);
+    write_network(s, NetworkWrite::Create(bmc)).await.unwrap();
     net.mtu = Some(9000);
     net.domain = Some("cluster".into());
-    s.save_network(&net).await.unwrap();
+    write_network(s, NetworkWrite::Replace(net.clone()))
+        .await
+        .unwrap();
     assert_eq!(s.get_network("pxe").await.unwrap(), Some(net.clone()));
     let names: Vec<String> = s
         .list_networks()
@@ -245,11 +253,81 @@ async fn networks_are_stored_changed_and_deleted(db: Db) {
         .map(|n| n.name)
         .collect();
     assert_eq!(names, ["bmc", "pxe"]);
-    assert!(s.delete_network("bmc").await.unwrap());
-    assert!(!s.delete_network("bmc").await.unwrap());
+    write_network(s, NetworkWrite::Delete("bmc".into()))
+        .await
+        .unwrap();
     assert_eq!(s.get_network("bmc").await.unwrap(), None);
     // Network changes move the inventory revision (the agents follow it).
-    assert!(s.inventory_revision().await.unwrap() > before);
+    let after = s.inventory_revision().await.unwrap();
+    assert!(after > before);
+    // A refused write writes nothing.
+    let refused = s
+        .write_network(false, |view| {
+            assert_eq!(view.networks.len(), 1);
+            Err::<NetworkWrite, _>(Error::Stale("refused".into()))
+        })
+        .await;
+    assert!(matches!(refused, Err(Error::Stale(_))));
+    assert_eq!(s.inventory_revision().await.unwrap(), after);
+}
+
+fn nic(mac: &str, ip: Option<&str>) -> xcat3_types::Nic {
+    xcat3_types::Nic {
+        name: "eth0".into(),
+        mac: mac.parse().unwrap(),
+        ip: ip.map(|ip| ip.parse().unwrap()),
+        primary: true,
+    }
+}
+
+/// The race a network delete and a node create used to lose: the api checks a node's address
+/// against the networks, the network goes, then the node is written. The store checks again
+/// inside the write and refuses; network writes see every NIC address under the same lock.
+async fn network_and_node_writes_check_each_other(db: Db) {
+    let s = &db.store;
+    let pxe = network("pxe", [10, 1, 0, 0], [255, 255, 0, 0]);
+    write_network(s, NetworkWrite::Create(pxe)).await.unwrap();
+    let mut a = Node::new("a1");
+    a.nics = vec![nic("52:54:00:00:00:01", Some("10.1.0.5"))];
+    s.create_nodes(&[a]).await.unwrap();
+    let seen = s
+        .write_network(true, |view| {
+            Err::<NetworkWrite, _>(Error::Stale(format!("{:?}", view.nic_addresses)))
+        })
+        .await;
+    let Err(Error::Stale(seen)) = seen else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(seen, "[(10.1.0.5, \"a1\")]");
+
+    // Checked while "bmc" existed, written after it went.
+    let bmc = network("bmc", [10, 2, 0, 0], [255, 255, 0, 0]);
+    write_network(s, NetworkWrite::Create(bmc)).await.unwrap();
+    let mut b = Node::new("b1");
+    b.nics = vec![nic("52:54:00:00:00:02", Some("10.2.0.5"))];
+    write_network(s, NetworkWrite::Delete("bmc".into()))
+        .await
+        .unwrap();
+    let before = s.inventory_revision().await.unwrap();
+    let err = s.create_nodes(std::slice::from_ref(&b)).await.unwrap_err();
+    assert!(matches!(err, Error::Stale(_)), "{err}");
+    assert!(err.to_string().contains("node b1"), "{err}");
+    assert_eq!(s.inventory_revision().await.unwrap(), before);
+    assert_eq!(s.node_names().await.unwrap(), ["a1"]);
+
+    // The same for an update that moves a NIC, and for one that moves it home.
+    let read = s.get_nodes(&["a1".into()]).await.unwrap().remove(0);
+    let (mut a, rev) = (read.node, read.revision);
+    a.nics[0].ip = Some("10.2.0.6".parse().unwrap());
+    let err = s.save_nodes(&[(a.clone(), rev)], true, true).await;
+    assert!(matches!(err, Err(Error::Stale(_))), "{err:?}");
+    a.nics[0].ip = Some("10.1.0.6".parse().unwrap());
+    assert!(
+        s.save_nodes(&[(a, rev)], true, true)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn osimages_and_credentials_are_stored_and_deleted(db: Db) {
@@ -354,6 +432,8 @@ async fn services_heartbeat_and_leave(db: Db) {
 
 async fn node_lookups_answer_by_name_mac_ip_and_group(db: Db) {
     let s = &db.store;
+    let pxe = network("pxe", [10, 1, 0, 0], [255, 255, 0, 0]);
+    write_network(s, NetworkWrite::Create(pxe)).await.unwrap();
     let mut writes = s.subscribe_writes();
     let mut a = Node::new("a1");
     a.groups = vec!["rack1".into(), "compute".into()];
@@ -398,10 +478,6 @@ async fn node_lookups_answer_by_name_mac_ip_and_group(db: Db) {
             .unwrap()
             .len(),
         1
-    );
-    assert_eq!(
-        s.all_nic_ips().await.unwrap(),
-        [("10.1.0.1".to_owned(), "a1".to_owned())]
     );
     let hosts = s.boot_hosts_of(&["a1".into()]).await.unwrap();
     assert_eq!(hosts.len(), 1);
@@ -743,6 +819,7 @@ macro_rules! suite {
 
 suite!(
     networks_are_stored_changed_and_deleted,
+    network_and_node_writes_check_each_other,
     osimages_and_credentials_are_stored_and_deleted,
     services_heartbeat_and_leave,
     node_lookups_answer_by_name_mac_ip_and_group,

@@ -21,7 +21,7 @@ pub use control::{Control, ControlParam, PARAMS as CONTROL_PARAMS, is_secret};
 pub use error::{ErrorCode, FieldError};
 pub use mac::MacAddr;
 pub use name::{validate_group_name, validate_hostname, validate_label_key};
-pub use network::{IpRange, Network, netmask_prefix};
+pub use network::{IpRange, Network, home_network, netmask_prefix};
 pub use node::{
     Arch, MAX_NICS, Mgt, Netboot, Nic, Node, PowerState, ProvisionState, is_device_path,
     is_line_breaking,

@@ -186,6 +186,41 @@ impl Network {
             netmask_prefix(self.netmask).unwrap_or(0)
         )
     }
+
+    /// Why `ip`, an address inside this network, cannot be a node's static address: not a host
+    /// address, inside the dynamic range, or the gateway. `None` if it can.
+    pub fn refuses_static(&self, ip: Ipv4Addr) -> Option<String> {
+        if !self.is_host_address(ip) {
+            return Some(format!(
+                "{ip} is not a host address of network {} ({})",
+                self.name,
+                self.cidr()
+            ));
+        }
+        if let Some(range) = self.dynamic_range.filter(|r| r.contains(ip)) {
+            return Some(format!(
+                "{ip} is inside the dynamic range {range} of network {}",
+                self.name
+            ));
+        }
+        if self.gateway == Some(ip) {
+            return Some(format!("{ip} is the gateway of network {}", self.name));
+        }
+        None
+    }
+}
+
+/// The network a node's static address `ip` belongs to, or why none of `networks` will have it
+/// (see [`Network::refuses_static`]). The one rule for NIC addresses: node writes check it, and
+/// network updates and deletes keep it true for the addresses already given.
+pub fn home_network(networks: &[Network], ip: Ipv4Addr) -> Result<&Network, String> {
+    let net = networks.iter().find(|n| n.contains(ip)).ok_or_else(|| {
+        format!("{ip} is outside every defined network (define one with `xcat3 network-create`)")
+    })?;
+    match net.refuses_static(ip) {
+        Some(reason) => Err(reason),
+        None => Ok(net),
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +271,22 @@ mod tests {
         let mut n = c920();
         n.name = "a b".into();
         assert_eq!(n.validate().unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn static_addresses_have_one_home() {
+        let nets = [c920()];
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(home_network(&nets, ip("11.5.102.60")).unwrap().name, "c920");
+        for (bad, why) in [
+            ("12.0.0.1", "outside every defined network"),
+            ("11.255.255.255", "not a host address"),
+            ("11.4.40.112", "dynamic range"),
+            ("11.0.0.101", "gateway"),
+        ] {
+            let err = home_network(&nets, ip(bad)).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod index;
 pub mod inventory;
 pub mod netboot;
+pub mod networks;
 pub mod order;
 pub mod scaler;
 

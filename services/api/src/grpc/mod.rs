@@ -43,6 +43,7 @@ pub fn field_status(e: &FieldError) -> Status {
 pub fn store_status(e: &xcat3_store::Error) -> Status {
     match e {
         xcat3_store::Error::Conflict(m) => Status::already_exists(format!("conflict: {m}")),
+        xcat3_store::Error::Stale(_) => Status::aborted(e.to_string()),
         other => {
             tracing::error!(error = %other, "database request failed");
             Status::unavailable(format!("database unavailable: {other}"))

@@ -4,106 +4,30 @@ use tonic::{Request, Response, Status};
 use xcat3_proto::convert::{network_from_pb, network_to_pb};
 use xcat3_proto::pb;
 use xcat3_store::Store;
-use xcat3_types::{ErrorCode, FieldError, Network};
+
+use crate::networks::{self, Networks};
 
 use super::{field_status, store_status};
 
 pub struct NetworkService {
+    networks: Networks,
     store: Store,
 }
 
 impl NetworkService {
     pub fn new(store: Store) -> Self {
-        Self { store }
-    }
-
-    async fn get(&self, name: &str) -> Result<Network, Status> {
-        self.store
-            .get_network(name)
-            .await
-            .map_err(|e| store_status(&e))?
-            .ok_or_else(|| Status::not_found(format!("no network named {name:?}")))
-    }
-
-    /// Checks `net` against the other networks and against the NIC addresses that use it.
-    async fn check_fits(&self, net: &Network, old: Option<&Network>) -> Result<(), Status> {
-        let others = self
-            .store
-            .list_networks()
-            .await
-            .map_err(|e| store_status(&e))?;
-        if let Some(o) = others
-            .iter()
-            .find(|o| o.name != net.name && o.overlaps(net))
-        {
-            return Err(Status::already_exists(format!(
-                "subnet: {} overlaps network {} ({})",
-                net.cidr(),
-                o.name,
-                o.cidr()
-            )));
+        Self {
+            networks: Networks::new(store.clone()),
+            store,
         }
-        let Some(old) = old else { return Ok(()) };
-        for (ip, node) in self
-            .store
-            .all_nic_ips()
-            .await
-            .map_err(|e| store_status(&e))?
-        {
-            let Ok(ip) = ip.parse() else { continue };
-            if !old.contains(ip) {
-                continue;
-            }
-            if !net.is_host_address(ip) {
-                return Err(Status::failed_precondition(format!(
-                    "node {node} uses {ip}, which would fall outside {}; change its address first",
-                    net.cidr()
-                )));
-            }
-            if let Some(range) = net.dynamic_range.filter(|r| r.contains(ip)) {
-                return Err(Status::failed_precondition(format!(
-                    "dynamic_range: {range} would contain {ip}, the address of node {node}"
-                )));
-            }
-        }
-        Ok(())
     }
 }
 
-/// Applies one `path=value` change to a network (empty value clears an optional field).
-fn apply(net: &mut pb::Network, path: &str, value: &str) -> Result<(), FieldError> {
-    match path {
-        "subnet" => net.subnet = value.to_owned(),
-        "netmask" => net.netmask = value.to_owned(),
-        "gateway" => net.gateway = value.to_owned(),
-        "dynamic_range" => net.dynamic_range = value.to_owned(),
-        "nameservers" => {
-            net.nameservers = value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        }
-        "domain" => net.domain = value.to_owned(),
-        "mtu" => {
-            net.mtu = if value.is_empty() {
-                0
-            } else {
-                value
-                    .parse()
-                    .map_err(|_| FieldError::invalid("mtu", format!("{value:?} is not a number")))?
-            }
-        }
-        "name" => return Err(FieldError::invalid("name", "networks cannot be renamed")),
-        other => {
-            return Err(FieldError::invalid(
-                other,
-                "unknown attribute; use subnet, netmask, gateway, dynamic_range, nameservers, domain, mtu",
-            ));
-        }
+fn status(e: &networks::Error) -> Status {
+    match e {
+        networks::Error::Rule(e) => field_status(e),
+        networks::Error::Store(e) => store_status(e),
     }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -113,18 +37,9 @@ impl pb::network_service_server::NetworkService for NetworkService {
         request: Request<pb::Network>,
     ) -> Result<Response<pb::Network>, Status> {
         let net = network_from_pb(&request.into_inner()).map_err(|e| field_status(&e))?;
-        self.check_fits(&net, None).await?;
-        match self.store.create_network(&net).await {
-            Ok(()) => {
-                tracing::info!(network = %net.name, cidr = %net.cidr(), "network created");
-                Ok(Response::new(network_to_pb(&net)))
-            }
-            Err(xcat3_store::Error::Conflict(_)) => Err(Status::already_exists(format!(
-                "name: network {:?} exists already",
-                net.name
-            ))),
-            Err(e) => Err(store_status(&e)),
-        }
+        let net = self.networks.create(net).await.map_err(|e| status(&e))?;
+        tracing::info!(network = %net.name, cidr = %net.cidr(), "network created");
+        Ok(Response::new(network_to_pb(&net)))
     }
 
     async fn update_network(
@@ -132,17 +47,13 @@ impl pb::network_service_server::NetworkService for NetworkService {
         request: Request<pb::UpdateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
         let req = request.into_inner();
-        let old = self.get(&req.name).await?;
-        let mut wire = network_to_pb(&old);
-        for c in &req.changes {
-            apply(&mut wire, &c.path, &c.value).map_err(|e| field_status(&e))?;
-        }
-        let net = network_from_pb(&wire).map_err(|e| field_status(&e))?;
-        self.check_fits(&net, Some(&old)).await?;
-        self.store
-            .save_network(&net)
+        let changes: Vec<(String, String)> =
+            req.changes.into_iter().map(|c| (c.path, c.value)).collect();
+        let net = self
+            .networks
+            .update(&req.name, &changes)
             .await
-            .map_err(|e| store_status(&e))?;
+            .map_err(|e| status(&e))?;
         tracing::info!(network = %net.name, "network updated");
         Ok(Response::new(network_to_pb(&net)))
     }
@@ -152,33 +63,7 @@ impl pb::network_service_server::NetworkService for NetworkService {
         request: Request<pb::NetworkRef>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
         let name = request.into_inner().name;
-        let net = self.get(&name).await?;
-        let users: Vec<(String, String)> = self
-            .store
-            .all_nic_ips()
-            .await
-            .map_err(|e| store_status(&e))?
-            .into_iter()
-            .filter(|(ip, _)| ip.parse().is_ok_and(|ip| net.contains(ip)))
-            .collect();
-        if let Some((ip, node)) = users.first() {
-            return Err(field_status(&FieldError::new(
-                ErrorCode::FailedPrecondition,
-                "",
-                format!(
-                    "network {name} is in use by {} NIC(s), for example node {node} ({ip})",
-                    users.len()
-                ),
-            )));
-        }
-        if !self
-            .store
-            .delete_network(&name)
-            .await
-            .map_err(|e| store_status(&e))?
-        {
-            return Err(Status::not_found(format!("no network named {name:?}")));
-        }
+        self.networks.delete(&name).await.map_err(|e| status(&e))?;
         tracing::info!(network = %name, "network deleted");
         Ok(Response::new(pb::DeleteNetworkResponse {}))
     }
@@ -187,20 +72,19 @@ impl pb::network_service_server::NetworkService for NetworkService {
         &self,
         request: Request<pb::NetworkRef>,
     ) -> Result<Response<pb::Network>, Status> {
-        Ok(Response::new(network_to_pb(
-            &self.get(&request.into_inner().name).await?,
-        )))
+        let net = self
+            .networks
+            .get(&request.into_inner().name)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(network_to_pb(&net)))
     }
 
     async fn list_networks(
         &self,
         _: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let networks = self
-            .store
-            .list_networks()
-            .await
-            .map_err(|e| store_status(&e))?;
+        let networks = self.networks.list().await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::ListNetworksResponse {
             networks: networks.iter().map(network_to_pb).collect(),
         }))

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use xcat3_store::Store;
-use xcat3_types::{FieldError, MacAddr, Network};
+use xcat3_types::{FieldError, MacAddr, Network, home_network};
 
 use super::Candidate;
 
@@ -115,38 +115,8 @@ impl InventoryCheck {
                     format!("{ip} is also given to node {owner} in this request"),
                 ));
             }
-            let Some(net) = self.networks.iter().find(|n| n.contains(ip)) else {
-                return Err(FieldError::invalid(
-                    field("ip"),
-                    format!(
-                        "{ip} is outside every defined network (define one with `xcat3 network-create`)"
-                    ),
-                ));
-            };
-            if !net.is_host_address(ip) {
-                return Err(FieldError::invalid(
-                    field("ip"),
-                    format!(
-                        "{ip} is not a host address of network {} ({})",
-                        net.name,
-                        net.cidr()
-                    ),
-                ));
-            }
-            if let Some(range) = net.dynamic_range.filter(|r| r.contains(ip)) {
-                return Err(FieldError::invalid(
-                    field("ip"),
-                    format!(
-                        "{ip} is inside the dynamic range {range} of network {}",
-                        net.name
-                    ),
-                ));
-            }
-            if net.gateway == Some(ip) {
-                return Err(FieldError::invalid(
-                    field("ip"),
-                    format!("{ip} is the gateway of network {}", net.name),
-                ));
+            if let Err(reason) = home_network(&self.networks, ip) {
+                return Err(FieldError::invalid(field("ip"), reason));
             }
         }
         if let Some(image) = &c.node.osimage

@@ -423,6 +423,7 @@ fn store_error(e: &xcat3_store::Error) -> FieldError {
         xcat3_store::Error::Conflict(m) => {
             FieldError::exists("", format!("written concurrently by another request: {m}"))
         }
+        xcat3_store::Error::Stale(_) => FieldError::new(ErrorCode::Aborted, "", e.to_string()),
         other => FieldError::new(ErrorCode::Unavailable, "", other.to_string()),
     }
 }
