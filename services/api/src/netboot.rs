@@ -276,3 +276,174 @@ impl BootFeed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xcat3_types::Network;
+
+    fn host(mac: &str, node: &str, state: ProvisionState, token: Option<&str>) -> BootHostRecord {
+        BootHostRecord {
+            mac: mac.into(),
+            ip: Some("10.0.0.5".parse().unwrap()),
+            node: node.into(),
+            nic: "eth0".into(),
+            primary: true,
+            arch: "x86_64".into(),
+            netboot: "ipxe".into(),
+            osimage: Some("rocky9".into()),
+            provision_state: state,
+            deploy_token: token.map(String::from),
+        }
+    }
+
+    fn image() -> OsImage {
+        OsImage {
+            name: "rocky9".into(),
+            distro: "rocky".into(),
+            version: "9.4".into(),
+            arch: "x86_64".into(),
+            install_method: "kickstart".into(),
+            kernel: "trees/abc/images/pxeboot/vmlinuz".into(),
+            initrd: "trees/abc/images/pxeboot/initrd.img".into(),
+            repo_root: "trees/abc".into(),
+            created_at: 0,
+            source: "rocky.iso".into(),
+            sha256: String::new(),
+        }
+    }
+
+    fn network(name: &str, subnet: &str) -> Network {
+        Network::new(
+            name,
+            subnet.parse().unwrap(),
+            "255.255.0.0".parse().unwrap(),
+        )
+    }
+
+    fn table(revision: i64, networks: Vec<Network>, hosts: Vec<BootHostRecord>) -> Table {
+        let rows = BootTable {
+            revision,
+            networks,
+            hosts,
+        };
+        Table::build(rows, &[image()], Some("http://10.0.0.1:8080"))
+    }
+
+    /// `old` with `update` applied, as an agent does.
+    fn apply(old: &Table, update: &internal::BootUpdate) -> Table {
+        let mut t = old.clone();
+        t.revision = update.revision;
+        for name in &update.removed_networks {
+            t.networks.remove(name);
+        }
+        for n in &update.networks {
+            t.networks.insert(n.name.clone(), n.clone());
+        }
+        for mac in &update.removed_macs {
+            t.hosts.remove(mac);
+        }
+        for h in &update.hosts {
+            t.hosts.insert(h.mac.clone(), h.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn only_deploying_nodes_with_a_token_boot_the_installer() {
+        let t = table(
+            1,
+            vec![],
+            vec![
+                host(
+                    "52:54:00:00:00:01",
+                    "a",
+                    ProvisionState::Deploying,
+                    Some("tok1"),
+                ),
+                host(
+                    "52:54:00:00:00:02",
+                    "b",
+                    ProvisionState::Available,
+                    Some("tok2"),
+                ),
+                host("52:54:00:00:00:03", "c", ProvisionState::WaitCallback, None),
+            ],
+        );
+        let action = |mac: &str| t.hosts[mac].action.clone().unwrap();
+        let Action::Install(install) = action("52:54:00:00:00:01") else {
+            panic!("a deploying node boots its installer");
+        };
+        assert_eq!(
+            install.kernel,
+            "http://10.0.0.1:8080/trees/abc/images/pxeboot/vmlinuz"
+        );
+        assert!(install.cmdline.contains("tok1"), "{}", install.cmdline);
+        assert!(matches!(action("52:54:00:00:00:02"), Action::Local(_)));
+        assert!(matches!(action("52:54:00:00:00:03"), Action::Local(_)));
+        // Without an image service nobody is sent to an installer.
+        let rows = BootTable {
+            revision: 1,
+            networks: vec![],
+            hosts: vec![host(
+                "52:54:00:00:00:01",
+                "a",
+                ProvisionState::Deploying,
+                Some("t"),
+            )],
+        };
+        let t = Table::build(rows, &[image()], None);
+        assert!(matches!(
+            t.hosts["52:54:00:00:00:01"].action,
+            Some(Action::Local(_))
+        ));
+    }
+
+    #[test]
+    fn the_diff_carries_exactly_what_changed() {
+        let old = table(
+            4,
+            vec![network("a", "10.0.0.0"), network("b", "10.1.0.0")],
+            vec![
+                host("52:54:00:00:00:01", "n1", ProvisionState::Available, None),
+                host("52:54:00:00:00:02", "n2", ProvisionState::Available, None),
+                host("52:54:00:00:00:03", "n3", ProvisionState::Available, None),
+            ],
+        );
+        assert_eq!(old.diff(&old), None, "no change, no update");
+        let mut b = network("b", "10.1.0.0");
+        b.mtu = Some(9000);
+        let new = table(
+            5,
+            vec![b, network("c", "10.2.0.0")],
+            vec![
+                host("52:54:00:00:00:01", "n1", ProvisionState::Available, None),
+                host(
+                    "52:54:00:00:00:02",
+                    "n2",
+                    ProvisionState::Deploying,
+                    Some("t"),
+                ),
+                host("52:54:00:00:00:04", "n4", ProvisionState::Available, None),
+            ],
+        );
+        let update = old.diff(&new).unwrap();
+        assert_eq!(update.revision, 5);
+        assert!(!update.snapshot);
+        let mut names: Vec<&str> = update.networks.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(update.removed_networks, ["a"]);
+        let mut macs: Vec<&str> = update.hosts.iter().map(|h| h.mac.as_str()).collect();
+        macs.sort_unstable();
+        assert_eq!(macs, ["52:54:00:00:00:02", "52:54:00:00:00:04"]);
+        assert_eq!(update.removed_macs, ["52:54:00:00:00:03"]);
+        // An agent that applies it holds the new table, and a snapshot says the same.
+        assert_eq!(apply(&old, &update), new);
+        assert_eq!(apply(&Table::default(), &new.snapshot()), new);
+        // A new revision that changes nothing an agent sees sends nothing.
+        let mut same = new.clone();
+        same.revision = 6;
+        assert_eq!(new.diff(&same), None);
+    }
+}

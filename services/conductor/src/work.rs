@@ -385,3 +385,162 @@ fn record(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+    use xcat3_coord::{Coordinator, LocalCoordinator, Member};
+    use xcat3_types::Mgt;
+
+    const SHARDS: u32 = 4;
+
+    /// An executor of one process owning every shard, on a SQLite store holding `nodes`; no
+    /// shard's claim is recorded yet. A node with `mgt=ipmi` and no BMC address fails in the
+    /// driver before any I/O, which is all the executor needs to record something.
+    async fn executor(dir: &tempfile::TempDir, nodes: &[&str]) -> Arc<Executor> {
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let nodes: Vec<Node> = nodes
+            .iter()
+            .map(|name| {
+                let mut n = Node::new(*name);
+                n.mgt = Some(Mgt::Ipmi);
+                n
+            })
+            .collect();
+        store.create_nodes(&nodes).await.unwrap();
+        let member = Member {
+            id: "c1".into(),
+            host: "here".into(),
+            addr: "http://127.0.0.1:1".into(),
+        };
+        let membership = LocalCoordinator::new(SHARDS)
+            .join(member, CancellationToken::new())
+            .await
+            .unwrap();
+        let metrics = xcat3_runtime::metrics::Metrics::new();
+        Arc::new(Executor {
+            id: "c1".into(),
+            store,
+            membership,
+            claimed: Claimed::default(),
+            drivers: Drivers {
+                ipmi: Default::default(),
+                redfish: Default::default(),
+                kvm: Default::default(),
+            },
+            limits: Limits::new(Default::default()),
+            shards: SHARDS,
+            metrics: crate::metrics::ConductorMetrics::register(&metrics),
+            failing_status: Default::default(),
+        })
+    }
+
+    async fn power_on(ex: &Arc<Executor>, names: &[&str]) -> Vec<NodeOutcome> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        ex.run(names, Operation::Power(PowerAction::On), tx).await;
+        let mut all = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            all.extend(batch);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn code(o: &NodeOutcome) -> Option<ErrorCode> {
+        o.result.as_ref().err().map(|e| e.code)
+    }
+
+    async fn events(ex: &Executor, name: &str) -> Vec<String> {
+        let events = ex.store.node_events(&[name.into()], 10).await.unwrap();
+        events.into_iter().map(|e| e.message).collect()
+    }
+
+    #[tokio::test]
+    async fn work_runs_only_on_recorded_claims_and_fenced_results_are_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ex = executor(&dir, &["n1"]).await;
+        let shard = shard_of("n1", SHARDS);
+        let token = *ex.membership.owned().get(&shard).unwrap();
+
+        // Owned, but the claim is not in the database yet: nothing runs, the api retries.
+        let r = power_on(&ex, &["n1", "zz"]).await;
+        assert_eq!(r.len(), 2);
+        assert!(
+            r.iter().all(|o| code(o) == Some(ErrorCode::NotOwner)),
+            "{r:?}"
+        );
+        assert!(events(&ex, "n1").await.is_empty());
+
+        // Claimed: the driver runs, its failure is the node's result and an event.
+        for s in 0..SHARDS {
+            assert!(ex.store.claim_shard(s, token.0, "c1").await.unwrap());
+            ex.claimed.write().await.insert(s, token);
+        }
+        let r = power_on(&ex, &["n1", "zz"]).await;
+        let err = r[0].result.as_ref().unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_str()),
+            (ErrorCode::FailedPrecondition, "control.bmc_address")
+        );
+        assert_eq!(code(&r[1]), Some(ErrorCode::NotFound));
+        assert_eq!(events(&ex, "n1").await.len(), 1);
+
+        // Another conductor claims the shard with a newer token while this one still thinks it
+        // owns it: the work runs, but its write is fenced and the node hears so.
+        assert!(
+            ex.store
+                .claim_shard(shard, token.0 + 1, "c2")
+                .await
+                .unwrap()
+        );
+        let r = power_on(&ex, &["n1"]).await;
+        let err = r[0].result.as_ref().unwrap_err();
+        assert_eq!(err.code, ErrorCode::Aborted);
+        assert!(err.reason.contains("moved to another conductor"), "{err}");
+        assert_eq!(events(&ex, "n1").await.len(), 1, "nothing recorded");
+    }
+
+    fn node(state: PowerState) -> Node {
+        let mut n = Node::new("n1");
+        n.power_state = state;
+        n
+    }
+
+    #[test]
+    fn status_reads_record_only_changes_and_the_first_failure() {
+        let status = Operation::Power(PowerAction::Status);
+        let on = || Ok(Done::Power(PowerState::On));
+        // Unchanged: nothing to write.
+        let (update, result) = record(&node(PowerState::On), status, on(), false);
+        assert!(update.is_none());
+        assert_eq!(result.result.unwrap(), "on");
+        // Changed: the new state and an event.
+        let (update, _) = record(&node(PowerState::Off), status, on(), false);
+        let update = update.unwrap();
+        assert_eq!(update.power_state, Some(PowerState::On));
+        assert_eq!(update.event.unwrap().0, "power-state");
+        // A failed read makes the state unknown, with an event the first time only.
+        let failed = || Err(DriverError::Unreachable("no answer".into()));
+        let (update, result) = record(&node(PowerState::On), status, failed(), false);
+        let update = update.unwrap();
+        assert_eq!(update.power_state, Some(PowerState::Unknown));
+        assert!(update.event.is_some());
+        assert_eq!(code(&result), Some(ErrorCode::Unavailable));
+        let (update, _) = record(&node(PowerState::Unknown), status, failed(), true);
+        assert!(update.is_none(), "already unknown and reported");
+        // Actions are always recorded, failed or not.
+        let off = Operation::Power(PowerAction::Off);
+        let (update, _) = record(
+            &node(PowerState::Off),
+            off,
+            Ok(Done::Power(PowerState::Off)),
+            false,
+        );
+        assert_eq!(update.unwrap().event.unwrap().0, "power");
+        let (update, _) = record(&node(PowerState::On), off, failed(), true);
+        assert_eq!(update.unwrap().event.unwrap().0, "error");
+    }
+}
