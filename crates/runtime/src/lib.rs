@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod layered;
 pub mod metrics;
 pub mod process;
 pub mod shutdown;

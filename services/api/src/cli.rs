@@ -1,6 +1,6 @@
-//! Command-line and file configuration of the api, layered: defaults < YAML file (`--config`) <
-//! environment (`XCAT3_*`) < flags. The environment is passed in, so tests never change the
-//! process's own.
+//! Configuration of the api. The flags (and the environment, and a `--config` file: see
+//! `xcat3_runtime::layered`, shared by every service) are resolved here into an [`ApiConfig`]. The
+//! environment is passed in, so tests never change the process's own.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,10 +17,6 @@ use crate::ApiConfig;
 /// Flags of `xcat3-api`, `xcat3-server api` and `xcat3-server all-in-one`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ApiArgs {
-    /// YAML file with any of: listen, metrics_listen, database_url, data_dir, admin_token_file,
-    /// readonly_token_file, noderange_limit, insecure.
-    #[arg(long, env = "XCAT3_CONFIG")]
-    pub config: Option<PathBuf>,
     /// gRPC address [default: 127.0.0.1:3010].
     #[arg(long, env = "XCAT3_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -84,19 +80,6 @@ pub struct ApiArgs {
     pub secrets: xcat3_runtime::config::SecretsArgs,
 }
 
-#[derive(serde::Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    metrics_listen: Option<String>,
-    database_url: Option<String>,
-    data_dir: Option<PathBuf>,
-    admin_token_file: Option<PathBuf>,
-    readonly_token_file: Option<PathBuf>,
-    noderange_limit: Option<usize>,
-    insecure: Option<bool>,
-}
-
 /// What [`ApiArgs::resolve`] decided besides the [`ApiConfig`].
 #[derive(Debug)]
 pub struct Resolved {
@@ -107,42 +90,34 @@ pub struct Resolved {
 }
 
 impl ApiArgs {
-    /// Layers defaults, the file, `env` and the flags into a config. With `generate_token` (the
+    /// Resolves the flags (`env`: the process's environment) into a config. With `generate_token` (the
     /// all-in-one server) and no admin token given, one is generated into the data directory.
     pub fn resolve(
         &self,
         env: &HashMap<String, String>,
         generate_token: bool,
     ) -> anyhow::Result<Resolved> {
-        let file: FileConfig = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("read {}", path.display()))?;
-                serde_yaml::from_str(&text).with_context(|| format!("parse {}", path.display()))?
-            }
-            None => FileConfig::default(),
-        };
-        let explicit_dir = self.data_dir.clone().or(file.data_dir);
+        let explicit_dir = self.data_dir.clone();
         if let Some(dir) = &explicit_dir {
             xcat3_runtime::config::private_dir(dir)?;
         }
         let data_dir = explicit_dir.unwrap_or_else(|| default_data_dir(env));
-        let database_url = match self.database_url.clone().or(file.database_url) {
+        let database_url = match self.database_url.clone() {
             Some(url) => url,
             None => sqlite_url(&data_dir)?,
         };
         xcat3_runtime::config::private_sqlite_files(&database_url)?;
         let mut config = ApiConfig::new(database_url);
-        if let Some(listen) = self.listen.or(file.listen) {
+        if let Some(listen) = self.listen {
             config.listen = listen;
         }
-        if let Some(m) = self.metrics_listen.clone().or(file.metrics_listen) {
+        if let Some(m) = self.metrics_listen.clone() {
             config.metrics_listen = optional_addr("metrics_listen", &m)?;
         }
-        if let Some(limit) = self.noderange_limit.or(file.noderange_limit) {
+        if let Some(limit) = self.noderange_limit {
             config.noderange_limit = limit;
         }
-        config.insecure = self.insecure || file.insecure.unwrap_or(false);
+        config.insecure = self.insecure;
         if let Some(deployment) = &self.scale_conductors {
             let namespace = match &self.scale_namespace {
                 Some(ns) => ns.clone(),
@@ -176,11 +151,8 @@ impl ApiArgs {
         if let Some(m) = self.deploy_timeout_minutes {
             config.deploy_timeout = std::time::Duration::from_secs(m.max(1) * 60);
         }
-        let admin_file = self.admin_token_file.clone().or(file.admin_token_file);
-        let readonly_file = self
-            .readonly_token_file
-            .clone()
-            .or(file.readonly_token_file);
+        let admin_file = self.admin_token_file.clone();
+        let readonly_file = self.readonly_token_file.clone();
         let mut tokens = Tokens {
             admin: token_from(admin_file.as_deref(), env, "XCAT3_ADMIN_TOKEN")?,
             readonly: token_from(readonly_file.as_deref(), env, "XCAT3_READONLY_TOKEN")?,
@@ -238,22 +210,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layering_and_generated_token() {
+    fn flags_and_generated_token() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("api.yaml");
-        std::fs::write(
-            &cfg,
-            "listen: 127.0.0.1:4000\nmetrics_listen: none\nnoderange_limit: 7\n",
-        )
-        .unwrap();
         let args = ApiArgs {
-            config: Some(cfg.clone()),
+            metrics_listen: Some("none".into()),
+            noderange_limit: Some(7),
             data_dir: Some(dir.path().to_owned()),
             listen: Some("127.0.0.1:5000".parse().unwrap()),
             ..Default::default()
         };
         let r = args.resolve(&HashMap::new(), true).unwrap();
-        assert_eq!(r.config.listen.port(), 5000, "flags win over the file");
+        assert_eq!(r.config.listen.port(), 5000);
         assert_eq!(r.config.metrics_listen, None);
         assert_eq!(r.config.noderange_limit, 7);
         assert!(r.config.database_url.starts_with("sqlite://"));
@@ -277,9 +244,5 @@ mod tests {
         let short = HashMap::from([("XCAT3_ADMIN_TOKEN".to_owned(), "secret".to_owned())]);
         let err = args.resolve(&short, true).unwrap_err();
         assert!(format!("{err:#}").contains("shorter than 16"), "{err:#}");
-
-        std::fs::write(&cfg, "bogus: 1\n").unwrap();
-        let err = args.resolve(&HashMap::new(), true).unwrap_err();
-        assert!(format!("{err:#}").contains("bogus"), "{err:#}");
     }
 }

@@ -1,8 +1,6 @@
 //! `xcat3-api`: the api service alone (see `xcat3-server` for several services in one process).
 
-use clap::Parser;
-
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(version, about = "xcat3 api service")]
 struct Args {
     #[command(flatten)]
@@ -11,6 +9,8 @@ struct Args {
     coord: xcat3_coord::CoordArgs,
     #[command(flatten)]
     tls: xcat3_runtime::tls::TlsArgs,
+    #[command(flatten)]
+    file: xcat3_runtime::layered::ConfigFile,
 }
 
 /// mimalloc: after four 100,000-node operations the all-in-one server held 455 MB, against
@@ -19,6 +19,6 @@ struct Args {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args: Args = xcat3_runtime::layered::parse();
     xcat3_api::cli::main(args.api, args.coord, args.tls)
 }

@@ -23,6 +23,8 @@ use xcat3_runtime::tls::TlsArgs;
 struct Cli {
     #[command(subcommand)]
     role: Role,
+    #[command(flatten)]
+    file: xcat3_runtime::layered::ConfigFile,
 }
 
 #[derive(Subcommand)]
@@ -106,7 +108,7 @@ enum Role {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    match Cli::parse().role {
+    match xcat3_runtime::layered::parse::<Cli>().role {
         Role::AllInOne {
             api,
             drivers,
