@@ -147,6 +147,9 @@ fn dynamic_networks(table: &Table) -> Vec<String> {
         .collect()
 }
 
+/// How long an agent asks for no more blocks of a network after a claim brought none.
+const QUIET_WHEN_USED_UP: Duration = Duration::from_secs(5);
+
 /// Renews this agent's blocks, claims one for every network with a dynamic range that has none,
 /// and more when a network runs out.
 pub async fn keep_blocks(api: ApiClient, state: Arc<State>, shutdown: CancellationToken) {
@@ -198,15 +201,14 @@ pub async fn keep_blocks(api: ApiClient, state: Arc<State>, shutdown: Cancellati
                             Some((IpRange { start, end }, now + valid))
                         })
                         .collect();
-                    if claim && blocks.len() <= held.get(&net).copied().unwrap_or(0) {
-                        tracing::warn!(network = %net, "the dynamic range has no free block left");
-                    }
+                    let used_up = claim && blocks.len() <= held.get(&net).copied().unwrap_or(0);
                     held.insert(net.clone(), blocks.len());
-                    state
-                        .pool
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .set_blocks(&net, blocks);
+                    let mut pool = state.pool.lock().unwrap_or_else(|p| p.into_inner());
+                    pool.set_blocks(&net, blocks);
+                    if used_up {
+                        tracing::warn!(network = %net, "the dynamic range has no free block left");
+                        pool.hold_wishes(&net, now + QUIET_WHEN_USED_UP.as_millis() as i64);
+                    }
                 }
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     held.remove(&net);
