@@ -4,7 +4,7 @@
 # namespace with 5 s points. Prints, per server and offered rate: completed DORA exchanges per
 # second, loss, and server CPU per exchange (user+sys of the server process / completed DORAs).
 #
-#   bash scripts/bench-dhcp.sh [RATES] [RESERVATIONS] [UNKNOWN]   default "2000 8000 16000", 10000, 40000
+#   bash scripts/bench-dhcp.sh [RATES] [RESERVATIONS] [UNKNOWN]   default "2000 4000 8000 12000", 10000, 40000
 #
 # The unknown machines (UNKNOWN distinct MACs, more than an agent's first block claims cover)
 # take addresses from a dynamic range of 49,150 addresses, so the xcat3 agent must keep claiming
@@ -17,7 +17,7 @@
 # removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATES=${1:-"2000 8000 16000"}
+RATES=${1:-"2000 4000 8000 12000"}
 N=${2:-10000}
 DYN=${3:-40000}
 command -v perfdhcp >/dev/null && command -v kea-dhcp4 >/dev/null || {

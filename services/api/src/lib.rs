@@ -154,6 +154,22 @@ impl Api {
             .and_then(|l| l.local_addr().ok())
     }
 
+    /// Prints the ready line on stdout, for supervisors and tests.
+    pub fn announce(&self) -> std::io::Result<()> {
+        let metrics_addr = self
+            .metrics_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "none".into());
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "xcat3 api ready grpc={} metrics={metrics_addr}",
+                self.local_addr()?
+            );
+        }
+        Ok(())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -364,17 +380,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let api = Api::build(config, coordinator, metrics).await?;
-    let metrics_addr = api
-        .metrics_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "none".into());
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "xcat3 api ready grpc={} metrics={metrics_addr}",
-            api.local_addr()?
-        );
-    }
+    api.announce()?;
     api.run(shutdown).await
 }
 

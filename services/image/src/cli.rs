@@ -141,14 +141,9 @@ pub fn main(
             &standalone.secrets.secrets_previous_key_files,
         )
         .map_err(|e| Failure::Config(anyhow::Error::msg(e)))?;
-        crate::serve(
-            config,
-            xcat3_runtime::metrics::Metrics::new(),
-            shutdown,
-            None,
-        )
-        .await
-        .map_err(Failure::Serve)?;
+        crate::serve(config, xcat3_runtime::metrics::Metrics::new(), shutdown)
+            .await
+            .map_err(Failure::Serve)?;
         Ok(())
     })
 }

@@ -68,110 +68,164 @@ impl ImageConfig {
     }
 }
 
-/// Binds, serves until `shutdown`, and prints the ready line
-/// (`xcat3 image ready grpc=ADDR http=ADDR`) once both listeners are bound.
+/// A built image service: its directory prepared, database connected, listeners bound.
+pub struct Image {
+    config: ImageConfig,
+    metrics: Metrics,
+    layout: import::Layout,
+    store: Store,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl Image {
+    pub async fn build(config: ImageConfig, metrics: Metrics) -> anyhow::Result<Image> {
+        let layout = import::Layout {
+            root: config.data_dir.clone(),
+        };
+        layout.prepare().with_context(|| {
+            format!("prepare the image directory {}", config.data_dir.display())
+        })?;
+        let store = Store::connect(&config.database_url)
+            .await?
+            .with_sealing(config.sealing.clone());
+        let grpc_listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .with_context(|| format!("bind the image gRPC address {}", config.grpc_listen))?;
+        let http_listener = bind_http(config.http_listen)
+            .with_context(|| format!("bind the image HTTP address {}", config.http_listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind the image metrics address {addr}"))?,
+            ),
+            None => None,
+        };
+        let mut config = config;
+        config.http_listen = http_listener.local_addr()?;
+        Ok(Image {
+            config,
+            metrics,
+            layout,
+            store,
+            grpc_listener,
+            http_listener,
+            metrics_listener,
+        })
+    }
+
+    /// The bound gRPC and HTTP addresses.
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((
+            self.grpc_listener.local_addr()?,
+            self.http_listener.local_addr()?,
+        ))
+    }
+
+    /// Prints the ready line on stdout, for supervisors and tests.
+    pub fn announce(&self) -> std::io::Result<()> {
+        let (grpc, http) = self.local_addrs()?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!("xcat3 image ready grpc={grpc} http={http}");
+        }
+        Ok(())
+    }
+
+    /// Where nodes fetch install files: `--image-base-url`, else the bound HTTP address.
+    pub fn base_url(&self) -> String {
+        self.config.base_url()
+    }
+
+    /// Serves imports over gRPC and trees, installer files and callbacks over HTTP until
+    /// `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Image {
+            config,
+            metrics,
+            layout,
+            store,
+            grpc_listener,
+            http_listener,
+            metrics_listener,
+        } = self;
+        let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
+        let base_url = config.base_url();
+        let image_metrics = metrics::ImageMetrics::register(&metrics);
+        let metrics_task = metrics_listener
+            .map(|listener| tokio::spawn(metrics.clone().serve(listener, shutdown.clone())));
+        let router = http::router(
+            store.clone(),
+            layout.clone(),
+            base_url.clone(),
+            image_metrics.clone(),
+            config.install_source_check,
+        );
+        let http_task = tokio::spawn(trees::serve(
+            http_listener,
+            layout.trees(),
+            router,
+            image_metrics.tree_bytes.clone(),
+            shutdown.clone(),
+        ));
+        let importing: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let sweeper = tokio::spawn(remove_deleted_trees(
+            store.clone(),
+            layout.clone(),
+            importing.clone(),
+            shutdown.clone(),
+        ));
+        let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
+            store,
+            layout,
+            metrics: image_metrics,
+            importing,
+        });
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<pb::image_service_server::ImageServiceServer<grpc::ImageService>>()
+            .await;
+        let layers = tower::ServiceBuilder::new()
+            .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
+            .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, base_url = %base_url, "image service serving");
+        let token = shutdown.clone();
+        let served = xcat3_runtime::grpc::server(&config.tls)?
+            .trace_fn(xcat3_runtime::trace_context::server_span)
+            .layer(layers)
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                xcat3_runtime::grpc::incoming(
+                    grpc_listener,
+                    xcat3_runtime::grpc::grpc_connection_cap(),
+                ),
+                async move { token.cancelled().await },
+            )
+            .await;
+        shutdown.cancel();
+        let _ = http_task.await;
+        let _ = sweeper.await;
+        if let Some(t) = metrics_task {
+            let _ = t.await;
+        }
+        served?;
+        Ok(())
+    }
+}
+
+/// Builds the image service, prints the ready line (`xcat3 image ready grpc=ADDR http=ADDR`) and
+/// serves until `shutdown`.
 pub async fn serve(
     config: ImageConfig,
     metrics: Metrics,
     shutdown: CancellationToken,
-    ready: Option<tokio::sync::oneshot::Sender<(SocketAddr, SocketAddr)>>,
 ) -> anyhow::Result<()> {
-    let layout = import::Layout {
-        root: config.data_dir.clone(),
-    };
-    layout
-        .prepare()
-        .with_context(|| format!("prepare the image directory {}", config.data_dir.display()))?;
-    let store = Store::connect(&config.database_url)
-        .await?
-        .with_sealing(config.sealing.clone());
-    let grpc_listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("bind the image gRPC address {}", config.grpc_listen))?;
-    let http_listener = bind_http(config.http_listen)
-        .with_context(|| format!("bind the image HTTP address {}", config.http_listen))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
-    let mut config = config;
-    config.http_listen = http_addr;
-    let base_url = config.base_url();
-
-    let image_metrics = metrics::ImageMetrics::register(&metrics);
-    let metrics_task = match config.metrics_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("bind the image metrics address {addr}"))?;
-            Some(tokio::spawn(
-                metrics.clone().serve(listener, shutdown.clone()),
-            ))
-        }
-        None => None,
-    };
-    let router = http::router(
-        store.clone(),
-        layout.clone(),
-        base_url.clone(),
-        image_metrics.clone(),
-        config.install_source_check,
-    );
-    let http_task = tokio::spawn(trees::serve(
-        http_listener,
-        layout.trees(),
-        router,
-        image_metrics.tree_bytes.clone(),
-        shutdown.clone(),
-    ));
-    let importing: Arc<tokio::sync::Mutex<()>> = Arc::default();
-    let sweeper = tokio::spawn(remove_deleted_trees(
-        store.clone(),
-        layout.clone(),
-        importing.clone(),
-        shutdown.clone(),
-    ));
-    let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
-        store,
-        layout,
-        metrics: image_metrics,
-        importing,
-    });
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<pb::image_service_server::ImageServiceServer<grpc::ImageService>>()
-        .await;
-    let layers = tower::ServiceBuilder::new()
-        .layer(metrics.layer(&[xcat3_proto::FILE_DESCRIPTOR_SET]))
-        .layer(AuthLayer::new(config.tokens.clone(), config.insecure));
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, base_url = %base_url, "image service serving");
-    #[allow(clippy::print_stdout)]
-    {
-        println!("xcat3 image ready grpc={grpc_addr} http={http_addr}");
-    }
-    if let Some(ready) = ready {
-        let _ = ready.send((grpc_addr, http_addr));
-    }
-    let token = shutdown.clone();
-    let served = xcat3_runtime::grpc::server(&config.tls)?
-        .trace_fn(xcat3_runtime::trace_context::server_span)
-        .layer(layers)
-        .add_service(health_service)
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            xcat3_runtime::grpc::incoming(
-                grpc_listener,
-                xcat3_runtime::grpc::grpc_connection_cap(),
-            ),
-            async move { token.cancelled().await },
-        )
-        .await;
-    shutdown.cancel();
-    let _ = http_task.await;
-    let _ = sweeper.await;
-    if let Some(t) = metrics_task {
-        let _ = t.await;
-    }
-    served?;
-    Ok(())
+    let image = Image::build(config, metrics).await?;
+    image.announce()?;
+    image.run(shutdown).await
 }
 
 /// How often trees of deleted osimages are looked for.

@@ -144,148 +144,225 @@ impl State {
     }
 }
 
-/// Starts every part of the agent; prints the ready line (`xcat3 network ready http=ADDR
-/// tftp=ADDR metrics=ADDR`) and serves until `shutdown`.
+/// A built network agent: its state loaded from disk, every listener bound.
+pub struct Agent {
+    config: AgentConfig,
+    metrics: Metrics,
+    state: Arc<State>,
+    table_file: std::path::PathBuf,
+    sightings: mpsc::Receiver<Sighting>,
+    client: watch::ApiClient,
+    http_listener: tokio::net::TcpListener,
+    tftp_socket: Option<tokio::net::UdpSocket>,
+    dns_socket: Option<tokio::net::UdpSocket>,
+    metrics_listener: Option<tokio::net::TcpListener>,
+}
+
+/// Where a built [`Agent`] listens.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentAddrs {
+    pub http: SocketAddr,
+    pub tftp: Option<SocketAddr>,
+    pub dns: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Agent {
+    /// Loads the saved boot table and lease log and binds every listener: what can fail on a
+    /// bad configuration fails here, before anything is served.
+    pub async fn build(config: AgentConfig, metrics: Metrics) -> anyhow::Result<Agent> {
+        use anyhow::Context as _;
+        xcat3_runtime::config::private_dir(&config.state_dir)
+            .with_context(|| format!("the state directory {}", config.state_dir.display()))?;
+        std::fs::create_dir_all(&config.tftp_root)
+            .with_context(|| format!("create the TFTP root {}", config.tftp_root.display()))?;
+        if let Some(dir) = &config.ipxe_dir {
+            tftp::install_ipxe(dir, &config.tftp_root);
+        }
+        let table_file = config.state_dir.join("boot-table.pb");
+        let table = match Table::load(&table_file) {
+            Ok(Some(t)) => {
+                tracing::info!(
+                    revision = t.revision,
+                    hosts = t.hosts.len(),
+                    "boot table loaded from disk"
+                );
+                t
+            }
+            Ok(None) => Table::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, file = %table_file.display(), "the saved boot table is unreadable; starting empty");
+                Table::default()
+            }
+        };
+        let pool = Pool::open(&config.state_dir.join("leases.log"), now_ms())
+            .context("open the lease log")?;
+        let agent_metrics = AgentMetrics::register(&metrics);
+        let (sightings_tx, sightings_rx) = mpsc::channel(4096);
+        let state = Arc::new(State {
+            id: config.id.clone(),
+            table: RwLock::new(Arc::new(Table::default())),
+            pool: Mutex::new(pool),
+            settings: config.settings.clone(),
+            metrics: agent_metrics,
+            blocks_wanted: Notify::new(),
+            sightings: sightings_tx,
+        });
+        state.set_table(Arc::new(table));
+
+        let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("listen for HTTP on {}", config.http_listen))?;
+        let tftp_socket = bind_udp("TFTP", config.tftp_listen).await?;
+        let dns_socket = bind_udp("DNS", config.dns_listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
+        let client = watch::ApiClient::new(&config.api, config.token.as_ref(), &config.tls)?;
+        Ok(Agent {
+            config,
+            metrics,
+            state,
+            table_file,
+            sightings: sightings_rx,
+            client,
+            http_listener,
+            tftp_socket,
+            dns_socket,
+            metrics_listener,
+        })
+    }
+
+    pub fn local_addrs(&self) -> std::io::Result<AgentAddrs> {
+        Ok(AgentAddrs {
+            http: self.http_listener.local_addr()?,
+            tftp: self.tftp_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            dns: self.dns_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            metrics: self
+                .metrics_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok()),
+        })
+    }
+
+    /// Prints the ready line on stdout, for supervisors and tests.
+    pub fn announce(&self) -> std::io::Result<()> {
+        let addrs = self.local_addrs()?;
+        let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "xcat3 network ready http={} tftp={} dns={} metrics={}",
+                addrs.http,
+                show(addrs.tftp),
+                show(addrs.dns),
+                show(addrs.metrics),
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves DHCP, TFTP, DNS and HTTP, and follows the api, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Agent {
+            config,
+            metrics,
+            state,
+            table_file,
+            sightings: sightings_rx,
+            client,
+            http_listener,
+            tftp_socket,
+            dns_socket,
+            metrics_listener,
+        } = self;
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(watch::follow(
+            client.clone(),
+            state.clone(),
+            table_file,
+            shutdown.clone(),
+        ));
+        tasks.spawn(watch::keep_blocks(
+            client.clone(),
+            state.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(watch::report_discovered(
+            client,
+            state.clone(),
+            sightings_rx,
+            shutdown.clone(),
+        ));
+        if config.dhcp {
+            tasks.spawn(dhcp::serve(
+                state.clone(),
+                config.interfaces.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(sock) = tftp_socket {
+            let server = tftp::TftpServer::new(config.tftp_root.clone(), state.clone());
+            tasks.spawn(server.serve(sock, shutdown.clone()));
+        }
+        if let Some(sock) = dns_socket {
+            tasks.spawn(dns::serve(state.clone(), sock, shutdown.clone()));
+        }
+        let http = http::router(
+            state.clone(),
+            config.tftp_root.clone(),
+            config.install_source_check,
+        );
+        tasks.spawn(xcat3_runtime::http::serve(
+            http_listener,
+            http,
+            shutdown.clone(),
+        ));
+        if let Some(l) = metrics_listener {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                let _ = metrics.serve(l, token).await;
+            });
+        }
+        shutdown.cancelled().await;
+        // Give tasks a moment to finish their current step.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        tracing::info!("network agent stopped");
+        Ok(())
+    }
+}
+
+/// Binds a UDP socket if the service is configured (`what`: its name, for the error).
+async fn bind_udp(
+    what: &str,
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Option<tokio::net::UdpSocket>> {
+    use anyhow::Context as _;
+    let Some(addr) = addr else { return Ok(None) };
+    let socket = tokio::net::UdpSocket::bind(addr)
+        .await
+        .with_context(|| format!("listen for {what} on {addr}"))?;
+    Ok(Some(socket))
+}
+
+/// Builds the agent, prints the ready line (`xcat3 network ready http=ADDR tftp=ADDR dns=ADDR
+/// metrics=ADDR`) and serves until `shutdown`.
 pub async fn serve(
     config: AgentConfig,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    xcat3_runtime::config::private_dir(&config.state_dir)
-        .with_context(|| format!("the state directory {}", config.state_dir.display()))?;
-    std::fs::create_dir_all(&config.tftp_root)
-        .with_context(|| format!("create the TFTP root {}", config.tftp_root.display()))?;
-    if let Some(dir) = &config.ipxe_dir {
-        tftp::install_ipxe(dir, &config.tftp_root);
-    }
-    let table_file = config.state_dir.join("boot-table.pb");
-    let table = match Table::load(&table_file) {
-        Ok(Some(t)) => {
-            tracing::info!(
-                revision = t.revision,
-                hosts = t.hosts.len(),
-                "boot table loaded from disk"
-            );
-            t
-        }
-        Ok(None) => Table::default(),
-        Err(e) => {
-            tracing::warn!(error = %e, file = %table_file.display(), "the saved boot table is unreadable; starting empty");
-            Table::default()
-        }
-    };
-    let pool =
-        Pool::open(&config.state_dir.join("leases.log"), now_ms()).context("open the lease log")?;
-    let agent_metrics = AgentMetrics::register(&metrics);
-    let (sightings_tx, sightings_rx) = mpsc::channel(4096);
-    let state = Arc::new(State {
-        id: config.id.clone(),
-        table: RwLock::new(Arc::new(Table::default())),
-        pool: Mutex::new(pool),
-        settings: config.settings.clone(),
-        metrics: agent_metrics,
-        blocks_wanted: Notify::new(),
-        sightings: sightings_tx,
-    });
-    state.set_table(Arc::new(table));
-
-    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| format!("listen for HTTP on {}", config.http_listen))?;
-    let tftp_socket = match config.tftp_listen {
-        Some(addr) => Some(
-            tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("listen for TFTP on {addr}"))?,
-        ),
-        None => None,
-    };
-    let dns_socket = match config.dns_listen {
-        Some(addr) => Some(
-            tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("listen for DNS on {addr}"))?,
-        ),
-        None => None,
-    };
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listen for metrics on {addr}"))?,
-        ),
-        None => None,
-    };
-    let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
-    #[allow(clippy::print_stdout)]
-    {
-        println!(
-            "xcat3 network ready http={} tftp={} dns={} metrics={}",
-            http_listener.local_addr()?,
-            show(tftp_socket.as_ref().and_then(|s| s.local_addr().ok())),
-            show(dns_socket.as_ref().and_then(|s| s.local_addr().ok())),
-            show(metrics_listener.as_ref().and_then(|l| l.local_addr().ok())),
-        );
-    }
-
-    let client = watch::ApiClient::new(&config.api, config.token.as_ref(), &config.tls)?;
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(watch::follow(
-        client.clone(),
-        state.clone(),
-        table_file,
-        shutdown.clone(),
-    ));
-    tasks.spawn(watch::keep_blocks(
-        client.clone(),
-        state.clone(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(watch::report_discovered(
-        client,
-        state.clone(),
-        sightings_rx,
-        shutdown.clone(),
-    ));
-    if config.dhcp {
-        tasks.spawn(dhcp::serve(
-            state.clone(),
-            config.interfaces.clone(),
-            shutdown.clone(),
-        ));
-    }
-    if let Some(sock) = tftp_socket {
-        let server = tftp::TftpServer::new(config.tftp_root.clone(), state.clone());
-        tasks.spawn(server.serve(sock, shutdown.clone()));
-    }
-    if let Some(sock) = dns_socket {
-        tasks.spawn(dns::serve(state.clone(), sock, shutdown.clone()));
-    }
-    let http = http::router(
-        state.clone(),
-        config.tftp_root.clone(),
-        config.install_source_check,
-    );
-    tasks.spawn(xcat3_runtime::http::serve(
-        http_listener,
-        http,
-        shutdown.clone(),
-    ));
-    if let Some(l) = metrics_listener {
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            let _ = metrics.serve(l, token).await;
-        });
-    }
-    shutdown.cancelled().await;
-    // Give tasks a moment to finish their current step.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    tracing::info!("network agent stopped");
-    Ok(())
+    let agent = Agent::build(config, metrics).await?;
+    agent.announce()?;
+    agent.run(shutdown).await
 }
 
 /// A small boot table (two networks, a few hosts) for the fuzz targets and benchmarks.

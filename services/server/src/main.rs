@@ -252,20 +252,11 @@ fn all_in_one(
         config.insecure = resolved.config.insecure;
         config.sealing = resolved.config.sealing.clone();
         drivers.apply(&mut config);
+        // Build all four first: a bad setting fails here, before anything serves.
         let conductor =
             xcat3_conductor::Conductor::build(config, coordinator.clone(), metrics.clone())
                 .await
                 .map_err(Failure::Config)?;
-        let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let conductor = tokio::spawn(conductor.run_until(shutdown.clone(), Some(ready_tx)));
-        // Serve only once the conductor owns its shards, so the first power request finds it.
-        if ready.await.is_err() {
-            shutdown.cancel();
-            conductor.await??;
-            return Err(Failure::Serve(
-                std::io::Error::other("the conductor stopped before it was ready").into(),
-            ));
-        }
         let mut image_config = image
             .resolve(
                 env,
@@ -280,73 +271,96 @@ fn all_in_one(
             )
             .map_err(Failure::Config)?;
         image_config.sealing = resolved.config.sealing.clone();
-        let image_base = image_config.base_url.clone();
+        let explicit_base = image_config.base_url.clone();
         let install_source_check = image_config.install_source_check;
-        let (image_ready, image_addrs) = tokio::sync::oneshot::channel();
-        let image_task = {
-            // With --image-metrics-listen its own page; otherwise on the api's.
-            let metrics = if image_config.metrics_listen.is_some() {
-                xcat3_runtime::metrics::Metrics::new()
-            } else {
-                metrics.clone()
-            };
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                let r = xcat3_image::serve(image_config, metrics, token.clone(), Some(image_ready))
-                    .await;
-                token.cancel();
-                r
-            })
+        // With --image-metrics-listen its own page; otherwise on the api's.
+        let image_metrics = if image_config.metrics_listen.is_some() {
+            xcat3_runtime::metrics::Metrics::new()
+        } else {
+            metrics.clone()
         };
-        let Ok((image_grpc, image_http)) = image_addrs.await else {
-            shutdown.cancel();
-            let _ = conductor.await;
-            image_task.await??;
-            return Err(Failure::Serve(
-                std::io::Error::other("the image service stopped before it was ready").into(),
-            ));
-        };
+        let image = xcat3_image::Image::build(image_config, image_metrics)
+            .await
+            .map_err(Failure::Config)?;
+        let (image_grpc, image_http) =
+            image.local_addrs().map_err(|e| Failure::Config(e.into()))?;
         resolved.config.image_grpc = Some(format!("http://{image_grpc}"));
         if resolved.config.image_url.is_none() {
-            resolved.config.image_url = image_base.or_else(|| {
+            resolved.config.image_url = explicit_base.or_else(|| {
                 (!image_http.ip().is_unspecified()).then(|| format!("http://{image_http}"))
             });
         }
         let agent = match network {
             Some(args) => {
                 let own_metrics = args.network_metrics_listen.is_some();
-                let mut agent = args
+                let mut config = args
                     .resolve(env, Some(resolved.data_dir.clone()))
                     .map_err(Failure::Config)?;
-                agent.api = agent_api;
-                agent.token = resolved.config.tokens.admin.clone();
-                agent.install_source_check = install_source_check;
+                config.api = agent_api;
+                config.token = resolved.config.tokens.admin.clone();
+                config.install_source_check = install_source_check;
                 let metrics = if own_metrics {
                     // Its own page, as a stand-alone agent has ("none": no page).
                     xcat3_runtime::metrics::Metrics::new()
                 } else {
-                    agent.metrics_listen = None;
+                    config.metrics_listen = None;
                     metrics.clone()
                 };
-                let token = shutdown.clone();
-                Some(tokio::spawn(async move {
-                    let r = xcat3_network::serve(agent, metrics, token.clone()).await;
-                    token.cancel();
-                    r
-                }))
+                Some(
+                    xcat3_network::Agent::build(config, metrics)
+                        .await
+                        .map_err(Failure::Config)?,
+                )
             }
             None => None,
         };
-        let api = xcat3_api::serve(resolved.config, coordinator, metrics, shutdown.clone()).await;
+        let api = xcat3_api::Api::build(resolved.config, coordinator, metrics)
+            .await
+            .map_err(Failure::Config)?;
+
+        // Then run them; the api serves once the conductor owns its shards, so the first power
+        // request finds it. Any of them ending ends them all.
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let conductor = tokio::spawn(conductor.run_until(shutdown.clone(), Some(ready_tx)));
+        if ready.await.is_err() {
+            shutdown.cancel();
+            conductor.await??;
+            return Err(Failure::Serve(
+                std::io::Error::other("the conductor stopped before it was ready").into(),
+            ));
+        }
+        image.announce().map_err(|e| Failure::Serve(e.into()))?;
+        let image_task = spawn_service(image.run(shutdown.clone()), shutdown.clone());
+        let agent_task = match agent {
+            Some(agent) => {
+                agent.announce().map_err(|e| Failure::Serve(e.into()))?;
+                Some(spawn_service(agent.run(shutdown.clone()), shutdown.clone()))
+            }
+            None => None,
+        };
+        api.announce().map_err(|e| Failure::Serve(e.into()))?;
+        let api = api.run(shutdown.clone()).await;
         shutdown.cancel();
         let conductor = conductor.await;
-        if let Some(agent) = agent {
+        if let Some(agent) = agent_task {
             agent.await??;
         }
         image_task.await??;
         api?;
         conductor??;
         Ok(())
+    })
+}
+
+/// Runs a service on its own task; when it ends, for whatever reason, the others are told to stop.
+fn spawn_service<T: Send + 'static>(
+    run: impl std::future::Future<Output = T> + Send + 'static,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<T> {
+    tokio::spawn(async move {
+        let ended = run.await;
+        shutdown.cancel();
+        ended
     })
 }
 
