@@ -14,7 +14,9 @@
 
 pub mod changes;
 pub mod cli;
+pub mod credentials;
 pub mod dispatch;
+pub mod error;
 pub mod fleet;
 pub mod grpc;
 pub mod index;

@@ -9,14 +9,7 @@ use std::net::Ipv4Addr;
 use xcat3_store::{NetworkView, NetworkWrite, Store};
 use xcat3_types::{ErrorCode, FieldError, IpRange, Network, home_network};
 
-/// Why a network operation did nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Rule(#[from] FieldError),
-    #[error(transparent)]
-    Store(#[from] xcat3_store::Error),
-}
+pub use crate::error::Error;
 
 /// The networks of the inventory.
 #[derive(Clone)]

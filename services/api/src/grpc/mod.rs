@@ -40,6 +40,14 @@ pub fn field_status(e: &FieldError) -> Status {
     }
 }
 
+/// The status of a refusal by the api's core (a rule, or the database).
+pub fn core_status(e: &crate::error::Error) -> Status {
+    match e {
+        crate::error::Error::Rule(e) => field_status(e),
+        crate::error::Error::Store(e) => store_status(e),
+    }
+}
+
 pub fn store_status(e: &xcat3_store::Error) -> Status {
     match e {
         xcat3_store::Error::Conflict(m) => Status::already_exists(format!("conflict: {m}")),

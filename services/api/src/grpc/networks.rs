@@ -5,9 +5,9 @@ use xcat3_proto::convert::{network_from_pb, network_to_pb};
 use xcat3_proto::pb;
 use xcat3_store::Store;
 
-use crate::networks::{self, Networks};
+use crate::networks::Networks;
 
-use super::{field_status, store_status};
+use super::{core_status, field_status, store_status};
 
 pub struct NetworkService {
     networks: Networks,
@@ -23,13 +23,6 @@ impl NetworkService {
     }
 }
 
-fn status(e: &networks::Error) -> Status {
-    match e {
-        networks::Error::Rule(e) => field_status(e),
-        networks::Error::Store(e) => store_status(e),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::network_service_server::NetworkService for NetworkService {
     async fn create_network(
@@ -37,7 +30,11 @@ impl pb::network_service_server::NetworkService for NetworkService {
         request: Request<pb::Network>,
     ) -> Result<Response<pb::Network>, Status> {
         let net = network_from_pb(&request.into_inner()).map_err(|e| field_status(&e))?;
-        let net = self.networks.create(net).await.map_err(|e| status(&e))?;
+        let net = self
+            .networks
+            .create(net)
+            .await
+            .map_err(|e| core_status(&e))?;
         tracing::info!(network = %net.name, cidr = %net.cidr(), "network created");
         Ok(Response::new(network_to_pb(&net)))
     }
@@ -53,7 +50,7 @@ impl pb::network_service_server::NetworkService for NetworkService {
             .networks
             .update(&req.name, &changes)
             .await
-            .map_err(|e| status(&e))?;
+            .map_err(|e| core_status(&e))?;
         tracing::info!(network = %net.name, "network updated");
         Ok(Response::new(network_to_pb(&net)))
     }
@@ -63,7 +60,10 @@ impl pb::network_service_server::NetworkService for NetworkService {
         request: Request<pb::NetworkRef>,
     ) -> Result<Response<pb::DeleteNetworkResponse>, Status> {
         let name = request.into_inner().name;
-        self.networks.delete(&name).await.map_err(|e| status(&e))?;
+        self.networks
+            .delete(&name)
+            .await
+            .map_err(|e| core_status(&e))?;
         tracing::info!(network = %name, "network deleted");
         Ok(Response::new(pb::DeleteNetworkResponse {}))
     }
@@ -76,7 +76,7 @@ impl pb::network_service_server::NetworkService for NetworkService {
             .networks
             .get(&request.into_inner().name)
             .await
-            .map_err(|e| status(&e))?;
+            .map_err(|e| core_status(&e))?;
         Ok(Response::new(network_to_pb(&net)))
     }
 
@@ -84,7 +84,7 @@ impl pb::network_service_server::NetworkService for NetworkService {
         &self,
         _: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let networks = self.networks.list().await.map_err(|e| status(&e))?;
+        let networks = self.networks.list().await.map_err(|e| core_status(&e))?;
         Ok(Response::new(pb::ListNetworksResponse {
             networks: networks.iter().map(network_to_pb).collect(),
         }))
