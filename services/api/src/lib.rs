@@ -24,6 +24,7 @@ pub mod inventory;
 pub mod netboot;
 pub mod networks;
 pub mod order;
+pub mod reads;
 pub mod scaler;
 
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 use xcat3_proto::convert::{node_from_pb, node_to_pb, node_with_secrets_to_pb, outcome_to_pb};
 
@@ -12,23 +12,19 @@ use xcat3_proto::{internal, pb};
 use xcat3_types::{BootDevice, FieldError, PowerAction};
 
 use tracing::Instrument as _;
-use xcat3_coord::shard_of;
 
 use crate::dispatch::{Dispatcher, Op};
-use crate::index::NodeIndex;
-use crate::inventory::{Inventory, Outcome, READ_PAGE, Report, RequestError};
+use crate::inventory::{Inventory, Outcome, Report, RequestError};
 use crate::netboot::BootFeed;
 use crate::order::Places;
+use crate::reads::{NodeRead, Reads, events_limit, split_missing};
 
 /// Results per streamed message.
 const RESULTS_PER_MESSAGE: usize = 5000;
 
-/// Events per node `GetEvents` returns when the request names no limit, and the most it may ask.
-const DEFAULT_EVENTS: u64 = 20;
-const MAX_EVENTS: u32 = 1000;
-
 pub struct NodeService {
     inventory: Inventory,
+    reads: Reads,
     dispatcher: Arc<Dispatcher>,
     deploys: Deploys,
 }
@@ -45,6 +41,7 @@ pub struct Deploys {
 impl NodeService {
     pub fn new(inventory: Inventory, dispatcher: Arc<Dispatcher>, deploys: Deploys) -> Self {
         Self {
+            reads: Reads::new(inventory.clone(), dispatcher.coordinator().clone()),
             inventory,
             dispatcher,
             deploys,
@@ -57,63 +54,23 @@ impl NodeService {
         noderange: &str,
         secrets: Secrets,
     ) -> Result<Response<PageStream>, Status> {
-        let (names, index) = self
-            .inventory
-            .resolve(noderange)
-            .await
-            .map_err(super::status)?;
-        let store = self.inventory.store().clone();
-        let coordinator = self.dispatcher.coordinator().clone();
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            // Which conductor owns each node now (none when ownership cannot be read).
-            let snapshot = coordinator.snapshot().await.ok();
-            let shards = coordinator.shards();
-            let (present, errors) = not_nodes(names, &index);
-            let errors = errors.into_iter().map(outcome_to_pb).collect();
-            let first = pb::NodePage {
-                nodes: Vec::new(),
-                errors,
-                total: present.len() as u64,
-            };
-            if tx.send(Ok(first)).await.is_err() {
-                return;
-            }
-            for chunk in present.chunks(READ_PAGE) {
-                let page = match store.get_nodes(chunk).await {
-                    Ok(records) => Ok(pb::NodePage {
-                        nodes: records
-                            .iter()
-                            .map(|r| {
-                                let mut n = match secrets {
-                                    Secrets::Masked => {
-                                        node_to_pb(&r.node, r.created_at, r.updated_at)
-                                    }
-                                    Secrets::Shown => {
-                                        node_with_secrets_to_pb(&r.node, r.created_at, r.updated_at)
-                                    }
-                                };
-                                let shard = shard_of(&n.name, shards);
-                                if let Some(owner) =
-                                    snapshot.as_ref().and_then(|s| s.owners.get(&shard))
-                                {
-                                    n.conductor = owner.clone();
-                                }
-                                n
-                            })
-                            .collect(),
-                        errors: Vec::new(),
-                        total: 0,
-                    }),
-                    Err(e) => Err(super::store_status(&e)),
-                };
-                let failed = page.is_err();
-                if tx.send(page).await.is_err() || failed {
-                    return;
-                }
-            }
+        let resolved = self.reads.resolve(noderange).await.map_err(super::status)?;
+        let first = pb::NodePage {
+            nodes: Vec::new(),
+            errors: resolved.missing.into_iter().map(outcome_to_pb).collect(),
+            total: resolved.nodes.len() as u64,
+        };
+        let pages = self.reads.nodes(resolved.nodes).map(move |page| {
+            let page = page.map_err(|e| super::store_status(&e))?;
+            Ok(pb::NodePage {
+                nodes: page.iter().map(|read| node_pb(read, secrets)).collect(),
+                errors: Vec::new(),
+                total: 0,
+            })
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(
+            tokio_stream::once(Ok(first)).chain(pages),
+        )))
     }
 
     /// Resolves the noderange, answers names that are not nodes, and sends the rest to the
@@ -129,7 +86,7 @@ impl NodeService {
         let dispatcher = self.dispatcher.clone();
         Ok(Response::new(stream_results(move |tx| async move {
             let _ = tx.send(Report::Names(names.clone())).await;
-            let (present, missing) = not_nodes(names, &index);
+            let (present, missing) = split_missing(names, &index);
             let _ = tx.send(Report::Results(missing)).await;
             let (results_tx, mut results) = mpsc::channel(16);
             let run = tokio::spawn(
@@ -195,19 +152,23 @@ mod tests {
 }
 
 /// The names that are nodes, and a "no such node" result for each of the others.
-fn not_nodes(names: Vec<String>, index: &NodeIndex) -> (Vec<String>, Vec<Outcome>) {
-    let (present, missing): (Vec<String>, Vec<String>) =
-        names.into_iter().partition(|n| index.contains(n));
-    let missing = missing
-        .into_iter()
-        .map(|name| Outcome::err(name, FieldError::not_found("name", "no such node")))
-        .collect();
-    (present, missing)
-}
-
 type ResultStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::NodeResults, Status>> + Send>>;
-type PageStream = ReceiverStream<Result<pb::NodePage, Status>>;
+type PageStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::NodePage, Status>> + Send>>;
+type EventStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::EventPage, Status>> + Send>>;
+
+/// A node for the wire, its secrets masked or shown.
+fn node_pb(read: &NodeRead, secrets: Secrets) -> pb::Node {
+    let r = &read.record;
+    let mut n = match secrets {
+        Secrets::Masked => node_to_pb(&r.node, r.created_at, r.updated_at),
+        Secrets::Shown => node_with_secrets_to_pb(&r.node, r.created_at, r.updated_at),
+    };
+    n.conductor = read.conductor.clone().unwrap_or_default();
+    n
+}
 
 /// Whether node pages carry secrets in clear (`ExportNodes`) or masked (everything else).
 #[derive(Clone, Copy)]
@@ -290,7 +251,7 @@ impl pb::node_service_server::NodeService for NodeService {
     type ExportNodesStream = PageStream;
     type PowerStream = ResultStream;
     type BootDeviceStream = ResultStream;
-    type GetEventsStream = ReceiverStream<Result<pb::EventPage, Status>>;
+    type GetEventsStream = EventStream;
     type DeployStream = ResultStream;
     type UndeployStream = ResultStream;
 
@@ -367,59 +328,28 @@ impl pb::node_service_server::NodeService for NodeService {
         request: Request<pb::GetEventsRequest>,
     ) -> Result<Response<Self::GetEventsStream>, Status> {
         let req = request.into_inner();
-        let (names, index) = self
-            .inventory
+        let resolved = self
+            .reads
             .resolve(&req.noderange)
             .await
             .map_err(super::status)?;
-        if req.limit > MAX_EVENTS {
-            return Err(Status::invalid_argument(format!(
-                "limit: {} events per node; at most {MAX_EVENTS}",
-                req.limit
-            )));
-        }
-        let names: Vec<String> = names.into_iter().filter(|n| index.contains(n)).collect();
-        let limit = if req.limit == 0 {
-            DEFAULT_EVENTS
-        } else {
-            u64::from(req.limit)
-        };
-        let store = self.inventory.store().clone();
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            // One query per 10,000 nodes; answered in pages of at most READ_PAGE nodes' events.
-            for chunk in names.chunks(xcat3_store::EVENT_NODES_PER_QUERY) {
-                let events = match store.node_events(chunk, limit).await {
-                    Ok(events) => events,
-                    Err(e) => {
-                        let _ = tx.send(Err(super::store_status(&e))).await;
-                        return;
-                    }
-                };
-                let mut page = Vec::new();
-                let mut nodes_in_page = 0;
-                let mut events = events.into_iter().peekable();
-                while let Some(e) = events.next() {
-                    let last_of_node = events.peek().is_none_or(|next| next.node != e.node);
-                    page.push(pb::Event {
+        let limit = events_limit(req.limit).map_err(|e| super::field_status(&e))?;
+        let pages = self.reads.events(resolved.nodes, limit).map(|page| {
+            let events = page.map_err(|e| super::store_status(&e))?;
+            Ok(pb::EventPage {
+                events: events
+                    .into_iter()
+                    .map(|e| pb::Event {
                         node: e.node,
                         at: xcat3_proto::convert::timestamp(e.at),
                         kind: e.kind,
                         message: e.message,
                         conductor: e.conductor,
-                    });
-                    nodes_in_page += usize::from(last_of_node);
-                    if last_of_node && (nodes_in_page == READ_PAGE || events.peek().is_none()) {
-                        let events = std::mem::take(&mut page);
-                        nodes_in_page = 0;
-                        if tx.send(Ok(pb::EventPage { events })).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
+                    })
+                    .collect(),
+            })
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(pages)))
     }
 
     async fn create_nodes(
