@@ -32,6 +32,9 @@ pub enum ImportError {
     Refused(String),
     #[error("{0}")]
     Internal(String),
+    /// The database did not answer.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The result of an import.
@@ -111,7 +114,7 @@ pub async fn receive(
     incoming: &Incoming,
     size: u64,
     sha256: &str,
-    mut chunks: mpsc::Receiver<Vec<u8>>,
+    mut chunks: mpsc::Receiver<Result<Vec<u8>, ImportError>>,
     progress: &mpsc::Sender<Progress>,
 ) -> Result<(), ImportError> {
     let io = |e: std::io::Error| ImportError::Internal(format!("storing the upload: {e}"));
@@ -120,6 +123,7 @@ pub async fn receive(
     let mut done = 0u64;
     let mut last_report = 0u64;
     while let Some(chunk) = chunks.recv().await {
+        let chunk = chunk?;
         done += chunk.len() as u64;
         if done > size {
             return Err(ImportError::Invalid(format!(

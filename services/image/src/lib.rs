@@ -18,6 +18,7 @@ pub mod detect;
 pub mod grpc;
 pub mod http;
 pub mod import;
+pub mod importer;
 pub mod iso;
 pub mod metrics;
 pub mod render;
@@ -178,10 +179,12 @@ impl Image {
             shutdown.clone(),
         ));
         let service = pb::image_service_server::ImageServiceServer::new(grpc::ImageService {
-            store,
-            layout,
-            metrics: image_metrics,
-            importing,
+            importer: importer::Importer {
+                store,
+                layout,
+                metrics: image_metrics,
+                importing,
+            },
         });
         let (health, health_service) = tonic_health::server::health_reporter();
         health
