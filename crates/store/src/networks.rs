@@ -106,12 +106,13 @@ impl Store {
     /// transaction that holds the inventory write lock it reads the networks (and, with
     /// `with_nics`, every static NIC address), lets `decide` check them and choose the write, and
     /// commits that write: no node or network write can come between the check and the write.
-    /// An error from `decide` is returned as it is, with nothing written.
-    pub async fn write_network<E: From<Error>>(
+    /// Returns what `decide` gave besides the write; an error from `decide` is returned as it
+    /// is, with nothing written.
+    pub async fn write_network<T, E: From<Error>>(
         &self,
         with_nics: bool,
-        decide: impl FnOnce(&NetworkView) -> std::result::Result<NetworkWrite, E>,
-    ) -> std::result::Result<NetworkWrite, E> {
+        decide: impl FnOnce(&NetworkView) -> std::result::Result<(NetworkWrite, T), E>,
+    ) -> std::result::Result<T, E> {
         let txn = self.begin_inventory_write().await?;
         let view = NetworkView {
             networks: networks_in(&txn).await?,
@@ -121,8 +122,8 @@ impl Store {
                 Vec::new()
             },
         };
-        let write = match decide(&view) {
-            Ok(write) => write,
+        let (write, answer) = match decide(&view) {
+            Ok(decided) => decided,
             Err(e) => {
                 txn.rollback().await.map_err(Error::from)?;
                 return Err(e);
@@ -152,7 +153,7 @@ impl Store {
             }
         }
         self.commit_inventory(txn, Vec::new(), true).await?;
-        Ok(write)
+        Ok(answer)
     }
 
     pub async fn get_network(&self, name: &str) -> Result<Option<Network>> {

@@ -222,8 +222,9 @@ fn network(name: &str, subnet: [u8; 4], prefix_mask: [u8; 4]) -> xcat3_types::Ne
 }
 
 /// Writes `write` through [`Store::write_network`] without rules.
-async fn write_network(s: &Store, write: NetworkWrite) -> Result<NetworkWrite, Error> {
-    s.write_network(false, |_| Ok::<_, Error>(write)).await
+async fn write_network(s: &Store, write: NetworkWrite) -> Result<(), Error> {
+    s.write_network(false, |_| Ok::<_, Error>((write, ())))
+        .await
 }
 
 async fn networks_are_stored_changed_and_deleted(db: Db) {
@@ -264,7 +265,7 @@ async fn networks_are_stored_changed_and_deleted(db: Db) {
     let refused = s
         .write_network(false, |view| {
             assert_eq!(view.networks.len(), 1);
-            Err::<NetworkWrite, _>(Error::Stale("refused".into()))
+            Err::<(NetworkWrite, ()), _>(Error::Stale("refused".into()))
         })
         .await;
     assert!(matches!(refused, Err(Error::Stale(_))));
@@ -292,7 +293,7 @@ async fn network_and_node_writes_check_each_other(db: Db) {
     s.create_nodes(&[a]).await.unwrap();
     let seen = s
         .write_network(true, |view| {
-            Err::<NetworkWrite, _>(Error::Stale(format!("{:?}", view.nic_addresses)))
+            Err::<(NetworkWrite, ()), _>(Error::Stale(format!("{:?}", view.nic_addresses)))
         })
         .await;
     let Err(Error::Stale(seen)) = seen else {

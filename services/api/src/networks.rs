@@ -40,7 +40,7 @@ impl Networks {
             .store
             .write_network(false, |view| {
                 check_create(&view.networks, &net)?;
-                Ok::<_, Error>(NetworkWrite::Create(net.clone()))
+                Ok::<_, Error>((NetworkWrite::Create(net.clone()), ()))
             })
             .await;
         match write {
@@ -54,8 +54,7 @@ impl Networks {
     /// Applies `path=value` changes (see [`apply`]) to a network, checked against the other
     /// networks and the NIC addresses inside it.
     pub async fn update(&self, name: &str, changes: &[(String, String)]) -> Result<Network, Error> {
-        let write = self
-            .store
+        self.store
             .write_network(true, |view| {
                 let old = find(view, name)?;
                 let mut new = old.clone();
@@ -64,13 +63,9 @@ impl Networks {
                 }
                 new.validate()?;
                 check_update(view, old, &new)?;
-                Ok::<_, Error>(NetworkWrite::Replace(new))
+                Ok::<_, Error>((NetworkWrite::Replace(new.clone()), new))
             })
-            .await?;
-        match write {
-            NetworkWrite::Replace(net) => Ok(net),
-            other => unreachable_write(other),
-        }
+            .await
     }
 
     /// Deletes a network no NIC address uses.
@@ -79,18 +74,10 @@ impl Networks {
             .write_network(true, |view| {
                 let net = find(view, name)?;
                 check_unused(view, net)?;
-                Ok::<_, Error>(NetworkWrite::Delete(name.to_owned()))
+                Ok::<_, Error>((NetworkWrite::Delete(name.to_owned()), ()))
             })
-            .await?;
-        Ok(())
+            .await
     }
-}
-
-fn unreachable_write(write: NetworkWrite) -> Result<Network, Error> {
-    Err(Error::Rule(FieldError::whole(
-        ErrorCode::Internal,
-        format!("the store made another write than asked: {write:?}"),
-    )))
 }
 
 fn not_found(name: &str) -> FieldError {

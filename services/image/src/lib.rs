@@ -91,19 +91,11 @@ impl Image {
         let store = Store::connect(&config.database_url)
             .await?
             .with_sealing(config.sealing.clone());
-        let grpc_listener = TcpListener::bind(config.grpc_listen)
-            .await
-            .with_context(|| format!("bind the image gRPC address {}", config.grpc_listen))?;
+        let (grpc_listener, metrics_listener) =
+            xcat3_runtime::grpc::bind("image gRPC", config.grpc_listen, config.metrics_listen)
+                .await?;
         let http_listener = bind_http(config.http_listen)
             .with_context(|| format!("bind the image HTTP address {}", config.http_listen))?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("bind the image metrics address {addr}"))?,
-            ),
-            None => None,
-        };
         let mut config = config;
         config.http_listen = http_listener.local_addr()?;
         Ok(Image {

@@ -210,19 +210,10 @@ impl Agent {
         });
         state.set_table(Arc::new(table));
 
-        let http_listener = tokio::net::TcpListener::bind(config.http_listen)
-            .await
-            .with_context(|| format!("listen for HTTP on {}", config.http_listen))?;
+        let (http_listener, metrics_listener) =
+            xcat3_runtime::grpc::bind("HTTP", config.http_listen, config.metrics_listen).await?;
         let tftp_socket = bind_udp("TFTP", config.tftp_listen).await?;
         let dns_socket = bind_udp("DNS", config.dns_listen).await?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("listen for metrics on {addr}"))?,
-            ),
-            None => None,
-        };
         let client = watch::ApiClient::new(&config.api, config.token.as_ref(), &config.tls)?;
         Ok(Agent {
             config,

@@ -172,6 +172,8 @@ impl Pool {
         }
         for net in pool.nets.values_mut() {
             net.blocks.retain(|(_, valid)| *valid > now);
+            // Sorted once here, not after each replayed line.
+            net.blocks_changed();
             let dead: Vec<MacAddr> = net
                 .by_mac
                 .values()
@@ -217,7 +219,6 @@ impl Pool {
                     let range = IpRange { start, end };
                     pool.blocks.retain(|(r, _)| *r != range);
                     pool.blocks.push((range, valid));
-                    pool.blocks_changed();
                 }
             }
             ["bind", net, mac, ip, expires] => {
