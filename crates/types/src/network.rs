@@ -60,6 +60,10 @@ pub fn netmask_prefix(mask: Ipv4Addr) -> Option<u32> {
     (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones)
 }
 
+/// Most nameservers a network may list: they go into every DHCP reply on it, and one DHCP option
+/// holds at most 255 bytes (63 addresses).
+pub const MAX_NAMESERVERS: usize = 16;
+
 /// An IPv4 subnet the site provisions on, with what DHCP tells the nodes about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
@@ -163,6 +167,15 @@ impl Network {
                     format!("{range} contains the gateway {gw}"),
                 ));
             }
+        }
+        if self.nameservers.len() > MAX_NAMESERVERS {
+            return Err(FieldError::invalid(
+                "nameservers",
+                format!(
+                    "{} given; at most {MAX_NAMESERVERS} (every DHCP reply on the network carries them)",
+                    self.nameservers.len()
+                ),
+            ));
         }
         if let Some(domain) = &self.domain {
             validate_hostname(domain).map_err(|e| FieldError::invalid("domain", e.reason))?;
@@ -271,6 +284,12 @@ mod tests {
         let mut n = c920();
         n.name = "a b".into();
         assert_eq!(n.validate().unwrap_err().field, "name");
+        // More nameservers than one DHCP option can carry.
+        let mut n = c920();
+        n.nameservers = (1..=64).map(|i| Ipv4Addr::new(11, 0, 1, i)).collect();
+        assert_eq!(n.validate().unwrap_err().field, "nameservers");
+        n.nameservers.truncate(MAX_NAMESERVERS);
+        n.validate().unwrap();
     }
 
     #[test]
