@@ -16,11 +16,13 @@
 mod conductors;
 mod deploys;
 mod entity;
-mod misc;
 mod netboot;
 mod networks;
 mod nodes;
+mod osimages;
+mod passwds;
 pub mod sealing;
+mod services;
 
 use std::time::Duration;
 
@@ -35,13 +37,15 @@ pub use deploys::{
     CallbackError, CallbackReport, ChangeOutcome, DeployRecord, DeployStart, Fence, Finished,
     StateChange,
 };
-pub use misc::{OsImage, OsImageDeletion, PasswdRecord, ServiceRecord};
 pub use netboot::{
     Block, BootHostRecord, BootTable, DiscoveredRecord, InventoryWrite, MAX_BLOCKS_PER_CLAIM,
 };
 pub use networks::{NetworkView, NetworkWrite};
 pub use nodes::NodeRecord;
+pub use osimages::{OsImage, OsImageDeletion};
+pub use passwds::PasswdRecord;
 pub use sealing::{Resealed, SealingKeys};
+pub use services::ServiceRecord;
 
 /// Largest number of rows one INSERT carries (keeps under SQLite's and PostgreSQL's parameter limits).
 pub const ROWS_PER_STATEMENT: usize = 1000;

@@ -244,7 +244,7 @@ impl crate::Store {
         for (key, stored) in rows {
             let Some(resealed) = self
                 .keys
-                .reseal(crate::misc::PASSWD_FIELD, &stored)
+                .reseal(crate::passwds::PASSWD_FIELD, &stored)
                 .map_err(|e| crate::corrupt(format!("credential {key}"), e))?
             else {
                 continue;
