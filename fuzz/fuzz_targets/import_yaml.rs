@@ -1,5 +1,6 @@
 //! `xcat3 import` / `create -f`: a nodes file (YAML) parsed, converted to the wire and back as
-//! the api does, and validated. Errors are fine; panics are not.
+//! the api does, and validated. Errors are fine; panics are not. A file cut into parts and parsed
+//! part by part (as big files are) must give what the whole file gives.
 
 #![no_main]
 
@@ -9,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(docs) = xcat3_cli::doc::parse_nodes(text) else {
+    let whole = xcat3_cli::doc::parse_nodes(text);
+    if let Some(parts) = xcat3_cli::doc::parse_in_parts(text, 3) {
+        assert_eq!(whole.as_ref().ok(), Some(&parts), "parsed in parts: {text:?}");
+    }
+    let Ok(docs) = whole else {
         return;
     };
     for doc in docs {

@@ -13,6 +13,7 @@ use sea_orm::{
 use xcat3_types::{ProvisionEvent, ProvisionState, Refused};
 
 use crate::entity::{deploy, nic, node, node_event, shard};
+use crate::netboot::Touched;
 use crate::{Error, KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, Store, corrupt, now_ms};
 
 /// A deploy being started: what the node installs and how it reports back.
@@ -290,7 +291,7 @@ impl Store {
         if changed.is_empty() {
             txn.rollback().await?;
         } else {
-            self.commit_inventory(txn, changed, false).await?;
+            self.commit_inventory(txn, Touched::Nodes(changed)).await?;
         }
         Ok(outcomes)
     }
@@ -383,7 +384,7 @@ impl Store {
         if changed.is_empty() {
             txn.rollback().await?;
         } else {
-            self.commit_inventory(txn, changed, false).await?;
+            self.commit_inventory(txn, Touched::Nodes(changed)).await?;
         }
         Ok(results)
     }

@@ -39,10 +39,21 @@ pub const MAX_BLOCKS_PER_CLAIM: usize = 512;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryWrite {
     pub revision: i64,
-    /// Nodes created, changed or deleted.
+    /// Nodes created or changed.
     pub nodes: Vec<String>,
+    /// Nodes deleted.
+    pub deleted: Vec<String>,
     /// Whether networks changed.
     pub networks: bool,
+}
+
+/// What an inventory write touched, given to [`Store::commit_inventory`].
+pub(crate) enum Touched {
+    /// Nodes created or changed.
+    Nodes(Vec<String>),
+    /// Nodes deleted.
+    Deleted(Vec<String>),
+    Networks,
 }
 
 /// Everything the agents answer from, read in one transaction.
@@ -142,9 +153,6 @@ async fn boot_hosts<C: ConnectionTrait>(
 }
 
 impl Store {
-    /// Commits an inventory write, raising the inventory revision in the same transaction, and
-    /// tells this process's [`Store::subscribe_writes`] listeners which nodes (or networks) it
-    /// changed and which revision it made.
     /// Starts a write to the inventory (nodes, NICs, networks, boot actions), which ends with
     /// [`Store::commit_inventory`]. Inventory writes are serialised: SQLite's write lock does it
     /// (`BEGIN IMMEDIATE`); on PostgreSQL the revision row is locked first. So a write's checks,
@@ -159,11 +167,13 @@ impl Store {
         Ok(txn)
     }
 
+    /// Commits an inventory write, raising the inventory revision in the same transaction, and
+    /// tells this process's [`Store::subscribe_writes`] listeners what it touched and which
+    /// revision it made.
     pub(crate) async fn commit_inventory(
         &self,
         txn: DatabaseTransaction,
-        nodes: Vec<String>,
-        networks: bool,
+        touched: Touched,
     ) -> Result<()> {
         let row = txn
             .query_one_raw(Statement::from_string(
@@ -175,11 +185,18 @@ impl Store {
         let revision: i64 = row.try_get_by_index(0)?;
         txn.commit().await?;
         // Nobody listening is fine.
-        let _ = self.writes.send(std::sync::Arc::new(InventoryWrite {
+        let mut write = InventoryWrite {
             revision,
-            nodes,
-            networks,
-        }));
+            nodes: Vec::new(),
+            deleted: Vec::new(),
+            networks: false,
+        };
+        match touched {
+            Touched::Nodes(nodes) => write.nodes = nodes,
+            Touched::Deleted(nodes) => write.deleted = nodes,
+            Touched::Networks => write.networks = true,
+        }
+        let _ = self.writes.send(std::sync::Arc::new(write));
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use sea_orm::{
 use xcat3_types::{IpRange, Network};
 
 use crate::entity::{network, nic};
+use crate::netboot::Touched;
 use crate::{Error, Result, Store, corrupt, now_ms};
 
 fn to_active(n: &Network, created_at: i64, updated_at: i64) -> network::ActiveModel {
@@ -152,7 +153,7 @@ impl Store {
                     .map_err(Error::from)?;
             }
         }
-        self.commit_inventory(txn, Vec::new(), true).await?;
+        self.commit_inventory(txn, Touched::Networks).await?;
         Ok(answer)
     }
 

@@ -11,6 +11,7 @@ use sea_orm::{
 use xcat3_types::{Control, Nic, Node, home_network, is_secret};
 
 use crate::entity::{deploy, nic, node};
+use crate::netboot::Touched;
 use crate::networks::networks_in;
 use crate::{
     Error, KEYS_PER_QUERY, ROWS_PER_STATEMENT, Result, SealingKeys, Store, corrupt, now_ms,
@@ -258,7 +259,7 @@ impl Store {
         recheck_addresses(&txn, &static_addresses(nodes.iter())).await?;
         insert_node_rows(&txn, nodes, &self.keys, now_ms()).await?;
         let names = nodes.iter().map(|n| n.name.clone()).collect();
-        self.commit_inventory(txn, names, false).await?;
+        self.commit_inventory(txn, Touched::Nodes(names)).await?;
         Ok(())
     }
 
@@ -335,7 +336,7 @@ impl Store {
             insert_nic_rows(&txn, &written).await?;
         }
         let names = fresh.iter().map(|(n, _)| n.name.clone()).collect();
-        self.commit_inventory(txn, names, false).await?;
+        self.commit_inventory(txn, Touched::Nodes(names)).await?;
         Ok(conflicts)
     }
 
@@ -358,7 +359,8 @@ impl Store {
                 .await?
                 .rows_affected;
         }
-        self.commit_inventory(txn, names.to_vec(), false).await?;
+        self.commit_inventory(txn, Touched::Deleted(names.to_vec()))
+            .await?;
         Ok(deleted)
     }
 

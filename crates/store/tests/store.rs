@@ -488,6 +488,13 @@ async fn node_lookups_answer_by_name_mac_ip_and_group(db: Db) {
     assert_eq!(s.max_shard_epoch().await.unwrap(), 0);
     assert!(s.claim_shard(3, 42, "c").await.unwrap());
     assert_eq!(s.max_shard_epoch().await.unwrap(), 42);
+    // A delete says which nodes went, apart from those created or changed.
+    s.delete_nodes(&["b1".into()]).await.unwrap();
+    let w = writes.recv().await.unwrap();
+    assert_eq!(
+        (w.nodes.len(), w.deleted.as_slice()),
+        (0, ["b1".to_owned()].as_slice())
+    );
 }
 
 async fn dynamic_blocks_follow_demand_and_never_overlap(db: Db) {

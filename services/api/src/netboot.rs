@@ -98,6 +98,68 @@ impl Table {
     }
 }
 
+/// What a run of this process's writes changed, read back from the store: the table at `revision`
+/// is the one at `base` with these nodes' hosts replaced (and the networks, if they changed).
+#[derive(Debug, Clone, Default)]
+pub struct Patch {
+    pub base: u64,
+    pub revision: u64,
+    /// Every network, when they changed.
+    pub networks: Option<BTreeMap<String, xcat3_proto::pb::Network>>,
+    /// The nodes created, changed or deleted; `hosts` are the NICs of those that exist now.
+    pub nodes: HashSet<String>,
+    pub hosts: Vec<internal::BootHost>,
+}
+
+impl Table {
+    /// Applies `patch` in place and returns what changed, as [`Table::diff`] of the tables
+    /// before and after would, at the cost of the nodes touched rather than of the table.
+    /// `None` with the table untouched if the table is not at the patch's base revision.
+    pub fn patch(&mut self, patch: Patch) -> Option<Option<internal::BootUpdate>> {
+        if self.revision != patch.base {
+            return None;
+        }
+        let mut update = internal::BootUpdate {
+            revision: patch.revision,
+            ..Default::default()
+        };
+        self.revision = patch.revision;
+        if let Some(networks) = patch.networks {
+            let new = Table {
+                networks,
+                ..Default::default()
+            };
+            let old = Table {
+                networks: std::mem::take(&mut self.networks),
+                ..Default::default()
+            };
+            if let Some(d) = old.diff(&new) {
+                update.networks = d.networks;
+                update.removed_networks = d.removed_networks;
+            }
+            self.networks = new.networks;
+        }
+        if !patch.nodes.is_empty() {
+            let mut old: HashMap<String, internal::BootHost> = self
+                .hosts
+                .extract_if(|_, h| patch.nodes.contains(h.node.as_str()))
+                .collect();
+            for h in patch.hosts {
+                if old.remove(&h.mac).as_ref() != Some(&h) {
+                    update.hosts.push(h.clone());
+                }
+                self.hosts.insert(h.mac.clone(), h);
+            }
+            update.removed_macs = old.into_keys().collect();
+        }
+        let empty = update.networks.is_empty()
+            && update.removed_networks.is_empty()
+            && update.hosts.is_empty()
+            && update.removed_macs.is_empty();
+        Some((!empty).then_some(update))
+    }
+}
+
 /// What a NIC's iPXE script does: install while a deploy waits for the node, local disk otherwise.
 fn boot_host(
     h: BootHostRecord,
@@ -159,12 +221,19 @@ impl BootFeed {
         }
     }
 
-    /// The current table and a receiver of every change after it.
-    pub fn subscribe(&self) -> (Arc<Table>, broadcast::Receiver<Arc<internal::BootUpdate>>) {
+    /// The current table as a snapshot message, and a receiver of every change after it. The
+    /// table itself is not kept: the feed patches it in place while nobody else holds it.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        internal::BootUpdate,
+        broadcast::Receiver<Arc<internal::BootUpdate>>,
+    ) {
         // Subscribe first: a change applied between the two steps arrives with a revision the
         // watcher already has, and is skipped there.
         let rx = self.changes.subscribe();
-        (self.current.borrow().clone(), rx)
+        let table = self.current.borrow().clone();
+        (table.snapshot(), rx)
     }
 
     /// Waits until the table has been loaded at least once.
@@ -193,48 +262,110 @@ impl BootFeed {
         Ok(())
     }
 
-    /// Applies a write made by this process: re-reads only the nodes it touched (and the networks
-    /// if they changed), if it is the revision right after the table's; otherwise rebuilds.
-    pub async fn patch(&self, store: &Store, write: &InventoryWrite) -> xcat3_store::Result<()> {
-        let old = self.current.borrow().clone();
-        let revision = u64::try_from(write.revision).unwrap_or(0);
-        if revision <= old.revision {
-            return Ok(()); // already in the table (a rebuild read it)
-        }
-        if revision != old.revision + 1 {
+    /// Applies writes made by this process, in revision order: re-reads only the nodes they
+    /// created or changed (and the networks if they changed) if they follow the table's revision
+    /// without a gap; otherwise rebuilds.
+    pub async fn patch(
+        &self,
+        store: &Store,
+        writes: &[Arc<InventoryWrite>],
+    ) -> xcat3_store::Result<()> {
+        let base = self.current.borrow().revision;
+        let revision_of = |w: &InventoryWrite| u64::try_from(w.revision).unwrap_or(0);
+        // Older ones are in the table already (a rebuild read them).
+        let writes: Vec<&InventoryWrite> = writes
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|w| revision_of(w) > base)
+            .collect();
+        let Some(last) = writes.last() else {
+            return Ok(());
+        };
+        let consecutive = writes
+            .iter()
+            .zip(base + 1..)
+            .all(|(w, want)| revision_of(w) == want);
+        if !consecutive {
             return self.refresh(store).await;
         }
         let started = std::time::Instant::now();
-        let mut new = (*old).clone();
-        new.revision = revision;
-        if write.networks {
-            new.networks = store
-                .list_networks()
-                .await?
-                .iter()
-                .map(|n| (n.name.clone(), network_to_pb(n)))
-                .collect();
+        // What they touched, in order: a node deleted and then created again is read.
+        let mut changed: HashSet<&str> = HashSet::new();
+        let mut nodes: HashSet<String> = HashSet::new();
+        let mut networks = false;
+        for w in &writes {
+            for name in &w.deleted {
+                changed.remove(name.as_str());
+                nodes.insert(name.clone());
+            }
+            for name in &w.nodes {
+                changed.insert(name);
+                nodes.insert(name.clone());
+            }
+            networks |= w.networks;
         }
-        if !write.nodes.is_empty() {
-            let touched: HashSet<&str> = write.nodes.iter().map(String::as_str).collect();
-            new.hosts.retain(|_, h| !touched.contains(h.node.as_str()));
-            let rows = store.boot_hosts_of(&write.nodes).await?;
+        let mut patch = Patch {
+            base,
+            revision: revision_of(last),
+            nodes,
+            ..Default::default()
+        };
+        if networks {
+            patch.networks = Some(
+                store
+                    .list_networks()
+                    .await?
+                    .iter()
+                    .map(|n| (n.name.clone(), network_to_pb(n)))
+                    .collect(),
+            );
+        }
+        if !changed.is_empty() {
+            let changed: Vec<String> = changed.into_iter().map(String::from).collect();
+            let rows = store.boot_hosts_of(&changed).await?;
             let images = store.list_osimages().await?;
             let images: HashMap<&str, &OsImage> =
                 images.iter().map(|i| (i.name.as_str(), i)).collect();
-            for h in rows {
-                new.hosts.insert(
-                    h.mac.clone(),
-                    boot_host(h, &images, self.image_url.as_deref()),
-                );
-            }
+            patch.hosts = rows
+                .into_iter()
+                .map(|h| boot_host(h, &images, self.image_url.as_deref()))
+                .collect();
         }
+        let (writes, nodes) = (writes.len(), patch.nodes.len());
+        let mut applied = None;
+        self.current.send_modify(|table| {
+            // Cloned only if a watcher is making its snapshot of it right now.
+            applied = Arc::make_mut(table).patch(patch);
+        });
+        let Some(update) = applied else {
+            // A rebuild moved the table meanwhile.
+            return self.refresh(store).await;
+        };
         tracing::debug!(
-            nodes = write.nodes.len(),
+            writes,
+            nodes,
             ms = started.elapsed().as_millis() as u64,
             "boot table patched"
         );
-        self.publish(new);
+        self.broadcast(update);
+        Ok(())
+    }
+
+    /// Brings the table up to date after a while without local writes: takes this process's
+    /// writes that are on their way first, then rebuilds if another process wrote too.
+    async fn catch_up(
+        &self,
+        store: &Store,
+        writes: &mut broadcast::Receiver<Arc<InventoryWrite>>,
+    ) -> xcat3_store::Result<()> {
+        let revision = u64::try_from(store.inventory_revision().await?).unwrap_or(0);
+        match pending(writes, Vec::new()) {
+            Some(batch) => self.patch(store, &batch).await?,
+            None => return self.refresh(store).await,
+        }
+        if self.current.borrow().revision < revision {
+            self.refresh(store).await?;
+        }
         Ok(())
     }
 
@@ -243,6 +374,10 @@ impl BootFeed {
         let old = self.current.borrow().clone();
         let update = old.diff(&new);
         self.current.send_replace(Arc::new(new));
+        self.broadcast(update);
+    }
+
+    fn broadcast(&self, update: Option<internal::BootUpdate>) {
         if let Some(update) = update {
             tracing::debug!(
                 revision = update.revision,
@@ -255,24 +390,42 @@ impl BootFeed {
         }
     }
 
-    /// Keeps the table current until `shutdown`: after every local write, and every `poll`.
+    /// Keeps the table current until `shutdown`: after local writes (all those waiting at once,
+    /// so a bulk operation's many transactions cost one patch per pass, not one each), and
+    /// every `poll`.
     pub async fn run(self, store: Store, poll: Duration, shutdown: CancellationToken) {
         let mut writes = store.subscribe_writes();
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let result = tokio::select! {
-                w = writes.recv() => match w {
-                    Ok(write) => self.patch(&store, &write).await,
+                w = writes.recv() => match w.ok().and_then(|first| pending(&mut writes, vec![first])) {
+                    Some(batch) => self.patch(&store, &batch).await,
                     // Missed some writes: read everything.
-                    Err(_) => self.refresh(&store).await,
+                    None => self.refresh(&store).await,
                 },
-                _ = tick.tick() => self.refresh(&store).await,
+                _ = tick.tick() => self.catch_up(&store, &mut writes).await,
                 _ = shutdown.cancelled() => return,
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "reading the boot table failed; agents keep the last one");
             }
+        }
+    }
+}
+
+/// `batch` and every write waiting in `writes`, in revision order; `None` if some were missed.
+fn pending(
+    writes: &mut broadcast::Receiver<Arc<InventoryWrite>>,
+    mut batch: Vec<Arc<InventoryWrite>>,
+) -> Option<Vec<Arc<InventoryWrite>>> {
+    loop {
+        match writes.try_recv() {
+            Ok(w) => batch.push(w),
+            Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => {
+                return Some(batch);
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => return None,
         }
     }
 }
@@ -445,5 +598,71 @@ mod tests {
         let mut same = new.clone();
         same.revision = 6;
         assert_eq!(new.diff(&same), None);
+    }
+
+    #[test]
+    fn a_patch_changes_what_a_rebuild_would_and_reports_the_same_update() {
+        let old = table(
+            4,
+            vec![network("a", "10.0.0.0"), network("b", "10.1.0.0")],
+            vec![
+                host("52:54:00:00:00:01", "n1", ProvisionState::Available, None),
+                host("52:54:00:00:00:02", "n2", ProvisionState::Available, None),
+                host("52:54:00:00:00:03", "n3", ProvisionState::Available, None),
+                host("52:54:00:00:00:13", "n3", ProvisionState::Available, None),
+            ],
+        );
+        // n2 starts deploying, n3 is deleted, n4 is created, n1 is rewritten unchanged, and a
+        // network is replaced by another.
+        let new = table(
+            7,
+            vec![network("b", "10.1.0.0"), network("c", "10.2.0.0")],
+            vec![
+                host("52:54:00:00:00:01", "n1", ProvisionState::Available, None),
+                host(
+                    "52:54:00:00:00:02",
+                    "n2",
+                    ProvisionState::Deploying,
+                    Some("t"),
+                ),
+                host("52:54:00:00:00:04", "n4", ProvisionState::Available, None),
+            ],
+        );
+        let touched = ["n1", "n2", "n3", "n4"];
+        let patch = Patch {
+            base: 4,
+            revision: 7,
+            networks: Some(new.networks.clone()),
+            nodes: touched.iter().map(|n| (*n).to_owned()).collect(),
+            hosts: new
+                .hosts
+                .values()
+                .filter(|h| touched.contains(&h.node.as_str()))
+                .cloned()
+                .collect(),
+        };
+        let sorted = |mut u: internal::BootUpdate| {
+            u.hosts.sort_by(|a, b| a.mac.cmp(&b.mac));
+            u.removed_macs.sort();
+            u.networks.sort_by(|a, b| a.name.cmp(&b.name));
+            u
+        };
+        let mut patched = old.clone();
+        let update = patched.patch(patch.clone()).unwrap().unwrap();
+        assert_eq!(patched, new);
+        assert_eq!(sorted(update), sorted(old.diff(&new).unwrap()));
+        // At another revision than its base, a patch changes nothing.
+        let mut moved = old.clone();
+        moved.revision = 5;
+        assert_eq!(moved.patch(patch.clone()), None);
+        assert_eq!(moved.hosts, old.hosts);
+        // Applied again (nothing left to change), it sends nothing.
+        let again = Patch {
+            base: 7,
+            revision: 8,
+            ..patch
+        };
+        assert_eq!(patched.patch(again), Some(None));
+        assert_eq!(patched.revision, 8);
     }
 }

@@ -54,16 +54,19 @@ impl internal::netboot_config_server::NetbootConfig for NetbootConfig {
         let feed = self.feed.clone();
         tracing::info!(agent = %agent, "network agent watching");
         let stream = async_stream::try_stream! {
-            let (mut table, mut rx) = feed.subscribe();
-            yield table.snapshot();
+            let (snapshot, mut rx) = feed.subscribe();
+            let mut revision = snapshot.revision;
+            yield snapshot;
             loop {
                 match rx.recv().await {
-                    Ok(update) if update.revision <= table.revision => {}
+                    Ok(update) if update.revision <= revision => {}
                     Ok(update) => yield (*update).clone(),
                     Err(RecvError::Lagged(_)) => {
                         // Too far behind for the backlog: start over from a snapshot.
-                        (table, rx) = feed.subscribe();
-                        yield table.snapshot();
+                        let snapshot;
+                        (snapshot, rx) = feed.subscribe();
+                        revision = snapshot.revision;
+                        yield snapshot;
                         continue;
                     }
                     Err(RecvError::Closed) => break,
