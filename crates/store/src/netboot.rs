@@ -3,6 +3,7 @@
 //! discovered by DHCP.
 
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -95,61 +96,75 @@ async fn read_revision<C: ConnectionTrait>(db: &C) -> Result<i64> {
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
+/// A row of [`boot_hosts`]' join, as [`crate::json_rows`] reads it.
+#[derive(serde::Deserialize)]
+struct BootHostJson(
+    String,
+    String,
+    String,
+    Option<String>,
+    #[serde(deserialize_with = "crate::json_flag")] bool,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
 /// The NICs with their nodes' boot attributes: all of them, or those of the `only` nodes. One
-/// join read as plain rows: it runs after inventory writes.
+/// join read as aggregated JSON ([`crate::json_rows`]): it runs after inventory writes.
 async fn boot_hosts<C: ConnectionTrait>(
     db: &C,
     only: Option<&[String]>,
 ) -> Result<Vec<BootHostRecord>> {
-    const SELECT: &str = "SELECT nics.mac, nics.node, nics.name, nics.ip, nics.is_primary, nodes.arch, \
+    const COLUMNS: &str = "nics.mac, nics.node, nics.name, nics.ip, nics.is_primary, nodes.arch, \
          nodes.netboot, COALESCE(deploys.osimage, nodes.osimage), nodes.provision_state, \
-         deploys.token \
-         FROM nics JOIN nodes ON nodes.name = nics.node LEFT JOIN deploys ON deploys.node = nodes.name";
+         deploys.token";
+    const FROM: &str = "nics JOIN nodes ON nodes.name = nics.node \
+         LEFT JOIN deploys ON deploys.node = nodes.name";
     let backend = db.get_database_backend();
-    let mut rows = Vec::new();
+    let mut rows: Vec<BootHostJson> = Vec::new();
     match only {
-        None => {
-            rows = db
-                .query_all_raw(Statement::from_string(backend, SELECT))
-                .await?
-        }
+        None => rows = crate::json_rows(db, COLUMNS, FROM, Vec::new(), "boot table").await?,
         Some(names) => {
             for chunk in names.chunks(KEYS_PER_QUERY) {
                 let marks = crate::bind_marks(backend, chunk.len());
-                let sql = format!("{SELECT} WHERE nics.node IN ({marks})");
                 let values: Vec<sea_orm::Value> = chunk.iter().map(|n| n.clone().into()).collect();
                 rows.extend(
-                    db.query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-                        .await?,
+                    crate::json_rows::<_, BootHostJson>(
+                        db,
+                        COLUMNS,
+                        &format!("{FROM} WHERE nics.node IN ({marks})"),
+                        values,
+                        "boot table",
+                    )
+                    .await?,
                 );
             }
         }
     }
-    let mut hosts = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mac: String = row.try_get_by_index(0)?;
-        let node: String = row.try_get_by_index(1)?;
-        let ip: Option<String> = row.try_get_by_index(3)?;
-        let state: String = row.try_get_by_index(8)?;
-        let what = || format!("NIC {mac} of node {node}");
-        hosts.push(BootHostRecord {
-            ip: ip
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| corrupt(what(), e))?,
-            provision_state: state.parse().map_err(|e| corrupt(what(), e))?,
-            nic: row.try_get_by_index(2)?,
-            primary: row.try_get_by_index(4)?,
-            arch: row.try_get_by_index(5)?,
-            netboot: row.try_get_by_index(6)?,
-            osimage: row.try_get_by_index(7)?,
-            deploy_token: row.try_get_by_index(9)?,
-            mac,
-            node,
-        });
-    }
-    Ok(hosts)
+    rows.into_iter()
+        .map(|r| {
+            let what = || format!("NIC {} of node {}", r.0, r.1);
+            Ok(BootHostRecord {
+                ip: r
+                    .3
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| corrupt(what(), e))?,
+                provision_state: r.8.parse().map_err(|e| corrupt(what(), e))?,
+                mac: r.0,
+                node: r.1,
+                nic: r.2,
+                primary: r.4,
+                arch: r.5,
+                netboot: r.6,
+                osimage: r.7,
+                deploy_token: r.9,
+            })
+        })
+        .collect()
 }
 
 impl Store {
@@ -175,6 +190,15 @@ impl Store {
         txn: DatabaseTransaction,
         touched: Touched,
     ) -> Result<()> {
+        /// Counts a commit in flight from before the revision moves until it is sent.
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.in_flight);
         let row = txn
             .query_one_raw(Statement::from_string(
                 txn.get_database_backend(),
@@ -184,7 +208,6 @@ impl Store {
             .ok_or_else(|| corrupt("inventory revision", "the row is missing"))?;
         let revision: i64 = row.try_get_by_index(0)?;
         txn.commit().await?;
-        // Nobody listening is fine.
         let mut write = InventoryWrite {
             revision,
             nodes: Vec::new(),
@@ -196,8 +219,16 @@ impl Store {
             Touched::Deleted(nodes) => write.deleted = nodes,
             Touched::Networks => write.networks = true,
         }
+        // Nobody listening is fine.
         let _ = self.writes.send(std::sync::Arc::new(write));
         Ok(())
+    }
+
+    /// How many inventory writes of this process may have moved the revision without being
+    /// sent to [`Store::subscribe_writes`] yet. Read after [`Store::inventory_revision`]: when
+    /// it is 0, every write of this process up to that revision is waiting in the receivers.
+    pub fn inventory_writes_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Every inventory write made through this store, after it committed (this process only;

@@ -141,6 +141,68 @@ fn nic_rows(n: &Node) -> impl Iterator<Item = nic::ActiveModel> + '_ {
         })
 }
 
+/// A `nodes` row as [`crate::json_rows`] reads it: the columns of [`node::Model`], in order.
+#[derive(serde::Deserialize)]
+struct NodeJson(
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+);
+
+impl From<NodeJson> for node::Model {
+    fn from(r: NodeJson) -> Self {
+        node::Model {
+            name: r.0,
+            groups: r.1,
+            mgt: r.2,
+            netboot: r.3,
+            arch: r.4,
+            control: r.5,
+            osimage: r.6,
+            provision_state: r.7,
+            power_state: r.8,
+            labels: r.9,
+            revision: r.10,
+            created_at: r.11,
+            updated_at: r.12,
+        }
+    }
+}
+
+/// A `nics` row as [`crate::json_rows`] reads it: the columns of [`nic::Model`], in order.
+#[derive(serde::Deserialize)]
+struct NicJson(
+    String,
+    String,
+    String,
+    Option<String>,
+    #[serde(deserialize_with = "crate::json_flag")] bool,
+    i32,
+);
+
+impl From<NicJson> for nic::Model {
+    fn from(r: NicJson) -> Self {
+        nic::Model {
+            mac: r.0,
+            node: r.1,
+            name: r.2,
+            ip: r.3,
+            is_primary: r.4,
+            position: r.5,
+        }
+    }
+}
+
 fn from_row(m: node::Model, mut nics: Vec<nic::Model>, keys: &SealingKeys) -> Result<NodeRecord> {
     let what = || format!("node {}", m.name);
     let mut n = Node::new(m.name.clone());
@@ -397,13 +459,8 @@ impl Store {
 
     /// Every node name with its groups: what a noderange is resolved against.
     pub async fn node_names_and_groups(&self) -> Result<Vec<(String, Vec<String>)>> {
-        let rows: Vec<(String, String)> = node::Entity::find()
-            .select_only()
-            .column(node::Column::Name)
-            .column(node::Column::Groups)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+        let rows: Vec<(String, String)> =
+            crate::json_rows(&self.db, "name, groups", "nodes", Vec::new(), "nodes").await?;
         Ok(rows.into_iter().map(split_groups).collect())
     }
 
@@ -411,36 +468,64 @@ impl Store {
     pub async fn node_groups(&self, names: &[String]) -> Result<Vec<(String, Vec<String>)>> {
         let mut out = Vec::with_capacity(names.len());
         for chunk in names.chunks(KEYS_PER_QUERY) {
-            let rows: Vec<(String, String)> = node::Entity::find()
-                .select_only()
-                .column(node::Column::Name)
-                .column(node::Column::Groups)
-                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
-                .into_tuple()
-                .all(&self.db)
+            let rows: Vec<(String, String)> = self
+                .pairs_in("name, groups", "nodes", "name", chunk)
                 .await?;
             out.extend(rows.into_iter().map(split_groups));
         }
         Ok(out)
     }
 
-    /// The nodes named, in the order given; names not in the inventory are left out.
+    /// `columns` (two text columns) of the rows of `table` whose `key` is one of `keys`, read
+    /// as aggregated JSON ([`crate::json_rows`]).
+    async fn pairs_in<T: serde::de::DeserializeOwned>(
+        &self,
+        columns: &str,
+        table: &str,
+        key: &str,
+        keys: &[String],
+    ) -> Result<Vec<T>> {
+        let marks = crate::bind_marks(self.db.get_database_backend(), keys.len());
+        crate::json_rows(
+            &self.db,
+            columns,
+            &format!("{table} WHERE {key} IN ({marks})"),
+            keys.iter().map(|k| k.clone().into()).collect(),
+            table,
+        )
+        .await
+    }
+
+    /// The nodes named, in the order given; names not in the inventory are left out. Read as
+    /// aggregated JSON ([`crate::json_rows`]): two rows per [`KEYS_PER_QUERY`] names.
     pub async fn get_nodes(&self, names: &[String]) -> Result<Vec<NodeRecord>> {
+        let backend = self.db.get_database_backend();
         let mut rows = HashMap::with_capacity(names.len());
         let mut nics: HashMap<String, Vec<nic::Model>> = HashMap::new();
         for chunk in names.chunks(KEYS_PER_QUERY) {
-            for m in node::Entity::find()
-                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
-                .all(&self.db)
-                .await?
-            {
+            let marks = crate::bind_marks(backend, chunk.len());
+            let values = || chunk.iter().map(|n| n.clone().into()).collect();
+            let nodes: Vec<NodeJson> = crate::json_rows(
+                &self.db,
+                "name, groups, mgt, netboot, arch, control, osimage, provision_state, \
+                 power_state, labels, revision, created_at, updated_at",
+                &format!("nodes WHERE name IN ({marks})"),
+                values(),
+                "nodes",
+            )
+            .await?;
+            for m in nodes.into_iter().map(node::Model::from) {
                 rows.insert(m.name.clone(), m);
             }
-            for n in nic::Entity::find()
-                .filter(nic::Column::Node.is_in(chunk.iter().cloned()))
-                .all(&self.db)
-                .await?
-            {
+            let found: Vec<NicJson> = crate::json_rows(
+                &self.db,
+                "mac, node, name, ip, is_primary, position",
+                &format!("nics WHERE node IN ({marks})"),
+                values(),
+                "NICs",
+            )
+            .await?;
+            for n in found.into_iter().map(nic::Model::from) {
                 nics.entry(n.node.clone()).or_default().push(n);
             }
         }
@@ -458,14 +543,8 @@ impl Store {
     pub async fn existing_node_names(&self, names: &[String]) -> Result<HashSet<String>> {
         let mut found = HashSet::new();
         for chunk in names.chunks(KEYS_PER_QUERY) {
-            let rows: Vec<String> = node::Entity::find()
-                .select_only()
-                .column(node::Column::Name)
-                .filter(node::Column::Name.is_in(chunk.iter().cloned()))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            found.extend(rows);
+            let rows: Vec<(String,)> = self.pairs_in("name", "nodes", "name", chunk).await?;
+            found.extend(rows.into_iter().map(|(name,)| name));
         }
         Ok(found)
     }
@@ -474,14 +553,8 @@ impl Store {
     pub async fn nic_owners_by_mac(&self, macs: &[String]) -> Result<HashMap<String, String>> {
         let mut owners = HashMap::new();
         for chunk in macs.chunks(KEYS_PER_QUERY) {
-            let rows: Vec<(String, String)> = nic::Entity::find()
-                .select_only()
-                .column(nic::Column::Mac)
-                .column(nic::Column::Node)
-                .filter(nic::Column::Mac.is_in(chunk.iter().cloned()))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
+            let rows: Vec<(String, String)> =
+                self.pairs_in("mac, node", "nics", "mac", chunk).await?;
             owners.extend(rows);
         }
         Ok(owners)
@@ -491,18 +564,9 @@ impl Store {
     pub async fn nic_owners_by_ip(&self, ips: &[String]) -> Result<HashMap<String, String>> {
         let mut owners = HashMap::new();
         for chunk in ips.chunks(KEYS_PER_QUERY) {
-            let rows: Vec<(Option<String>, String)> = nic::Entity::find()
-                .select_only()
-                .column(nic::Column::Ip)
-                .column(nic::Column::Node)
-                .filter(nic::Column::Ip.is_in(chunk.iter().cloned()))
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            owners.extend(
-                rows.into_iter()
-                    .filter_map(|(ip, node)| ip.map(|ip| (ip, node))),
-            );
+            let rows: Vec<(String, String)> =
+                self.pairs_in("ip, node", "nics", "ip", chunk).await?;
+            owners.extend(rows);
         }
         Ok(owners)
     }

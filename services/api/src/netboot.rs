@@ -22,11 +22,21 @@ use xcat3_types::{ProvisionState, installer_boot};
 const BACKLOG: usize = 64;
 
 /// The boot table at one revision.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone)]
 pub struct Table {
     pub revision: u64,
     pub networks: BTreeMap<String, xcat3_proto::pb::Network>,
     pub hosts: HashMap<String, internal::BootHost>,
+    /// The MACs of each node's hosts, so that a patch finds a node's hosts without scanning.
+    macs_of: HashMap<String, Vec<String>>,
+}
+
+/// Tables are equal when an agent sees the same (the index is not compared).
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        (self.revision, &self.networks, &self.hosts)
+            == (other.revision, &other.networks, &other.hosts)
+    }
 }
 
 impl Table {
@@ -35,7 +45,15 @@ impl Table {
     pub fn build(rows: BootTable, osimages: &[OsImage], image_url: Option<&str>) -> Table {
         let images: HashMap<&str, &OsImage> =
             osimages.iter().map(|i| (i.name.as_str(), i)).collect();
+        let mut macs_of: HashMap<String, Vec<String>> = HashMap::new();
+        for h in &rows.hosts {
+            macs_of
+                .entry(h.node.clone())
+                .or_default()
+                .push(h.mac.clone());
+        }
         Table {
+            macs_of,
             revision: u64::try_from(rows.revision).unwrap_or(0),
             networks: rows
                 .networks
@@ -140,14 +158,22 @@ impl Table {
             self.networks = new.networks;
         }
         if !patch.nodes.is_empty() {
-            let mut old: HashMap<String, internal::BootHost> = self
-                .hosts
-                .extract_if(|_, h| patch.nodes.contains(h.node.as_str()))
-                .collect();
+            let mut old: HashMap<String, internal::BootHost> = HashMap::new();
+            for node in &patch.nodes {
+                for mac in self.macs_of.remove(node).unwrap_or_default() {
+                    if let Some(h) = self.hosts.remove(&mac) {
+                        old.insert(mac, h);
+                    }
+                }
+            }
             for h in patch.hosts {
                 if old.remove(&h.mac).as_ref() != Some(&h) {
                     update.hosts.push(h.clone());
                 }
+                self.macs_of
+                    .entry(h.node.clone())
+                    .or_default()
+                    .push(h.mac.clone());
                 self.hosts.insert(h.mac.clone(), h);
             }
             update.removed_macs = old.into_keys().collect();
@@ -359,11 +385,13 @@ impl BootFeed {
         writes: &mut broadcast::Receiver<Arc<InventoryWrite>>,
     ) -> xcat3_store::Result<()> {
         let revision = u64::try_from(store.inventory_revision().await?).unwrap_or(0);
+        // Local writes still on their way arrive as messages: not a reason to read everything.
+        let local_in_flight = store.inventory_writes_in_flight() > 0;
         match pending(writes, Vec::new()) {
             Some(batch) => self.patch(store, &batch).await?,
             None => return self.refresh(store).await,
         }
-        if self.current.borrow().revision < revision {
+        if self.current.borrow().revision < revision && !local_in_flight {
             self.refresh(store).await?;
         }
         Ok(())

@@ -11,6 +11,9 @@ use super::Candidate;
 
 /// What the store says about the MACs, IPs and OS images the candidates use.
 pub(super) struct InventoryCheck {
+    /// Whether the NICs are checked: not when a change leaves them as they are (they passed
+    /// when they were written, and network writes keep them valid).
+    nics: bool,
     mac_owners: HashMap<String, String>,
     ip_owners: HashMap<String, String>,
     networks: Vec<Network>,
@@ -18,13 +21,19 @@ pub(super) struct InventoryCheck {
 }
 
 impl InventoryCheck {
-    /// Reads, in a few set queries, everything [`InventoryCheck::check`] needs.
-    pub(super) async fn load(store: &Store, candidates: &[Candidate]) -> xcat3_store::Result<Self> {
+    /// Reads, in a few set queries, everything [`InventoryCheck::check`] needs; the NICs'
+    /// owners and networks only if `nics`.
+    pub(super) async fn load(
+        store: &Store,
+        candidates: &[Candidate],
+        nics: bool,
+    ) -> xcat3_store::Result<Self> {
         let live = || candidates.iter().filter(|c| c.error.is_none());
-        let macs: Vec<String> = live()
+        let live_nics = || live().filter(|_| nics);
+        let macs: Vec<String> = live_nics()
             .flat_map(|c| c.node.nics.iter().map(|n| n.mac.to_string()))
             .collect();
-        let ips: Vec<String> = live()
+        let ips: Vec<String> = live_nics()
             .flat_map(|c| {
                 c.node
                     .nics
@@ -35,6 +44,7 @@ impl InventoryCheck {
         let images: HashSet<String> = live().filter_map(|c| c.node.osimage.clone()).collect();
         let images: Vec<String> = images.into_iter().collect();
         Ok(Self {
+            nics,
             mac_owners: if macs.is_empty() {
                 HashMap::new()
             } else {
@@ -86,7 +96,12 @@ impl InventoryCheck {
         ips: &HashMap<Ipv4Addr, String>,
     ) -> Result<(), FieldError> {
         let name = &c.node.name;
-        for (i, nic) in c.node.nics.iter().enumerate() {
+        let nics = if self.nics {
+            c.node.nics.as_slice()
+        } else {
+            &[]
+        };
+        for (i, nic) in nics.iter().enumerate() {
             let field = |f: &str| format!("nics[{i}].{f}");
             let mac = nic.mac.to_string();
             if let Some(owner) = self.mac_owners.get(&mac).filter(|o| *o != name) {

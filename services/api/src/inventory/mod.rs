@@ -194,7 +194,7 @@ impl Inventory {
                 ));
             }
         }
-        InventoryCheck::load(&self.store, &candidates)
+        InventoryCheck::load(&self.store, &candidates, true)
             .await?
             .check(&mut candidates);
         self.write(
@@ -256,7 +256,7 @@ impl Inventory {
                 }
             })
             .collect();
-        InventoryCheck::load(&self.store, &candidates)
+        InventoryCheck::load(&self.store, &candidates, nics_changed)
             .await?
             .check(&mut candidates);
         if all_or_nothing && !missing.is_empty() {
